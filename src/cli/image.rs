@@ -1,0 +1,66 @@
+//! `agentao image …`: build the base image, list and clean images.
+
+use clap::Subcommand;
+
+use super::progress::Steps;
+use crate::config::Settings;
+use crate::sandbox::{self, BaseImageOptions};
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCmd {
+    /// Build agentao/base from a debootstrap root (skipped when the recipe's tag exists).
+    BuildBase {
+        /// Rebuild even if the image exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List images agentao built.
+    List,
+    /// Remove leftover containers and images of old recipes.
+    Gc,
+}
+
+pub async fn run(cmd: ImageCmd, settings: &Settings) -> anyhow::Result<()> {
+    let engine = super::engine(settings).await?;
+    match cmd {
+        ImageCmd::BuildBase { force } => {
+            let steps = Steps::new("checking the base image");
+            let opts = BaseImageOptions {
+                cache_dir: settings.cache_dir.clone(),
+                mirror: settings.debian_mirror.clone(),
+                pip_index_url: settings.pip_index_url.clone(),
+                force,
+            };
+            let report =
+                sandbox::build_base_image(&engine, &opts, &mut |s: &str| steps.step(s)).await;
+            steps.finish();
+            let report = report?;
+            if report.skipped {
+                eprintln!("{} is up to date", report.image.reference);
+            } else {
+                eprintln!(
+                    "built {} in {:.0}s",
+                    report.image.reference, report.seconds
+                );
+            }
+            println!("{}", report.image.reference);
+        }
+        ImageCmd::List => {
+            for image in sandbox::list_agentao_images(&engine).await? {
+                println!(
+                    "{}\t{:.0} MB\t{}",
+                    image.reference,
+                    image.size_bytes as f64 / 1e6,
+                    image.recipe.as_deref().map_or("", |r| &r[..r.len().min(12)])
+                );
+            }
+        }
+        ImageCmd::Gc => {
+            let base = sandbox::base_image_tag().reference;
+            let keep = vec![base, format!("{}:latest", sandbox::BASE_REPO)];
+            let report = sandbox::gc_images(&engine, &keep).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,307 @@
+//! The command line: clap definitions, settings resolution, dispatch, and the one place where
+//! errors become exit codes. This is the edge: `anyhow` is used here and nowhere below.
+//!
+//! Exit codes: 0 success, 1 unexpected failure (with the cause chain), 2 the user's input was
+//! wrong (bad flag, missing image, malformed file; with a hint), 130 interrupted.
+
+mod bench;
+mod doctor;
+mod image;
+mod progress;
+mod sandbox_cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, LlmSettings, Settings, WalletSettings, env_vars as ev};
+use crate::sandbox::{Limits, SandboxError};
+use crate::telemetry::{LogFormat, init_logging};
+
+/// agentao: an autonomous software-engineering marketplace on Bittensor (subnet 62).
+#[derive(Debug, Parser)]
+#[command(name = "agentao", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts, Bittensor-style.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Subnet id.
+    #[arg(long, global = true, env = ev::AGENTAO_NETUID, default_value_t = config::DEFAULT_NETUID)]
+    pub netuid: u16,
+    /// Wallet name under the wallets directory.
+    #[arg(long = "wallet.name", global = true, env = ev::AGENTAO_WALLET_NAME, default_value = "default")]
+    pub wallet_name: String,
+    /// Hotkey name inside the wallet.
+    #[arg(long = "wallet.hotkey", global = true, env = ev::AGENTAO_WALLET_HOTKEY, default_value = "default")]
+    pub wallet_hotkey: String,
+    /// Wallets directory (default ~/.bittensor/wallets).
+    #[arg(long = "wallet.path", global = true, env = ev::AGENTAO_WALLET_PATH)]
+    pub wallet_path: Option<PathBuf>,
+    /// Debug logs for agentao.
+    #[arg(long = "logging.debug", global = true)]
+    pub logging_debug: bool,
+    /// Log format (default: pretty on a terminal, json otherwise).
+    #[arg(long, global = true, env = ev::AGENTAO_LOG_FORMAT, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Model name or alias (gpt4omini, gpt4o, sonnet, local, ...).
+    #[arg(long, global = true, env = ev::AGENTAO_MODEL)]
+    pub model: Option<String>,
+    /// Maximum dollars spent on one task.
+    #[arg(long = "instance-cost", global = true, env = ev::AGENTAO_INSTANCE_COST)]
+    pub instance_cost: Option<f64>,
+    /// API key of an OpenAI-compatible service; unset means the embedded local model.
+    #[arg(long, global = true, env = ev::OPENAI_API_KEY, hide_env_values = true)]
+    pub openai_api_key: Option<String>,
+    /// Base URL of an OpenAI-compatible service.
+    #[arg(long, global = true, env = ev::OPENAI_BASE_URL)]
+    pub openai_base_url: Option<String>,
+    /// Docker engine socket.
+    #[arg(long, global = true, env = ev::DOCKER_HOST)]
+    pub docker_host: Option<String>,
+    /// Cache directory (rootfs scratch, wheelhouse, sdists).
+    #[arg(long, global = true, env = ev::AGENTAO_CACHE_DIR)]
+    pub cache_dir: Option<PathBuf>,
+    /// Data directory (task store, runs, dataset).
+    #[arg(long, global = true, env = ev::AGENTAO_DATA_DIR)]
+    pub data_dir: Option<PathBuf>,
+    /// Sandbox memory limit in MiB.
+    #[arg(long, global = true, env = ev::AGENTAO_SANDBOX_MEMORY_MB)]
+    pub sandbox_memory_mb: Option<u64>,
+    /// Sandbox CPU limit.
+    #[arg(long, global = true, env = ev::AGENTAO_SANDBOX_CPUS)]
+    pub sandbox_cpus: Option<f64>,
+    /// Sandbox process limit.
+    #[arg(long, global = true, env = ev::AGENTAO_SANDBOX_PIDS)]
+    pub sandbox_pids: Option<i64>,
+    /// Sandbox wall-clock limit in seconds.
+    #[arg(long, global = true, env = ev::AGENTAO_SANDBOX_WALL_SECS)]
+    pub sandbox_wall_secs: Option<u64>,
+    /// Sandboxes running at once.
+    #[arg(long, global = true, env = ev::AGENTAO_MAX_SANDBOXES)]
+    pub max_sandboxes: Option<usize>,
+    /// Python package index for host-side downloads.
+    #[arg(long, global = true, env = ev::PIP_INDEX_URL)]
+    pub pip_index_url: Option<String>,
+    /// Debian mirror for debootstrap.
+    #[arg(long, global = true, env = ev::AGENTAO_DEBIAN_MIRROR)]
+    pub debian_mirror: Option<String>,
+    /// Run id labelling this process's containers (random when unset).
+    #[arg(long, global = true, env = ev::AGENTAO_RUN_ID)]
+    pub run_id: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a validator: forge tasks, query miners, score, set weights, record the dataset.
+    Validator,
+    /// Run a miner: answer validators' coding tasks with an SWE agent in a sandbox.
+    Miner,
+    /// Forge, list, show and export coding tasks.
+    Tasks,
+    /// Evaluate predictions (patches) against tasks.
+    Eval,
+    /// Export and publish the dataset.
+    Dataset,
+    /// Run a whole subnet round locally on embedded defaults.
+    Local,
+    /// Build, list and clean agentao's Docker images.
+    #[command(subcommand)]
+    Image(image::ImageCmd),
+    /// Run one command in a fresh sandbox (for checking limits and images by hand).
+    Sandbox(sandbox_cmd::SandboxArgs),
+    /// Check the machine: Docker, disk, tools, images, LLM endpoint.
+    Doctor,
+    /// Benchmarks that write JSON.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
+}
+
+impl GlobalArgs {
+    /// Resolves flags (already layered over environment and `.env` by clap) into settings.
+    pub fn settings(&self) -> Settings {
+        let d = Settings::defaults();
+        let limits = Limits {
+            memory_mb: self.sandbox_memory_mb.unwrap_or(d.limits.memory_mb),
+            cpus: self.sandbox_cpus.unwrap_or(d.limits.cpus),
+            pids: self.sandbox_pids.unwrap_or(d.limits.pids),
+            wall: self
+                .sandbox_wall_secs
+                .map_or(d.limits.wall, config::secs),
+            network: false,
+        };
+        let model = match (&self.model, &self.openai_api_key) {
+            (Some(m), _) => crate::llm::resolve_model(m),
+            (None, Some(_)) => crate::llm::resolve_model("gpt4omini"),
+            (None, None) => d.llm.model.clone(),
+        };
+        Settings {
+            netuid: self.netuid,
+            wallet: WalletSettings {
+                name: self.wallet_name.clone(),
+                hotkey: self.wallet_hotkey.clone(),
+                path: self.wallet_path.clone().unwrap_or(d.wallet.path),
+            },
+            llm: LlmSettings {
+                api_key: self.openai_api_key.clone().filter(|k| !k.is_empty()),
+                base_url: self.openai_base_url.clone().filter(|u| !u.is_empty()),
+                model,
+                instance_cost: self.instance_cost.unwrap_or(d.llm.instance_cost),
+            },
+            docker_host: self.docker_host.clone().filter(|h| !h.is_empty()),
+            cache_dir: self.cache_dir.clone().unwrap_or(d.cache_dir),
+            data_dir: self.data_dir.clone().unwrap_or(d.data_dir),
+            limits,
+            max_sandboxes: self.max_sandboxes.unwrap_or(d.max_sandboxes).max(1),
+            pip_index_url: self.pip_index_url.clone().filter(|u| !u.is_empty()),
+            debian_mirror: self
+                .debian_mirror
+                .clone()
+                .unwrap_or(d.debian_mirror),
+            run_id: self.run_id.clone().filter(|r| !r.is_empty()).unwrap_or(d.run_id),
+        }
+    }
+}
+
+/// An error that is the user's to fix: printed with a hint, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct UserError {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl UserError {
+    pub fn new(message: impl Into<String>) -> Self {
+        UserError {
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    // `.env` sits below real environment variables and flags: dotenvy never overrides.
+    let _ = dotenvy::dotenv();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_logging(cli.global.log_format, cli.global.logging_debug);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let settings = cli.global.settings();
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            r = run(cli.command, settings) => Some(r),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    // Dropping the runtime after the select dropped the command's future: every sandbox
+    // guard has removed its container by now.
+    drop(runtime);
+    match outcome {
+        None => {
+            eprintln!("interrupted; containers removed");
+            ExitCode::from(130)
+        }
+        Some(Ok(())) => ExitCode::SUCCESS,
+        Some(Err(e)) => report(&e),
+    }
+}
+
+fn report(e: &anyhow::Error) -> ExitCode {
+    if let Some(user) = e.downcast_ref::<UserError>() {
+        eprintln!("error: {user}");
+        if let Some(hint) = &user.hint {
+            eprintln!("hint: {hint}");
+        }
+        return ExitCode::from(2);
+    }
+    if let Some(sandbox) = e.downcast_ref::<SandboxError>() {
+        match sandbox {
+            SandboxError::ImageMissing(_) => {
+                eprintln!("error: {sandbox}");
+                return ExitCode::from(2);
+            }
+            SandboxError::EngineUnavailable { .. } => {
+                eprintln!("error: {sandbox}");
+                eprintln!("hint: is the Docker daemon running? `agentao doctor` checks the set-up");
+                return ExitCode::from(1);
+            }
+            _ => {}
+        }
+    }
+    let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
+    eprintln!("error: {}", chain.join(": "));
+    ExitCode::from(1)
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Image(cmd) => image::run(cmd, &settings).await,
+        Command::Sandbox(args) => sandbox_cmd::run(args, &settings).await,
+        Command::Doctor => doctor::run(&settings).await,
+        Command::Bench(cmd) => bench::run(cmd, &settings).await,
+        Command::Validator
+        | Command::Miner
+        | Command::Tasks
+        | Command::Eval
+        | Command::Dataset
+        | Command::Local => Err(UserError::new(format!(
+            "`agentao {}` is not built yet in this version",
+            command_name(&command)
+        ))
+        .hint("available now: image, sandbox, doctor, bench")
+        .into()),
+    }
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Validator => "validator",
+        Command::Miner => "miner",
+        Command::Tasks => "tasks",
+        Command::Eval => "eval",
+        Command::Dataset => "dataset",
+        Command::Local => "local",
+        Command::Image(_) => "image",
+        Command::Sandbox(_) => "sandbox",
+        Command::Doctor => "doctor",
+        Command::Bench(_) => "bench",
+    }
+}
+
+/// Connects to the engine named in the settings and reaps what dead runs left behind.
+pub(crate) async fn engine(settings: &Settings) -> anyhow::Result<crate::sandbox::Engine> {
+    let engine = crate::sandbox::Engine::connect(settings.docker_host.as_deref()).await?;
+    let reaped = crate::sandbox::reap_leftovers(&engine).await?;
+    if !reaped.containers.is_empty() {
+        tracing::info!(count = reaped.containers.len(), "removed containers left by earlier runs");
+    }
+    Ok(engine)
+}

@@ -1,0 +1,44 @@
+//! Progress on a terminal (indicatif), plain log lines otherwise.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// A spinner for a multi-step job; hidden when stderr is not a terminal, where each step is
+/// logged through tracing instead.
+pub struct Steps {
+    bar: ProgressBar,
+    visible: bool,
+}
+
+impl Steps {
+    pub fn new(what: &str) -> Steps {
+        let visible = std::io::stderr().is_terminal();
+        let bar = if visible {
+            let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            b.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed}] {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            b.enable_steady_tick(Duration::from_millis(120));
+            b
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_message(what.to_owned());
+        Steps { bar, visible }
+    }
+
+    pub fn step(&self, msg: &str) {
+        if self.visible {
+            self.bar.set_message(msg.to_owned());
+        } else {
+            tracing::info!("{msg}");
+        }
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}

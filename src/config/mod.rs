@@ -1,0 +1,122 @@
+//! Settings: every knob agentao has, resolved once from defaults < `.env` < environment <
+//! flags. Commands receive a [`Settings`], never raw arguments.
+//!
+//! The CLI (`cli/`) builds it; everything below reads it. It holds plain values only and does
+//! no I/O beyond locating default directories.
+
+pub mod env_vars;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::sandbox::Limits;
+
+/// Default subnet id (Agentao on mainnet).
+pub const DEFAULT_NETUID: u16 = 62;
+/// Default per-task budget of a miner in dollars, as in the original subnet.
+pub const DEFAULT_INSTANCE_COST: f64 = 3.0;
+/// Default Debian mirror for debootstrap.
+pub const DEFAULT_DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
+
+/// Wallet selection (names only; keys are read by `subnet/`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WalletSettings {
+    pub name: String,
+    pub hotkey: String,
+    /// Root of the wallets directory.
+    pub path: PathBuf,
+}
+
+/// How to reach a language model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmSettings {
+    /// API key; `None` means the embedded local model.
+    pub api_key: Option<String>,
+    /// Base URL of an OpenAI-compatible API.
+    pub base_url: Option<String>,
+    /// Resolved model id.
+    pub model: String,
+    /// Dollar budget per task.
+    pub instance_cost: f64,
+}
+
+/// Everything a command needs to know.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub netuid: u16,
+    pub wallet: WalletSettings,
+    pub llm: LlmSettings,
+    /// Docker engine address; `None` for the default socket.
+    pub docker_host: Option<String>,
+    pub cache_dir: PathBuf,
+    pub data_dir: PathBuf,
+    /// Limits of every sandbox.
+    pub limits: Limits,
+    /// Sandboxes that may run at once.
+    pub max_sandboxes: usize,
+    pub pip_index_url: Option<String>,
+    pub debian_mirror: String,
+    /// Id of this process's run (the `agentao.run` label of its containers).
+    pub run_id: String,
+}
+
+impl Settings {
+    /// Settings with every default, for tests and library users.
+    pub fn defaults() -> Settings {
+        Settings {
+            netuid: DEFAULT_NETUID,
+            wallet: WalletSettings {
+                name: "default".into(),
+                hotkey: "default".into(),
+                path: home().join(".bittensor").join("wallets"),
+            },
+            llm: LlmSettings {
+                api_key: None,
+                base_url: None,
+                model: crate::llm::EMBEDDED_MODEL.to_owned(),
+                instance_cost: DEFAULT_INSTANCE_COST,
+            },
+            docker_host: None,
+            cache_dir: default_cache_dir(),
+            data_dir: default_data_dir(),
+            limits: Limits::default(),
+            max_sandboxes: default_parallelism(),
+            pip_index_url: None,
+            debian_mirror: DEFAULT_DEBIAN_MIRROR.to_owned(),
+            run_id: new_run_id(),
+        }
+    }
+}
+
+/// A short random run id.
+pub fn new_run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+/// Sandboxes to run at once by default: one per core.
+pub fn default_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
+}
+
+/// `$XDG_CACHE_HOME/agentao` or `~/.cache/agentao`.
+pub fn default_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map_or_else(|| home().join(".cache"), PathBuf::from)
+        .join("agentao")
+}
+
+/// `$XDG_DATA_HOME/agentao` or `~/.local/share/agentao`.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map_or_else(|| home().join(".local").join("share"), PathBuf::from)
+        .join("agentao")
+}
+
+/// Seconds to a [`Duration`], for flags.
+pub fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}

@@ -1,0 +1,19 @@
+//! agentao: an autonomous software-engineering marketplace on a Bittensor subnet (netuid 62).
+//!
+//! # Layout
+//! - [`config`]: settings resolved once (defaults < `.env` < environment < flags) and the
+//!   documented environment variables.
+//! - [`sandbox`]: the Docker engine via bollard: images (the offline base image), containers
+//!   with limits, exec, copy, reaping. Knows nothing of tasks or subnets.
+//! - [`llm`]: model aliases and prices; the OpenAI-compatible client and judge.
+//! - [`telemetry`]: logging (pretty or JSON) and opt-in telemetry.
+//! - [`cli`]: the command line edge; the only place that turns errors into exit codes.
+//!
+//! Dependencies point one way: `cli` → (`neurons`) → (`eval`, `agent`, `tasks`) → (`sandbox`,
+//! `llm`) → `config` values passed in. Nothing low imports anything high.
+
+pub mod cli;
+pub mod config;
+pub mod llm;
+pub mod sandbox;
+pub mod telemetry;

@@ -1,0 +1,70 @@
+//! Docker sandboxes: the engine connection, containers with hard limits, exec, file copy,
+//! image builds, and the reaper that guarantees nothing is left behind.
+//!
+//! This module owns every call to the Docker engine; **only `sandbox/` imports bollard**.
+//! It knows nothing about tasks, miners or subnets: callers hand it an image name, limits and
+//! commands, and get back exit codes, bounded output and files.
+//!
+//! Guarantees:
+//! - every container carries the labels `agentao.run`, `agentao.owner` and `agentao.deadline`;
+//! - a [`Sandbox`] is a guard: dropping it (panic, timeout, Ctrl-C) removes its container;
+//! - the container's own PID 1 is `sleep <wall-clock limit>` under `--init` with auto-remove, so
+//!   even a killed agentao process leaves a container that stops and removes itself in time;
+//! - [`reap_leftovers`] removes containers whose owner process is gone or whose deadline passed.
+
+mod base;
+mod container;
+mod engine;
+mod error;
+mod image;
+mod output;
+mod reaper;
+
+pub use base::{
+    BASE_REPO, BaseImage, BaseImageOptions, BuildReport, base_image_tag, build_base_image,
+    download_wheels, which,
+};
+pub use container::{ExecOutput, ExecRequest, ExecStatus, OutputStream, Sandbox, SandboxSpec};
+pub use engine::{Engine, EngineInfo};
+pub use error::SandboxError;
+pub use image::{ImageSummary, build_image_from_context, list_agentao_images, tar_files};
+pub use output::BoundedBuf;
+pub use reaper::{GcReport, gc_images, reap_leftovers};
+
+use std::time::Duration;
+
+/// Label every agentao container carries; its value is the run id.
+pub const LABEL_RUN: &str = "agentao.run";
+/// Label naming the process that owns the container: `<boot-id-prefix>:<pid>:<start-ticks>`.
+pub const LABEL_OWNER: &str = "agentao.owner";
+/// Label with the unix time after which the container may be reaped whatever its owner.
+pub const LABEL_DEADLINE: &str = "agentao.deadline";
+/// Label on images agentao built, with the recipe hash.
+pub const LABEL_RECIPE: &str = "agentao.recipe";
+
+/// Resource limits of one sandbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Memory limit in MiB (swap is not allowed beyond it).
+    pub memory_mb: u64,
+    /// CPUs, fractions allowed.
+    pub cpus: f64,
+    /// Maximum number of processes.
+    pub pids: i64,
+    /// Wall-clock limit of the whole container.
+    pub wall: Duration,
+    /// Whether the container gets a network (bridge) at all. Off by default.
+    pub network: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mb: 2048,
+            cpus: 1.0,
+            pids: 512,
+            wall: Duration::from_secs(900),
+            network: false,
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The real binary: exit codes, one-line errors, Ctrl-C.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{assert_no_containers, containers_of, run_id};
+
+fn agentao() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_agentao"));
+    c.env("AGENTAO_LOG_FORMAT", "json").env_remove("RUST_LOG");
+    c
+}
+
+fn error_lines(stderr: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn an_invalid_flag_exits_2() {
+    let out = agentao().args(["--no-such-flag", "doctor"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(error_lines(&out.stderr).len(), 1);
+}
+
+#[test]
+fn a_missing_image_is_one_line_and_exit_2() {
+    let run = run_id("cli-missing");
+    let out = agentao()
+        .args(["--run-id", &run, "sandbox", "--image", "agentao/nope:0", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let errors = error_lines(&out.stderr);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("agentao/nope:0"));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
+
+#[test]
+fn a_dead_docker_socket_is_one_line_and_nonzero() {
+    let out = agentao()
+        .args(["sandbox", "--", "true"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let errors = error_lines(&out.stderr);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("cannot reach the Docker engine"));
+}
+
+#[test]
+fn a_failing_command_exits_nonzero_and_output_streams_through() {
+    let run = run_id("cli-exit");
+    let out = agentao()
+        .args(["--run-id", &run, "sandbox", "--", "sh", "-c", "echo out; echo err >&2; exit 4"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("err\n"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exited with 4"));
+    assert_no_containers(&run, 5);
+}
+
+#[test]
+fn ctrl_c_removes_the_container_and_exits_130() {
+    let run = run_id("cli-sigint");
+    let child = agentao()
+        .args(["--run-id", &run, "sandbox", "--timeout", "120", "--", "sleep", "100"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while containers_of(&run).is_empty() {
+        assert!(Instant::now() < deadline, "the sandbox never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    assert_no_containers(&run, 5);
+}
+
+#[test]
+fn the_env_examples_document_every_variable() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let miner = std::fs::read_to_string(format!("{root}/.env.miner_example")).unwrap();
+    let validator = std::fs::read_to_string(format!("{root}/.env.validator_example")).unwrap();
+    for var in agentao::config::env_vars::ALL {
+        let mentioned = |text: &str| text.lines().any(|l| l.trim_start_matches("# ").starts_with(&format!("{var}=")));
+        assert!(
+            mentioned(&miner) || mentioned(&validator),
+            "{var} is in neither .env example"
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: the real Docker engine, the real binary, real subprocesses.
+//!
+//! They need the base image (`agentao image build-base`; `make test` builds it first) and
+//! fail, rather than skip, when it is missing.
+
+mod cli;
+mod sandbox;
+mod support;
