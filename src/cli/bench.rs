@@ -45,8 +45,7 @@ pub async fn run(cmd: BenchCmd, settings: &Settings) -> anyhow::Result<()> {
             image,
             out,
         } => {
-            let image =
-                image.unwrap_or_else(|| format!("{}:latest", crate::sandbox::BASE_REPO));
+            let image = image.unwrap_or_else(|| format!("{}:latest", crate::sandbox::BASE_REPO));
             let result = bench_sandbox(settings, &image, iterations.max(1)).await?;
             let json = serde_json::to_string_pretty(&result)?;
             if let Some(path) = out {

@@ -66,7 +66,10 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
             Ok(true) => ok("base image", base.reference.clone()),
             Ok(false) => fail(
                 "base image",
-                format!("{} missing — run `agentao image build-base`", base.reference),
+                format!(
+                    "{} missing — run `agentao image build-base`",
+                    base.reference
+                ),
             ),
             Err(e) => fail("base image", e.to_string()),
         });
@@ -111,12 +114,17 @@ fn disk_check(settings: &Settings) -> Check {
         String::from_utf8_lossy(&o.stdout)
             .lines()
             .nth(1)
-            .and_then(|l| l.split_whitespace().nth(3).and_then(|v| v.parse::<u64>().ok()))
+            .and_then(|l| {
+                l.split_whitespace()
+                    .nth(3)
+                    .and_then(|v| v.parse::<u64>().ok())
+            })
     });
     match free_kb {
-        Some(kb) if kb >= 10 * 1024 * 1024 => {
-            ok("disk", format!("{:.0} GB free at {}", kb as f64 / 1e6, dir.display()))
-        }
+        Some(kb) if kb >= 10 * 1024 * 1024 => ok(
+            "disk",
+            format!("{:.0} GB free at {}", kb as f64 / 1e6, dir.display()),
+        ),
         Some(kb) => fail(
             "disk",
             format!(
@@ -173,9 +181,15 @@ async fn llm_check(settings: &Settings) -> Check {
     match reach {
         Ok(Ok(_)) => ok(
             "llm",
-            format!("{base} reachable, key {masked}, model {}", settings.llm.model),
+            format!(
+                "{base} reachable, key {masked}, model {}",
+                settings.llm.model
+            ),
         ),
-        Ok(Err(e)) => fail("llm", format!("{base} unreachable ({e}) — check OPENAI_BASE_URL")),
+        Ok(Err(e)) => fail(
+            "llm",
+            format!("{base} unreachable ({e}) — check OPENAI_BASE_URL"),
+        ),
         Err(_) => fail("llm", format!("{base} timed out — check OPENAI_BASE_URL")),
     }
 }
@@ -204,8 +218,14 @@ mod tests {
 
     #[test]
     fn urls_become_socket_addresses() {
-        assert_eq!(host_port("https://api.openai.com/v1").unwrap(), "api.openai.com:443");
-        assert_eq!(host_port("http://127.0.0.1:8080/v1").unwrap(), "127.0.0.1:8080");
+        assert_eq!(
+            host_port("https://api.openai.com/v1").unwrap(),
+            "api.openai.com:443"
+        );
+        assert_eq!(
+            host_port("http://127.0.0.1:8080/v1").unwrap(),
+            "127.0.0.1:8080"
+        );
         assert!(host_port("not a url").is_none());
         assert!(host_port("ftp://x").is_none());
     }

@@ -38,10 +38,7 @@ pub async fn run(cmd: ImageCmd, settings: &Settings) -> anyhow::Result<()> {
             if report.skipped {
                 eprintln!("{} is up to date", report.image.reference);
             } else {
-                eprintln!(
-                    "built {} in {:.0}s",
-                    report.image.reference, report.seconds
-                );
+                eprintln!("built {} in {:.0}s", report.image.reference, report.seconds);
             }
             println!("{}", report.image.reference);
         }
@@ -51,7 +48,10 @@ pub async fn run(cmd: ImageCmd, settings: &Settings) -> anyhow::Result<()> {
                     "{}\t{:.0} MB\t{}",
                     image.reference,
                     image.size_bytes as f64 / 1e6,
-                    image.recipe.as_deref().map_or("", |r| &r[..r.len().min(12)])
+                    image
+                        .recipe
+                        .as_deref()
+                        .map_or("", |r| &r[..r.len().min(12)])
                 );
             }
         }

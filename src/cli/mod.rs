@@ -131,9 +131,7 @@ impl GlobalArgs {
             memory_mb: self.sandbox_memory_mb.unwrap_or(d.limits.memory_mb),
             cpus: self.sandbox_cpus.unwrap_or(d.limits.cpus),
             pids: self.sandbox_pids.unwrap_or(d.limits.pids),
-            wall: self
-                .sandbox_wall_secs
-                .map_or(d.limits.wall, config::secs),
+            wall: self.sandbox_wall_secs.map_or(d.limits.wall, config::secs),
             network: false,
         };
         let model = match (&self.model, &self.openai_api_key) {
@@ -160,11 +158,12 @@ impl GlobalArgs {
             limits,
             max_sandboxes: self.max_sandboxes.unwrap_or(d.max_sandboxes).max(1),
             pip_index_url: self.pip_index_url.clone().filter(|u| !u.is_empty()),
-            debian_mirror: self
-                .debian_mirror
+            debian_mirror: self.debian_mirror.clone().unwrap_or(d.debian_mirror),
+            run_id: self
+                .run_id
                 .clone()
-                .unwrap_or(d.debian_mirror),
-            run_id: self.run_id.clone().filter(|r| !r.is_empty()).unwrap_or(d.run_id),
+                .filter(|r| !r.is_empty())
+                .unwrap_or(d.run_id),
         }
     }
 }
@@ -301,7 +300,10 @@ pub(crate) async fn engine(settings: &Settings) -> anyhow::Result<crate::sandbox
     let engine = crate::sandbox::Engine::connect(settings.docker_host.as_deref()).await?;
     let reaped = crate::sandbox::reap_leftovers(&engine).await?;
     if !reaped.containers.is_empty() {
-        tracing::info!(count = reaped.containers.len(), "removed containers left by earlier runs");
+        tracing::info!(
+            count = reaped.containers.len(),
+            "removed containers left by earlier runs"
+        );
     }
     Ok(engine)
 }

@@ -20,14 +20,62 @@ pub const EMBEDDED_MODEL: &str = "smollm2-135m-instruct";
 
 /// The price table. Prices are list prices per million tokens.
 pub const MODELS: &[ModelInfo] = &[
-    ModelInfo { aliases: &["gpt4omini", "4omini"], id: "gpt-4o-mini", prompt_per_mtok: 0.15, completion_per_mtok: 0.60, tool_calls: true },
-    ModelInfo { aliases: &["gpt4o", "4o"], id: "gpt-4o", prompt_per_mtok: 2.50, completion_per_mtok: 10.00, tool_calls: true },
-    ModelInfo { aliases: &["gpt41", "gpt4.1"], id: "gpt-4.1", prompt_per_mtok: 2.00, completion_per_mtok: 8.00, tool_calls: true },
-    ModelInfo { aliases: &["gpt41mini", "gpt4.1mini"], id: "gpt-4.1-mini", prompt_per_mtok: 0.40, completion_per_mtok: 1.60, tool_calls: true },
-    ModelInfo { aliases: &["o3mini"], id: "o3-mini", prompt_per_mtok: 1.10, completion_per_mtok: 4.40, tool_calls: true },
-    ModelInfo { aliases: &["claude-sonnet", "sonnet"], id: "claude-3-5-sonnet-20241022", prompt_per_mtok: 3.00, completion_per_mtok: 15.00, tool_calls: true },
-    ModelInfo { aliases: &["claude-haiku", "haiku"], id: "claude-3-5-haiku-20241022", prompt_per_mtok: 0.80, completion_per_mtok: 4.00, tool_calls: true },
-    ModelInfo { aliases: &["smollm2", "embedded", "local"], id: EMBEDDED_MODEL, prompt_per_mtok: 0.0, completion_per_mtok: 0.0, tool_calls: false },
+    ModelInfo {
+        aliases: &["gpt4omini", "4omini"],
+        id: "gpt-4o-mini",
+        prompt_per_mtok: 0.15,
+        completion_per_mtok: 0.60,
+        tool_calls: true,
+    },
+    ModelInfo {
+        aliases: &["gpt4o", "4o"],
+        id: "gpt-4o",
+        prompt_per_mtok: 2.50,
+        completion_per_mtok: 10.00,
+        tool_calls: true,
+    },
+    ModelInfo {
+        aliases: &["gpt41", "gpt4.1"],
+        id: "gpt-4.1",
+        prompt_per_mtok: 2.00,
+        completion_per_mtok: 8.00,
+        tool_calls: true,
+    },
+    ModelInfo {
+        aliases: &["gpt41mini", "gpt4.1mini"],
+        id: "gpt-4.1-mini",
+        prompt_per_mtok: 0.40,
+        completion_per_mtok: 1.60,
+        tool_calls: true,
+    },
+    ModelInfo {
+        aliases: &["o3mini"],
+        id: "o3-mini",
+        prompt_per_mtok: 1.10,
+        completion_per_mtok: 4.40,
+        tool_calls: true,
+    },
+    ModelInfo {
+        aliases: &["claude-sonnet", "sonnet"],
+        id: "claude-3-5-sonnet-20241022",
+        prompt_per_mtok: 3.00,
+        completion_per_mtok: 15.00,
+        tool_calls: true,
+    },
+    ModelInfo {
+        aliases: &["claude-haiku", "haiku"],
+        id: "claude-3-5-haiku-20241022",
+        prompt_per_mtok: 0.80,
+        completion_per_mtok: 4.00,
+        tool_calls: true,
+    },
+    ModelInfo {
+        aliases: &["smollm2", "embedded", "local"],
+        id: EMBEDDED_MODEL,
+        prompt_per_mtok: 0.0,
+        completion_per_mtok: 0.0,
+        tool_calls: false,
+    },
 ];
 
 /// Resolves an alias or id to the API's model id; unknown names pass through unchanged

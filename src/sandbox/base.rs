@@ -124,7 +124,9 @@ pub async fn build_base_image(
         on_step(&format!(
             "debootstrap {SUITE} root filesystem (about a minute)"
         ));
-        let dir = opts.cache_dir.join(format!("rootfs-{}", &rootfs_hash[..12]));
+        let dir = opts
+            .cache_dir
+            .join(format!("rootfs-{}", &rootfs_hash[..12]));
         debootstrap(&dir, &opts.mirror).await?;
         on_step(&format!("importing root filesystem as {rootfs_ref}"));
         let imported = import_rootfs(engine, &dir, &rootfs_ref, &rootfs_hash).await;
@@ -162,7 +164,11 @@ pub async fn build_base_image(
 
 fn base_context(wheels: &Path) -> Result<Vec<u8>, SandboxError> {
     let mut files = vec![
-        ("Dockerfile".to_owned(), DOCKERFILE.as_bytes().to_vec(), 0o644),
+        (
+            "Dockerfile".to_owned(),
+            DOCKERFILE.as_bytes().to_vec(),
+            0o644,
+        ),
         (
             "requirements.txt".to_owned(),
             REQUIREMENTS.as_bytes().to_vec(),
@@ -241,7 +247,14 @@ pub async fn download_wheels(
         .map_err(|e| SandboxError::io(req_file.display().to_string(), e))?;
     let mut cmd = tokio::process::Command::new("python3");
     cmd.args(["-m", "pip", "download", "--quiet", "--only-binary=:all:"])
-        .args(["--python-version", "3.11", "--implementation", "cp", "--abi", "cp311"])
+        .args([
+            "--python-version",
+            "3.11",
+            "--implementation",
+            "cp",
+            "--abi",
+            "cp311",
+        ])
         .args([
             "--platform",
             "manylinux_2_28_x86_64",

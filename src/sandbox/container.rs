@@ -377,10 +377,10 @@ impl Sandbox {
                 .inspect_exec(exec_id)
                 .await
                 .map_err(|e| self.map_gone(e))?;
-            if inspect.running != Some(true) {
-                if let Some(code) = inspect.exit_code {
-                    return Ok(code);
-                }
+            if inspect.running != Some(true)
+                && let Some(code) = inspect.exit_code
+            {
+                return Ok(code);
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -508,7 +508,9 @@ impl Sandbox {
 
     /// Reads one regular file from the container, refusing files above `limit` bytes.
     pub async fn read_file(&self, path: &str, limit: u64) -> Result<Vec<u8>, SandboxError> {
-        let tar = self.download_tar(path, limit.saturating_add(64 * 1024)).await?;
+        let tar = self
+            .download_tar(path, limit.saturating_add(64 * 1024))
+            .await?;
         let mut archive = tar::Archive::new(std::io::Cursor::new(tar));
         let entries = archive.entries().map_err(|e| SandboxError::io("tar", e))?;
         for entry in entries {

@@ -10,7 +10,9 @@ use std::time::Duration;
 pub enum SandboxError {
     #[error("cannot reach the Docker engine at {addr}: {reason}")]
     EngineUnavailable { addr: String, reason: String },
-    #[error("image {0} is not present (agentao builds its own images; the base is `agentao image build-base`)")]
+    #[error(
+        "image {0} is not present (agentao builds its own images; the base is `agentao image build-base`)"
+    )]
     ImageMissing(String),
     #[error("sandbox {id} passed its wall-clock limit of {limit:?}")]
     WallClockExceeded { id: String, limit: Duration },

@@ -95,7 +95,10 @@ pub async fn build_image_from_context(
         rm: true,
         forcerm: true,
         buildargs: Some(build_args),
-        labels: Some(HashMap::from([(LABEL_RECIPE.to_owned(), recipe.to_owned())])),
+        labels: Some(HashMap::from([(
+            LABEL_RECIPE.to_owned(),
+            recipe.to_owned(),
+        )])),
         networkmode: Some("none".to_owned()),
         ..Default::default()
     };

@@ -17,7 +17,11 @@ pub enum LogFormat {
 /// Installs the global tracing subscriber writing to stderr. `debug` raises agentao's level;
 /// `RUST_LOG` overrides everything.
 pub fn init_logging(format: Option<LogFormat>, debug: bool) {
-    let default = if debug { "agentao=debug,info" } else { "agentao=info,warn" };
+    let default = if debug {
+        "agentao=debug,info"
+    } else {
+        "agentao=info,warn"
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let format = format.unwrap_or(if std::io::stderr().is_terminal() {
         LogFormat::Pretty

@@ -21,7 +21,10 @@ fn error_lines(stderr: &[u8]) -> Vec<String> {
 
 #[test]
 fn an_invalid_flag_exits_2() {
-    let out = agentao().args(["--no-such-flag", "doctor"]).output().unwrap();
+    let out = agentao()
+        .args(["--no-such-flag", "doctor"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(error_lines(&out.stderr).len(), 1);
 }
@@ -30,7 +33,15 @@ fn an_invalid_flag_exits_2() {
 fn a_missing_image_is_one_line_and_exit_2() {
     let run = run_id("cli-missing");
     let out = agentao()
-        .args(["--run-id", &run, "sandbox", "--image", "agentao/nope:0", "--", "true"])
+        .args([
+            "--run-id",
+            &run,
+            "sandbox",
+            "--image",
+            "agentao/nope:0",
+            "--",
+            "true",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
@@ -57,7 +68,15 @@ fn a_dead_docker_socket_is_one_line_and_nonzero() {
 fn a_failing_command_exits_nonzero_and_output_streams_through() {
     let run = run_id("cli-exit");
     let out = agentao()
-        .args(["--run-id", &run, "sandbox", "--", "sh", "-c", "echo out; echo err >&2; exit 4"])
+        .args([
+            "--run-id",
+            &run,
+            "sandbox",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 4",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
@@ -71,7 +90,16 @@ fn a_failing_command_exits_nonzero_and_output_streams_through() {
 fn ctrl_c_removes_the_container_and_exits_130() {
     let run = run_id("cli-sigint");
     let child = agentao()
-        .args(["--run-id", &run, "sandbox", "--timeout", "120", "--", "sleep", "100"])
+        .args([
+            "--run-id",
+            &run,
+            "sandbox",
+            "--timeout",
+            "120",
+            "--",
+            "sleep",
+            "100",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -97,7 +125,10 @@ fn the_env_examples_document_every_variable() {
     let miner = std::fs::read_to_string(format!("{root}/.env.miner_example")).unwrap();
     let validator = std::fs::read_to_string(format!("{root}/.env.validator_example")).unwrap();
     for var in agentao::config::env_vars::ALL {
-        let mentioned = |text: &str| text.lines().any(|l| l.trim_start_matches("# ").starts_with(&format!("{var}=")));
+        let mentioned = |text: &str| {
+            text.lines()
+                .any(|l| l.trim_start_matches("# ").starts_with(&format!("{var}=")))
+        };
         assert!(
             mentioned(&miner) || mentioned(&validator),
             "{var} is in neither .env example"

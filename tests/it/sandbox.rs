@@ -10,7 +10,9 @@ use crate::support::{assert_no_containers, engine, run_id, spec};
 async fn python_output_and_exit_code_come_back() {
     let engine = engine().await;
     let run = run_id("output");
-    let sb = Sandbox::start(&engine, &spec(&engine, &run).await).await.unwrap();
+    let sb = Sandbox::start(&engine, &spec(&engine, &run).await)
+        .await
+        .unwrap();
     let out = sb
         .exec(&ExecRequest::new([
             "python3",
@@ -30,18 +32,34 @@ async fn python_output_and_exit_code_come_back() {
 async fn a_command_past_its_timeout_is_killed_and_the_sandbox_lives_on() {
     let engine = engine().await;
     let run = run_id("timeout");
-    let sb = Sandbox::start(&engine, &spec(&engine, &run).await).await.unwrap();
+    let sb = Sandbox::start(&engine, &spec(&engine, &run).await)
+        .await
+        .unwrap();
     let t = std::time::Instant::now();
     let out = sb
-        .exec(&ExecRequest::shell("echo started; sleep 30; echo never").timeout(Duration::from_secs(2)))
+        .exec(
+            &ExecRequest::shell("echo started; sleep 30; echo never")
+                .timeout(Duration::from_secs(2)),
+        )
         .await
         .unwrap();
     assert_eq!(out.status, ExecStatus::TimedOut);
-    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
     assert_eq!(out.stdout, "started\n");
     // The sleeping process is gone and the sandbox still answers.
-    let ps = sb.exec(&ExecRequest::shell("ps -eo comm | grep -c '^sleep$'")).await.unwrap();
-    assert_eq!(ps.stdout.trim(), "1", "only PID 1's sleep should remain: {ps:?}");
+    let ps = sb
+        .exec(&ExecRequest::shell("ps -eo comm | grep -c '^sleep$'"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ps.stdout.trim(),
+        "1",
+        "only PID 1's sleep should remain: {ps:?}"
+    );
     sb.remove().await.unwrap();
     assert_no_containers(&run, 5);
 }
@@ -50,7 +68,9 @@ async fn a_command_past_its_timeout_is_killed_and_the_sandbox_lives_on() {
 async fn the_network_is_off() {
     let engine = engine().await;
     let run = run_id("network");
-    let sb = Sandbox::start(&engine, &spec(&engine, &run).await).await.unwrap();
+    let sb = Sandbox::start(&engine, &spec(&engine, &run).await)
+        .await
+        .unwrap();
     let out = sb
         .exec(&ExecRequest::new([
             "python3",
@@ -60,7 +80,10 @@ async fn the_network_is_off() {
         .await
         .unwrap();
     assert!(out.stdout.starts_with("failed"), "{out:?}");
-    let ifaces = sb.exec(&ExecRequest::shell("ls /sys/class/net")).await.unwrap();
+    let ifaces = sb
+        .exec(&ExecRequest::shell("ls /sys/class/net"))
+        .await
+        .unwrap();
     assert_eq!(ifaces.stdout.trim(), "lo");
     sb.remove().await.unwrap();
     assert_no_containers(&run, 5);
@@ -74,7 +97,11 @@ async fn a_memory_hog_is_reported_as_out_of_memory() {
     spec.limits.memory_mb = 64;
     let sb = Sandbox::start(&engine, &spec).await.unwrap();
     let out = sb
-        .exec(&ExecRequest::new(["python3", "-c", "x = bytearray(512 * 1024 * 1024); print(len(x))"]))
+        .exec(&ExecRequest::new([
+            "python3",
+            "-c",
+            "x = bytearray(512 * 1024 * 1024); print(len(x))",
+        ]))
         .await
         .unwrap();
     assert_eq!(out.status, ExecStatus::OutOfMemory, "{out:?}");
@@ -98,8 +125,19 @@ async fn the_pids_limit_holds() {
         ))
         .await
         .unwrap();
-    let procs: usize = out.stdout.trim().lines().last().unwrap_or("0").trim().parse().unwrap_or(0);
-    assert!(procs <= 20, "{procs} processes under a limit of 20: {out:?}");
+    let procs: usize = out
+        .stdout
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("0")
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        procs <= 20,
+        "{procs} processes under a limit of 20: {out:?}"
+    );
     sb.remove().await.unwrap();
     assert_no_containers(&run, 5);
 }
@@ -108,30 +146,53 @@ async fn the_pids_limit_holds() {
 async fn files_go_in_and_come_out() {
     let engine = engine().await;
     let run = run_id("copy");
-    let sb = Sandbox::start(&engine, &spec(&engine, &run).await).await.unwrap();
+    let sb = Sandbox::start(&engine, &spec(&engine, &run).await)
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("pkg")).unwrap();
     std::fs::write(dir.path().join("pkg/mod.py"), "VALUE = 'héllo'\n").unwrap();
     std::fs::write(dir.path().join("README"), "read me\n").unwrap();
     sb.copy_dir_in(dir.path(), "/work/src").await.unwrap();
     let out = sb
-        .exec(&ExecRequest::new(["python3", "-c", "import mod; print(mod.VALUE)"]).workdir("/work/src/pkg"))
+        .exec(
+            &ExecRequest::new(["python3", "-c", "import mod; print(mod.VALUE)"])
+                .workdir("/work/src/pkg"),
+        )
         .await
         .unwrap();
     assert_eq!(out.stdout, "héllo\n", "{out:?}");
-    assert_eq!(sb.read_file("/work/src/README", 1024).await.unwrap(), b"read me\n");
+    assert_eq!(
+        sb.read_file("/work/src/README", 1024).await.unwrap(),
+        b"read me\n"
+    );
 
-    sb.write_file("/tmp/data.bin", &[0u8, 1, 2, 255], 0o600).await.unwrap();
-    let out = sb.exec(&ExecRequest::shell("stat -c %a /tmp/data.bin; wc -c < /tmp/data.bin")).await.unwrap();
+    sb.write_file("/tmp/data.bin", &[0u8, 1, 2, 255], 0o600)
+        .await
+        .unwrap();
+    let out = sb
+        .exec(&ExecRequest::shell(
+            "stat -c %a /tmp/data.bin; wc -c < /tmp/data.bin",
+        ))
+        .await
+        .unwrap();
     assert_eq!(out.stdout, "600\n4\n");
 
     let too_small = sb.read_file("/work/src/pkg/mod.py", 3).await;
-    assert!(matches!(too_small, Err(SandboxError::TooLarge { .. })), "{too_small:?}");
+    assert!(
+        matches!(too_small, Err(SandboxError::TooLarge { .. })),
+        "{too_small:?}"
+    );
     let missing = sb.read_file("/nope", 10).await;
-    assert!(matches!(missing, Err(SandboxError::BadPath(_))), "{missing:?}");
+    assert!(
+        matches!(missing, Err(SandboxError::BadPath(_))),
+        "{missing:?}"
+    );
 
     let outdir = tempfile::tempdir().unwrap();
-    sb.copy_out("/work/src/pkg", outdir.path(), 1 << 20).await.unwrap();
+    sb.copy_out("/work/src/pkg", outdir.path(), 1 << 20)
+        .await
+        .unwrap();
     assert_eq!(
         std::fs::read_to_string(outdir.path().join("pkg/mod.py")).unwrap(),
         "VALUE = 'héllo'\n"
@@ -144,9 +205,14 @@ async fn files_go_in_and_come_out() {
 async fn chatty_output_is_bounded() {
     let engine = engine().await;
     let run = run_id("chatty");
-    let sb = Sandbox::start(&engine, &spec(&engine, &run).await).await.unwrap();
+    let sb = Sandbox::start(&engine, &spec(&engine, &run).await)
+        .await
+        .unwrap();
     let out = sb
-        .exec(&ExecRequest::shell("head -c 5000000 /dev/zero | tr '\\0' 'x'; echo END").output_cap(64 * 1024))
+        .exec(
+            &ExecRequest::shell("head -c 5000000 /dev/zero | tr '\\0' 'x'; echo END")
+                .output_cap(64 * 1024),
+        )
         .await
         .unwrap();
     assert!(out.success());
@@ -165,9 +231,16 @@ async fn the_wall_clock_ends_the_container_by_itself() {
     spec.limits.wall = Duration::from_secs(3);
     let sb = Sandbox::start(&engine, &spec).await.unwrap();
     let out = sb.exec(&ExecRequest::new(["sleep", "10"])).await.unwrap();
-    assert_eq!(out.status, ExecStatus::TimedOut, "capped by the wall clock: {out:?}");
+    assert_eq!(
+        out.status,
+        ExecStatus::TimedOut,
+        "capped by the wall clock: {out:?}"
+    );
     let after = sb.exec(&ExecRequest::new(["true"])).await;
-    assert!(matches!(after, Err(SandboxError::WallClockExceeded { .. })), "{after:?}");
+    assert!(
+        matches!(after, Err(SandboxError::WallClockExceeded { .. })),
+        "{after:?}"
+    );
     // Gone without our help: PID 1 ended and the engine auto-removed it.
     std::mem::forget(sb);
     assert_no_containers(&run, 10);
@@ -178,7 +251,9 @@ async fn dropping_the_guard_removes_the_container() {
     let engine = engine().await;
     let run = run_id("drop");
     {
-        let sb = Sandbox::start(&engine, &spec(&engine, &run).await).await.unwrap();
+        let sb = Sandbox::start(&engine, &spec(&engine, &run).await)
+            .await
+            .unwrap();
         assert_eq!(crate::support::containers_of(&run).len(), 1);
         drop(sb);
     }
@@ -224,7 +299,9 @@ async fn the_reaper_removes_orphans_and_spares_the_living() {
     let orphan = String::from_utf8_lossy(&created.stdout).trim()[..12].to_owned();
     // A live one, owned by this process.
     let live_run = run_id("reap-live");
-    let live = Sandbox::start(&engine, &crate::support::spec(&engine, &live_run).await).await.unwrap();
+    let live = Sandbox::start(&engine, &crate::support::spec(&engine, &live_run).await)
+        .await
+        .unwrap();
 
     let report = reap_leftovers(&engine).await.unwrap();
     assert!(report.containers.contains(&orphan), "{report:?}");

@@ -23,7 +23,10 @@ pub async fn base_image(engine: &Engine) -> String {
 
 /// A unique run id for one test.
 pub fn run_id(test: &str) -> String {
-    format!("test-{test}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    format!(
+        "test-{test}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 /// A spec on the base image for one test's run id.
@@ -34,12 +37,7 @@ pub async fn spec(engine: &Engine, run: &str) -> SandboxSpec {
 /// Containers with this run label, asked of the docker CLI (independent of our code).
 pub fn containers_of(run: &str) -> Vec<String> {
     let out = Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=agentao.run={run}"),
-        ])
+        .args(["ps", "-aq", "--filter", &format!("label=agentao.run={run}")])
         .output()
         .expect("docker CLI");
     String::from_utf8_lossy(&out.stdout)
