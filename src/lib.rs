@@ -5,6 +5,8 @@
 //!   documented environment variables.
 //! - [`sandbox`]: the Docker engine via bollard: images (the offline base image), containers
 //!   with limits, exec, copy, reaping. Knows nothing of tasks or subnets.
+//! - [`tasks`]: the task model (SWE-bench fields plus ours) and task environment images.
+//! - [`eval`]: patch → verdict in a fresh sandbox; resumable batch runs and reports.
 //! - [`llm`]: model aliases and prices; the OpenAI-compatible client and judge.
 //! - [`telemetry`]: logging (pretty or JSON) and opt-in telemetry.
 //! - [`cli`]: the command line edge; the only place that turns errors into exit codes.
@@ -14,6 +16,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod eval;
 pub mod llm;
 pub mod sandbox;
+pub mod tasks;
 pub mod telemetry;

@@ -1,0 +1,242 @@
+//! Batch evaluation in a resumable run directory, and SWE-bench-shaped reports.
+//!
+//! `<run_dir>/verdicts/<instance_id>.json` holds one verdict each, written atomically; an
+//! interrupted run started again skips every instance whose stored verdict has the same key
+//! (task, patch hash, harness version) and is not an environment error.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::harness::{
+    EvalConfig, HARNESS_VERSION, Outcome, Verdict, evaluate, sha256, verdict_key,
+};
+use crate::sandbox::Engine;
+use crate::tasks::Task;
+
+/// A row of SWE-bench's predictions format.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Prediction {
+    pub instance_id: String,
+    #[serde(default)]
+    pub model_name_or_path: String,
+    #[serde(default)]
+    pub model_patch: Option<String>,
+}
+
+/// Errors of a batch run (bad input files, an unusable run directory).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: not a prediction: {reason}")]
+    BadPrediction {
+        path: String,
+        line: usize,
+        reason: String,
+    },
+    #[error("prediction for unknown task {0}")]
+    UnknownTask(String),
+}
+
+fn io(path: &Path, source: std::io::Error) -> RunError {
+    RunError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Reads predictions (JSON Lines, or one JSON array).
+pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>, RunError> {
+    let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
+    if text.trim_start().starts_with('[') {
+        return serde_json::from_str(&text).map_err(|e| RunError::BadPrediction {
+            path: path.display().to_string(),
+            line: e.line(),
+            reason: e.to_string(),
+        });
+    }
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| RunError::BadPrediction {
+                path: path.display().to_string(),
+                line: i + 1,
+                reason: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Per-instance test results in SWE-bench's report shape.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SuccessFailure {
+    pub success: Vec<String>,
+    pub failure: Vec<String>,
+}
+
+/// The report of a run, shaped like SWE-bench's.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    pub harness_version: String,
+    pub total_instances: usize,
+    pub submitted_instances: usize,
+    pub completed_instances: usize,
+    pub resolved_instances: usize,
+    pub unresolved_instances: usize,
+    pub empty_patch_instances: usize,
+    pub error_instances: usize,
+    pub resolved_ids: Vec<String>,
+    pub unresolved_ids: Vec<String>,
+    pub empty_patch_ids: Vec<String>,
+    pub error_ids: Vec<String>,
+    /// instance id → {"FAIL_TO_PASS": {...}, "PASS_TO_PASS": {...}}
+    pub tests_status: BTreeMap<String, BTreeMap<String, SuccessFailure>>,
+    /// instance id → outcome kind, for the reasons behind unresolved and error ids.
+    pub outcomes: BTreeMap<String, Outcome>,
+    /// Instances evaluated in this invocation (the rest came from the run directory).
+    pub evaluated_now: usize,
+}
+
+/// Builds the report from verdicts.
+pub fn report(total: usize, verdicts: &[Verdict], evaluated_now: usize) -> Report {
+    let mut r = Report {
+        harness_version: HARNESS_VERSION.to_owned(),
+        total_instances: total,
+        submitted_instances: verdicts.len(),
+        evaluated_now,
+        ..Default::default()
+    };
+    for v in verdicts {
+        let id = v.instance_id.clone();
+        match &v.outcome {
+            Outcome::Resolved => r.resolved_ids.push(id.clone()),
+            Outcome::EmptyPatch => r.empty_patch_ids.push(id.clone()),
+            Outcome::EnvironmentError { .. } => r.error_ids.push(id.clone()),
+            _ => r.unresolved_ids.push(id.clone()),
+        }
+        let split = |m: &BTreeMap<String, super::TestStatus>| SuccessFailure {
+            success: m
+                .iter()
+                .filter(|(_, s)| s.passed())
+                .map(|(k, _)| k.clone())
+                .collect(),
+            failure: m
+                .iter()
+                .filter(|(_, s)| !s.passed())
+                .map(|(k, _)| k.clone())
+                .collect(),
+        };
+        r.tests_status.insert(
+            id.clone(),
+            BTreeMap::from([
+                ("FAIL_TO_PASS".to_owned(), split(&v.fail_to_pass)),
+                ("PASS_TO_PASS".to_owned(), split(&v.pass_to_pass)),
+            ]),
+        );
+        r.outcomes.insert(id, v.outcome.clone());
+    }
+    r.resolved_instances = r.resolved_ids.len();
+    r.unresolved_instances = r.unresolved_ids.len();
+    r.empty_patch_instances = r.empty_patch_ids.len();
+    r.error_instances = r.error_ids.len();
+    r.completed_instances = r.resolved_instances + r.unresolved_instances;
+    r
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    key: String,
+    verdict: Verdict,
+}
+
+fn verdict_path(run_dir: &Path, instance_id: &str) -> PathBuf {
+    let safe: String = instance_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    run_dir
+        .join("verdicts")
+        .join(format!("{safe}-{}.json", &sha256(instance_id)[..8]))
+}
+
+fn load_done(run_dir: &Path, instance_id: &str, key: &str) -> Option<Verdict> {
+    let text = std::fs::read_to_string(verdict_path(run_dir, instance_id)).ok()?;
+    let stored: Stored = serde_json::from_str(&text).ok()?;
+    (stored.key == key && !stored.verdict.is_environment_error()).then_some(stored.verdict)
+}
+
+fn store(run_dir: &Path, key: &str, verdict: &Verdict) -> Result<(), RunError> {
+    let path = verdict_path(run_dir, &verdict.instance_id);
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(&Stored {
+        key: key.to_owned(),
+        verdict: verdict.clone(),
+    })
+    .map_err(|e| io(&path, std::io::Error::other(e)))?;
+    std::fs::write(&tmp, text).map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))
+}
+
+/// Evaluates every prediction with at most `workers` at once, storing each verdict as it
+/// lands; `on_done` is called once per instance (for progress).
+pub async fn run_batch(
+    engine: &Engine,
+    tasks: &[Task],
+    predictions: &[Prediction],
+    run_dir: &Path,
+    workers: usize,
+    cfg: &EvalConfig,
+    on_done: impl Fn(&Verdict, bool),
+) -> Result<Report, RunError> {
+    std::fs::create_dir_all(run_dir.join("verdicts")).map_err(|e| io(run_dir, e))?;
+    let by_id: HashMap<&str, &Task> = tasks.iter().map(|t| (t.instance_id.as_str(), t)).collect();
+    let mut done = Vec::new();
+    let mut todo = Vec::new();
+    for p in predictions {
+        let task = *by_id
+            .get(p.instance_id.as_str())
+            .ok_or_else(|| RunError::UnknownTask(p.instance_id.clone()))?;
+        let patch = p.model_patch.clone().unwrap_or_default();
+        let key = verdict_key(&p.instance_id, &patch);
+        match load_done(run_dir, &p.instance_id, &key) {
+            Some(v) => {
+                on_done(&v, true);
+                done.push(v);
+            }
+            None => todo.push((task, patch, key)),
+        }
+    }
+    let evaluated_now = todo.len();
+    let mut stream =
+        futures_util::stream::iter(todo.into_iter().map(|(task, patch, key)| async move {
+            let verdict = evaluate(engine, task, &patch, cfg).await;
+            (verdict, key)
+        }))
+        .buffer_unordered(workers.max(1));
+    while let Some((verdict, key)) = stream.next().await {
+        store(run_dir, &key, &verdict)?;
+        on_done(&verdict, false);
+        done.push(verdict);
+    }
+    done.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    let report = report(tasks.len(), &done, evaluated_now);
+    let path = run_dir.join("report.json");
+    let text =
+        serde_json::to_string_pretty(&report).map_err(|e| io(&path, std::io::Error::other(e)))?;
+    std::fs::write(&path, text).map_err(|e| io(&path, e))?;
+    Ok(report)
+}

@@ -1,0 +1,116 @@
+//! The task instance: SWE-bench's fields plus agentao's own.
+
+use serde::{Deserialize, Serialize};
+
+/// One coding task. Field names follow SWE-bench so exports load in its tooling; agentao's
+/// additions have defaults so SWE-bench rows read as tasks too.
+///
+/// A forged task's environment image holds the package's clean source at `/repo`; the bug
+/// (`bug_patch`) is applied at run time, so one image serves every task of a package version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub instance_id: String,
+    /// "owner/name" on GitHub, or "pypi/<package>" for forged tasks.
+    pub repo: String,
+    /// Commit of the buggy tree (clean source + bug) in the task's repository.
+    #[serde(default)]
+    pub base_commit: String,
+    /// The gold patch: applied to the buggy tree, it makes every test pass.
+    pub patch: String,
+    /// Test changes to apply before running tests (empty for forged tasks: the tests exist).
+    #[serde(default)]
+    pub test_patch: String,
+    pub problem_statement: String,
+    #[serde(default)]
+    pub hints_text: String,
+    #[serde(default)]
+    pub created_at: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(rename = "FAIL_TO_PASS", with = "json_list")]
+    pub fail_to_pass: Vec<String>,
+    #[serde(rename = "PASS_TO_PASS", with = "json_list")]
+    pub pass_to_pass: Vec<String>,
+    #[serde(default)]
+    pub environment_setup_commit: String,
+    /// PyPI package the task was forged from.
+    #[serde(default)]
+    pub package: String,
+    #[serde(default)]
+    pub pypi_version: String,
+    /// Docker image of the task's environment.
+    #[serde(default)]
+    pub image: String,
+    /// The procedural mutation that made the bug (`compare_swap`, ...).
+    #[serde(default)]
+    pub mutation_kind: String,
+    /// Patch that turns the image's clean `/repo` into the buggy tree (hidden from miners).
+    #[serde(default)]
+    pub bug_patch: String,
+    /// Files a submitted patch may not touch (the tests that judge it).
+    #[serde(default)]
+    pub test_files: Vec<String>,
+}
+
+impl Task {
+    /// Every test the verdict depends on, F2P first.
+    pub fn selected_tests(&self) -> Vec<String> {
+        let mut all = self.fail_to_pass.clone();
+        all.extend(self.pass_to_pass.iter().cloned());
+        all
+    }
+
+    /// The files holding the selected tests (the part of a node id before `::`), plus
+    /// `test_files`.
+    pub fn protected_files(&self) -> Vec<String> {
+        let mut files: Vec<String> = self
+            .selected_tests()
+            .iter()
+            .map(|id| id.split("::").next().unwrap_or(id).to_owned())
+            .chain(self.test_files.iter().cloned())
+            .collect();
+        files.sort();
+        files.dedup();
+        files
+    }
+}
+
+/// SWE-bench stores F2P/P2P as JSON strings holding lists; accept both that and plain lists,
+/// write plain lists.
+mod json_list {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[String], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            List(Vec<String>),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::List(v) => Ok(v),
+            Either::Text(t) => serde_json::from_str(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swe_bench_rows_with_string_lists_parse() {
+        let row = r#"{"instance_id":"a__b-1","repo":"a/b","base_commit":"abc","patch":"p",
+            "problem_statement":"s","FAIL_TO_PASS":"[\"t.py::x\"]","PASS_TO_PASS":"[]"}"#;
+        let t: Task = serde_json::from_str(row).unwrap();
+        assert_eq!(t.fail_to_pass, vec!["t.py::x"]);
+        assert!(t.pass_to_pass.is_empty());
+        assert_eq!(t.protected_files(), vec!["t.py"]);
+        let back = serde_json::to_value(&t).unwrap();
+        assert_eq!(back["FAIL_TO_PASS"], serde_json::json!(["t.py::x"]));
+    }
+}

@@ -1,0 +1,254 @@
+//! The evaluation harness on the hand-made fixture task, against the real engine.
+
+use std::path::Path;
+use std::time::Duration;
+
+use agentao::eval::{EvalConfig, Outcome, Prediction, TestStatus, evaluate, run_batch};
+use agentao::sandbox::Engine;
+use agentao::tasks::{EnvSpec, Task, build_env_image};
+
+use crate::support::{assert_no_containers, engine, run_id};
+
+fn fixtures() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
+}
+
+/// The fixture task with its environment image built (cached by recipe hash).
+pub async fn fixture_task(engine: &Engine) -> Task {
+    crate::support::base_image(engine).await;
+    let image = build_env_image(
+        engine,
+        &EnvSpec {
+            name: "agentao/env-tinycalc",
+            version: "1.0.0",
+            source_dir: &fixtures().join("tinycalc"),
+            wheels_dir: None,
+        },
+    )
+    .await
+    .expect("fixture environment image");
+    let text = std::fs::read_to_string(fixtures().join("tinycalc.task.json")).unwrap();
+    let mut task: Task = serde_json::from_str(&text).unwrap();
+    task.image = image;
+    task
+}
+
+fn config(run: &str) -> EvalConfig {
+    EvalConfig {
+        run_id: run.to_owned(),
+        test_timeout: Duration::from_secs(20),
+        ..EvalConfig::default()
+    }
+}
+
+/// A patch on the buggy `add` replacing its body with `body` lines.
+fn patch_add(body: &[&str]) -> String {
+    let mut p = String::from(
+        "diff --git a/tinycalc/__init__.py b/tinycalc/__init__.py\n--- a/tinycalc/__init__.py\n+++ b/tinycalc/__init__.py\n",
+    );
+    p.push_str(&format!(
+        "@@ -2,7 +2,{} @@\n \n \n def add(a, b):\n-    return a - b\n",
+        6 + body.len()
+    ));
+    for line in body {
+        p.push_str(&format!("+{line}\n"));
+    }
+    p.push_str(" \n \n def clamp(x, low, high):\n");
+    p
+}
+
+#[tokio::test]
+async fn the_gold_patch_resolves_and_the_empty_patch_does_not() {
+    let engine = engine().await;
+    let task = fixture_task(&engine).await;
+    let run = run_id("eval-gold");
+    let v = evaluate(&engine, &task, &task.patch, &config(&run)).await;
+    assert_eq!(v.outcome, Outcome::Resolved, "{}", v.log);
+    assert!(v.resolved);
+    assert_eq!(v.fail_to_pass.len(), 2);
+    assert_eq!(v.pass_to_pass.len(), 6);
+    assert!(v.pass_to_pass.values().all(|s| *s == TestStatus::Passed));
+
+    let empty = evaluate(&engine, &task, "", &config(&run)).await;
+    assert_eq!(empty.outcome, Outcome::EmptyPatch);
+    assert!(!empty.resolved);
+
+    // A patch that does nothing useful: tests run and F2P fail.
+    let wrong = evaluate(
+        &engine,
+        &task,
+        &patch_add(&["    return a * b"]),
+        &config(&run),
+    )
+    .await;
+    assert_eq!(wrong.outcome, Outcome::Unresolved, "{}", wrong.log);
+    assert_eq!(
+        wrong.fail_to_pass["tests/test_calc.py::test_add"],
+        TestStatus::Failed
+    );
+    assert_eq!(
+        wrong.pass_to_pass["tests/test_calc.py::test_mean"],
+        TestStatus::Passed
+    );
+    assert_no_containers(&run, 5);
+}
+
+#[tokio::test]
+async fn patches_touching_tests_git_or_parent_dirs_are_rejected_unapplied() {
+    let engine = engine().await;
+    let task = fixture_task(&engine).await;
+    let run = run_id("eval-reject");
+    let test_edit = "diff --git a/tests/test_calc.py b/tests/test_calc.py\n--- a/tests/test_calc.py\n+++ b/tests/test_calc.py\n@@ -5,2 +5,2 @@\n def test_add():\n-    assert add(2, 3) == 5\n+    assert True\n";
+    for (patch, why) in [
+        (test_edit.to_owned(), "tests that judge"),
+        (
+            task.patch
+                .replace("tinycalc/__init__.py", "../tinycalc/__init__.py"),
+            "`..`",
+        ),
+        (
+            task.patch
+                .replace("tinycalc/__init__.py", ".git/hooks/pre-commit"),
+            "git directory",
+        ),
+        ("not a diff at all\n".to_owned(), "no file headers"),
+    ] {
+        let v = evaluate(&engine, &task, &patch, &config(&run)).await;
+        match &v.outcome {
+            Outcome::PatchRejected { reason } => {
+                assert!(reason.to_string().contains(why), "{why}: {reason}")
+            }
+            other => panic!("expected a rejection ({why}), got {other:?}"),
+        }
+        assert!(!v.resolved);
+    }
+    assert_no_containers(&run, 5);
+}
+
+#[tokio::test]
+async fn an_infinite_loop_times_out_and_the_container_is_gone() {
+    let engine = engine().await;
+    let task = fixture_task(&engine).await;
+    let run = run_id("eval-loop");
+    let mut cfg = config(&run);
+    cfg.test_timeout = Duration::from_secs(8);
+    let v = evaluate(
+        &engine,
+        &task,
+        &patch_add(&["    while True:", "        pass"]),
+        &cfg,
+    )
+    .await;
+    assert_eq!(v.outcome, Outcome::TimedOut, "{}", v.log);
+    assert!(v.timings.tests_s < 20.0, "{:?}", v.timings);
+    assert_no_containers(&run, 5);
+}
+
+#[tokio::test]
+async fn reaching_for_the_network_fails_inside_and_the_run_goes_on() {
+    let engine = engine().await;
+    let task = fixture_task(&engine).await;
+    let run = run_id("eval-net");
+    let v = evaluate(
+        &engine,
+        &task,
+        &patch_add(&["    fetch('http://1.1.1.1/')", "    return a + b"]),
+        &config(&run),
+    )
+    .await;
+    assert_eq!(v.outcome, Outcome::Unresolved, "{}", v.log);
+    assert!(
+        v.log.contains("URLError") || v.log.contains("unreachable"),
+        "{}",
+        v.log
+    );
+    assert_no_containers(&run, 5);
+}
+
+#[tokio::test]
+async fn a_patch_that_does_not_fit_fails_to_apply_and_fuzz_rescues_a_near_miss() {
+    let engine = engine().await;
+    let task = fixture_task(&engine).await;
+    let run = run_id("eval-apply");
+    let misfit = task.patch.replace("-    return a - b", "-    return a / b");
+    let v = evaluate(&engine, &task, &misfit, &config(&run)).await;
+    assert_eq!(v.outcome, Outcome::ApplyFailed, "{}", v.log);
+
+    // Wrong context line far from the change: git apply refuses, patch --fuzz applies.
+    let near = task
+        .patch
+        .replace(" def clamp(x, low, high):", " def clamp(x, lo, hi):");
+    let v = evaluate(&engine, &task, &near, &config(&run)).await;
+    assert_eq!(v.outcome, Outcome::Resolved, "{}", v.log);
+    assert_eq!(v.apply_method, Some(agentao::eval::ApplyMethod::PatchFuzz));
+    assert_no_containers(&run, 5);
+}
+
+#[tokio::test]
+async fn a_batch_resumes_without_reevaluating_finished_instances() {
+    let engine = engine().await;
+    let base = fixture_task(&engine).await;
+    let run = run_id("eval-batch");
+    let mut tasks = Vec::new();
+    let mut preds = Vec::new();
+    for i in 0..3 {
+        let mut t = base.clone();
+        t.instance_id = format!("tinycalc__{i}");
+        preds.push(Prediction {
+            instance_id: t.instance_id.clone(),
+            model_name_or_path: "test".into(),
+            model_patch: Some(if i == 1 {
+                String::new()
+            } else {
+                t.patch.clone()
+            }),
+        });
+        tasks.push(t);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&run);
+    let first = run_batch(&engine, &tasks, &preds[..2], dir.path(), 2, &cfg, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(first.evaluated_now, 2);
+    assert_eq!(first.resolved_ids, vec!["tinycalc__0"]);
+    assert_eq!(first.empty_patch_ids, vec!["tinycalc__1"]);
+
+    let second = run_batch(&engine, &tasks, &preds, dir.path(), 2, &cfg, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(second.evaluated_now, 1, "only the new instance runs");
+    assert_eq!(second.resolved_ids, vec!["tinycalc__0", "tinycalc__2"]);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["resolved_instances"], 2);
+    assert_eq!(
+        report["tests_status"]["tinycalc__0"]["FAIL_TO_PASS"]["success"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // A changed patch for a finished instance is evaluated again, not served from the cache.
+    let mut changed = preds.clone();
+    changed[0].model_patch = Some(patch_add(&["    return b + a"]));
+    let third = run_batch(&engine, &tasks, &changed, dir.path(), 2, &cfg, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(third.evaluated_now, 1);
+    assert_eq!(third.resolved_ids, vec!["tinycalc__0", "tinycalc__2"]);
+    assert_no_containers(&run, 5);
+}
+
+#[tokio::test]
+async fn a_missing_task_image_is_an_environment_error() {
+    let engine = engine().await;
+    let mut task = fixture_task(&engine).await;
+    task.image = "agentao/env-nothing:0".into();
+    let run = run_id("eval-env");
+    let v = evaluate(&engine, &task, &task.patch.clone(), &config(&run)).await;
+    assert!(v.is_environment_error(), "{:?}", v.outcome);
+    assert!(!v.resolved);
+}
