@@ -1,5 +1,6 @@
 # agentao: two commands on a fresh machine.
-#   make demo   the main job (at this stage: base image, doctor, a sandboxed run, the sandbox benchmark)
+#   make demo   the main job (at this stage: base image, a task environment, evaluation of patches,
+#               the benchmarks; it grows into a local subnet round as the open issues land)
 #   make test   the test suite (builds the base image first if it is missing)
 # Caches live outside the clone and are optional: delete them and everything is rebuilt.
 
@@ -11,12 +12,18 @@ DEBUG_BIN := $(CARGO_TARGET_DIR)/debug/agentao
 RELEASE_BIN := $(CARGO_TARGET_DIR)/release/agentao
 
 .PHONY: demo test deps check
+DEMO := $(CACHE)/demo
 demo: deps
 	cargo build --release --locked
 	$(RELEASE_BIN) image build-base
-	$(RELEASE_BIN) doctor
+	$(RELEASE_BIN) doctor || true
 	$(RELEASE_BIN) sandbox -- python3 -c "import sys, pytest; print('python', sys.version.split()[0], 'pytest', pytest.__version__, 'in a sandbox with no network')"
-	$(RELEASE_BIN) bench sandbox --iterations 10
+	rm -rf $(DEMO) && mkdir -p $(DEMO)
+	$(RELEASE_BIN) tasks add --source tests/fixtures/tinycalc --task tests/fixtures/tinycalc.task.json --out $(DEMO)/tasks.jsonl
+	$(RELEASE_BIN) eval --tasks $(DEMO)/tasks.jsonl --predictions tests/fixtures/tinycalc.predictions.jsonl --run-dir $(DEMO)/run > $(DEMO)/report.json
+	$(RELEASE_BIN) bench sandbox --iterations 10 --out $(DEMO)/bench-sandbox.json
+	$(RELEASE_BIN) bench eval --tasks $(DEMO)/tasks.jsonl --iterations 5 --out $(DEMO)/bench-eval.json
+	@echo "demo outputs in $(DEMO)"
 
 test: deps
 	cargo build --locked --all-targets

@@ -6,9 +6,11 @@
 
 mod bench;
 mod doctor;
+mod eval_cmd;
 mod image;
 mod progress;
 mod sandbox_cmd;
+mod tasks_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -104,9 +106,10 @@ pub enum Command {
     /// Run a miner: answer validators' coding tasks with an SWE agent in a sandbox.
     Miner,
     /// Forge, list, show and export coding tasks.
-    Tasks,
+    #[command(subcommand)]
+    Tasks(tasks_cmd::TasksCmd),
     /// Evaluate predictions (patches) against tasks.
-    Eval,
+    Eval(eval_cmd::EvalArgs),
     /// Export and publish the dataset.
     Dataset,
     /// Run a whole subnet round locally on embedded defaults.
@@ -266,17 +269,16 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Sandbox(args) => sandbox_cmd::run(args, &settings).await,
         Command::Doctor => doctor::run(&settings).await,
         Command::Bench(cmd) => bench::run(cmd, &settings).await,
-        Command::Validator
-        | Command::Miner
-        | Command::Tasks
-        | Command::Eval
-        | Command::Dataset
-        | Command::Local => Err(UserError::new(format!(
-            "`agentao {}` is not built yet in this version",
-            command_name(&command)
-        ))
-        .hint("available now: image, sandbox, doctor, bench")
-        .into()),
+        Command::Eval(args) => eval_cmd::run(args, &settings).await,
+        Command::Tasks(cmd) => tasks_cmd::run(cmd, &settings).await,
+        Command::Validator | Command::Miner | Command::Dataset | Command::Local => {
+            Err(UserError::new(format!(
+                "`agentao {}` is not built yet in this version",
+                command_name(&command)
+            ))
+            .hint("available now: image, sandbox, tasks add, eval, doctor, bench")
+            .into())
+        }
     }
 }
 
@@ -284,8 +286,8 @@ fn command_name(c: &Command) -> &'static str {
     match c {
         Command::Validator => "validator",
         Command::Miner => "miner",
-        Command::Tasks => "tasks",
-        Command::Eval => "eval",
+        Command::Tasks(_) => "tasks",
+        Command::Eval(_) => "eval",
         Command::Dataset => "dataset",
         Command::Local => "local",
         Command::Image(_) => "image",

@@ -42,3 +42,17 @@ impl Steps {
         self.bar.finish_and_clear();
     }
 }
+
+/// A counting bar over `len` items (hidden off a terminal, where callers log instead).
+pub fn counter(len: u64, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(len);
+    b.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed}<{eta}] {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    b.set_message(what.to_owned());
+    b
+}

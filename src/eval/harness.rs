@@ -18,6 +18,10 @@ use crate::tasks::Task;
 pub const HARNESS_VERSION: &str = "agentao-eval-1";
 
 const WORK: &str = "/tmp/agentao";
+/// The in-container script: bug, test patch, apply chain, pytest.
+const EVALUATE_SH: &str = include_str!("evaluate.sh");
+/// Time allowed for applying patches, on top of the test timeout.
+const APPLY_BUDGET: Duration = Duration::from_secs(60);
 const LOG_CAP: usize = 64 * 1024;
 
 /// How to evaluate.
@@ -193,80 +197,55 @@ async fn evaluate_inside(
     cfg: &EvalConfig,
     verdict: &mut Verdict,
 ) -> Result<(), SandboxError> {
-    let mut log = crate::sandbox::BoundedBuf::new(LOG_CAP);
+    // One upload and one exec: round trips to the engine are most of the overhead.
     let t = Instant::now();
-    prepare_task_tree(sandbox, task).await?;
-
     sandbox
-        .write_file(&format!("{WORK}/model.diff"), patch.as_bytes(), 0o644)
-        .await?;
-    let attempts: [(ApplyMethod, String); 3] = [
-        (
-            ApplyMethod::GitApply,
-            format!("git apply -v {WORK}/model.diff"),
-        ),
-        (
-            ApplyMethod::GitApply3way,
-            format!("git apply -v --3way {WORK}/model.diff"),
-        ),
-        (
-            ApplyMethod::PatchFuzz,
-            format!("patch --batch --forward --fuzz=5 -p1 -i {WORK}/model.diff"),
-        ),
-    ];
-    for (method, cmd) in attempts {
-        let out = sandbox
-            .exec(
-                &ExecRequest::shell(cmd)
-                    .timeout(Duration::from_secs(60))
-                    .output_cap(LOG_CAP),
-            )
-            .await?;
-        log.push(format!(">>> {method:?}\n{}{}", out.stdout, out.stderr).as_bytes());
-        if out.success() {
-            verdict.apply_method = Some(method);
-            break;
-        }
-        // Undo whatever a failed attempt left (conflict markers, half-applied hunks).
-        sandbox
-            .exec(&ExecRequest::shell(
-                "git reset -q --hard && git clean -fdq -e '*.egg-info'",
-            ))
-            .await?;
-    }
-    verdict.timings.apply_s = t.elapsed().as_secs_f64();
-    if verdict.apply_method.is_none() {
-        verdict.outcome = Outcome::ApplyFailed;
-        verdict.log = log.to_string_lossy();
-        return Ok(());
-    }
-
-    let t = Instant::now();
-    let tests = task.selected_tests();
-    let mut cmd = vec![
-        "python".to_owned(),
-        "-m".to_owned(),
-        "pytest".to_owned(),
-        "-p".to_owned(),
-        "no:cacheprovider".to_owned(),
-        "-q".to_owned(),
-        "--tb=short".to_owned(),
-        "-o".to_owned(),
-        "junit_family=xunit1".to_owned(),
-        format!("--junitxml={WORK}/junit.xml"),
-    ];
-    cmd.extend(tests.iter().cloned());
-    let out = sandbox
-        .exec(
-            &ExecRequest::new(cmd)
-                .workdir("/repo")
-                .timeout(cfg.test_timeout)
-                .output_cap(LOG_CAP),
+        .write_files(
+            "/tmp",
+            &[
+                ("agentao/evaluate.sh", EVALUATE_SH.as_bytes(), 0o755),
+                ("agentao/bug.diff", task.bug_patch.as_bytes(), 0o644),
+                ("agentao/test.diff", task.test_patch.as_bytes(), 0o644),
+                ("agentao/model.diff", patch.as_bytes(), 0o644),
+            ],
         )
         .await?;
-    verdict.timings.tests_s = t.elapsed().as_secs_f64();
-    log.push(format!(">>> pytest\n{}{}", out.stdout, out.stderr).as_bytes());
-    verdict.log = log.to_string_lossy();
+    let mut cmd = vec!["bash".to_owned(), format!("{WORK}/evaluate.sh")];
+    let tests = task.selected_tests();
+    cmd.extend(tests.iter().cloned());
+    let mut applied_at = None;
+    let out = sandbox
+        .exec_with(
+            &ExecRequest::new(cmd)
+                .workdir("/repo")
+                .env(format!(
+                    "AGENTAO_TEST_TIMEOUT={}",
+                    cfg.test_timeout.as_secs().max(1)
+                ))
+                .timeout(cfg.test_timeout + APPLY_BUDGET)
+                .output_cap(LOG_CAP),
+            |_, bytes| {
+                if applied_at.is_none() && bytes.windows(15).any(|w| w == b"AGENTAO_APPLIED") {
+                    applied_at = Some(t.elapsed());
+                }
+            },
+        )
+        .await?;
+    let total = t.elapsed();
+    let apply = applied_at.unwrap_or(total);
+    verdict.timings.apply_s = apply.as_secs_f64();
+    verdict.timings.tests_s = (total - apply).as_secs_f64();
+    verdict.log = format!("{}{}", out.stdout, out.stderr);
+    verdict.apply_method = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("AGENTAO_APPLIED "))
+        .and_then(|m| match m.trim() {
+            "git_apply" => Some(ApplyMethod::GitApply),
+            "git_apply3way" => Some(ApplyMethod::GitApply3way),
+            "patch_fuzz" => Some(ApplyMethod::PatchFuzz),
+            _ => None,
+        });
     match out.status {
         ExecStatus::TimedOut => {
             verdict.outcome = Outcome::TimedOut;
@@ -274,6 +253,24 @@ async fn evaluate_inside(
         }
         ExecStatus::OutOfMemory => {
             verdict.outcome = Outcome::OutOfMemory;
+            return Ok(());
+        }
+        ExecStatus::Exited(90) if out.stdout.contains("AGENTAO_TASK_BROKEN") => {
+            return Err(SandboxError::Tool {
+                tool: "applying the task's own patches".into(),
+                reason: verdict.log.clone(),
+            });
+        }
+        // The in-container `timeout` stopped the tests (124, or 137 after its -k grace).
+        ExecStatus::Exited(124 | 137)
+            if verdict.apply_method.is_some()
+                && verdict.timings.tests_s + 1.0 >= cfg.test_timeout.as_secs_f64() =>
+        {
+            verdict.outcome = Outcome::TimedOut;
+            return Ok(());
+        }
+        ExecStatus::Exited(91) if verdict.apply_method.is_none() => {
+            verdict.outcome = Outcome::ApplyFailed;
             return Ok(());
         }
         ExecStatus::Exited(_) => {}
@@ -305,32 +302,5 @@ async fn evaluate_inside(
         Outcome::Unresolved
     };
     debug!(instance = %task.instance_id, resolved = verdict.resolved, "evaluated");
-    Ok(())
-}
-
-/// Applies the task's hidden bug and its test patch, committing the result so the submitted
-/// patch is applied to (and `git diff` is taken against) the buggy tree.
-async fn prepare_task_tree(sandbox: &Sandbox, task: &Task) -> Result<(), SandboxError> {
-    for (name, text) in [
-        ("bug.diff", &task.bug_patch),
-        ("test.diff", &task.test_patch),
-    ] {
-        if text.trim().is_empty() {
-            continue;
-        }
-        let path = format!("{WORK}/{name}");
-        sandbox.write_file(&path, text.as_bytes(), 0o644).await?;
-        let out = sandbox
-            .exec(&ExecRequest::shell(format!(
-                "git apply {path} && rm {path} && git add -A && git commit -qm 'agentao: {name}'"
-            )))
-            .await?;
-        if !out.success() {
-            return Err(SandboxError::Tool {
-                tool: format!("applying the task's {name}"),
-                reason: format!("{}{}", out.stdout, out.stderr).trim().to_owned(),
-            });
-        }
-    }
     Ok(())
 }

@@ -169,16 +169,16 @@ mod tests {
         .map(String::from)
         .to_vec();
         let s = statuses_for(&report, &ids);
-        assert_eq!(
-            s.values().copied().collect::<Vec<_>>(),
-            [
-                TestStatus::Passed,
-                TestStatus::Failed,
-                TestStatus::Skipped,
-                TestStatus::Error,
-                TestStatus::Missing
-            ]
-        );
+        let expected = [
+            TestStatus::Passed,
+            TestStatus::Failed,
+            TestStatus::Skipped,
+            TestStatus::Error,
+            TestStatus::Missing,
+        ];
+        for (id, want) in ids.iter().zip(expected) {
+            assert_eq!(s[id], want, "{id}");
+        }
     }
 
     #[test]

@@ -84,13 +84,13 @@ fn parse(patch: &str) -> Result<PatchSummary, PatchError> {
             .or_else(|| line.strip_prefix("copy to "))
         {
             push(rest.trim().to_owned());
-        } else if line.starts_with("--- ") {
+        } else if let Some(old) = line.strip_prefix("--- ") {
             let next = lines.get(i + 1).copied().unwrap_or("");
-            if !next.starts_with("+++ ") {
+            let Some(new) = next.strip_prefix("+++ ") else {
                 return Err(malformed(n + 1, "`---` line not followed by `+++`"));
-            }
+            };
             saw_header = true;
-            for side in [&line[4..], &next[4..]] {
+            for side in [old, new] {
                 if let Some(p) = header_path(side) {
                     push(p);
                 }

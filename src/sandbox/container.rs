@@ -458,8 +458,7 @@ impl Sandbox {
         self.upload_tar(dest, tar).await
     }
 
-    /// Writes one file inside the container (its directory must exist or be `/`-rooted under
-    /// an existing one).
+    /// Writes one file inside the container; its directory must exist.
     pub async fn write_file(
         &self,
         path: &str,
@@ -467,31 +466,64 @@ impl Sandbox {
         mode: u32,
     ) -> Result<(), SandboxError> {
         let (dir, name) = split_container_path(path)?;
+        self.write_files(dir, &[(name, contents, mode)]).await
+    }
+
+    /// Writes files below `dir` (which must exist) in one upload; relative paths in `files`
+    /// may name subdirectories, which are created. Owned by root.
+    pub async fn write_files(
+        &self,
+        dir: &str,
+        files: &[(&str, &[u8], u32)],
+    ) -> Result<(), SandboxError> {
         let mut builder = tar::Builder::new(Vec::new());
-        let mut header = tar::Header::new_gnu();
-        header.set_size(contents.len() as u64);
-        header.set_mode(mode);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs(),
-        );
-        header.set_cksum();
-        builder
-            .append_data(&mut header, name, contents)
-            .map_err(|e| SandboxError::io("tar", e))?;
+        let mtime = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let mut dirs_done = std::collections::HashSet::new();
+        for (name, contents, mode) in files {
+            if name.starts_with('/') || name.split('/').any(|c| c == ".." || c.is_empty()) {
+                return Err(SandboxError::BadPath((*name).to_owned()));
+            }
+            // Parent directories first, so the engine creates them with sane modes.
+            let parts: Vec<&str> = name.split('/').collect();
+            for depth in 1..parts.len() {
+                let d = parts[..depth].join("/");
+                if dirs_done.insert(d.clone()) {
+                    let mut header = tar::Header::new_gnu();
+                    header.set_entry_type(tar::EntryType::Directory);
+                    header.set_size(0);
+                    header.set_mode(0o755);
+                    header.set_mtime(mtime);
+                    header.set_cksum();
+                    builder
+                        .append_data(&mut header, format!("{d}/"), std::io::empty())
+                        .map_err(|e| SandboxError::io("tar", e))?;
+                }
+            }
+            let mut header = tar::Header::new_gnu();
+            header.set_size(contents.len() as u64);
+            header.set_mode(*mode);
+            header.set_mtime(mtime);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, name, *contents)
+                .map_err(|e| SandboxError::io("tar", e))?;
+        }
         let tar = builder
             .into_inner()
             .map_err(|e| SandboxError::io("tar", e))?;
-        self.upload_tar(dir, tar).await
+        self.put_tar(dir, tar).await
     }
 
     async fn upload_tar(&self, dest: &str, tar: Vec<u8>) -> Result<(), SandboxError> {
         self.exec(&ExecRequest::new(["mkdir", "-p", dest]).timeout(Duration::from_secs(30)))
             .await?;
+        self.put_tar(dest, tar).await
+    }
+
+    async fn put_tar(&self, dest: &str, tar: Vec<u8>) -> Result<(), SandboxError> {
         self.engine
             .docker
             .upload_to_container(

@@ -135,3 +135,74 @@ fn the_env_examples_document_every_variable() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_eval_killed_midway_resumes_without_redoing_finished_instances() {
+    let engine = crate::support::engine().await;
+    let task = crate::eval::fixture_task(&engine).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (tasks, preds) = (
+        dir.path().join("tasks.jsonl"),
+        dir.path().join("preds.jsonl"),
+    );
+    let (mut t_lines, mut p_lines) = (String::new(), String::new());
+    for i in 0..4 {
+        let mut t = task.clone();
+        t.instance_id = format!("tinycalc__{i}");
+        t_lines += &format!("{}\n", serde_json::to_string(&t).unwrap());
+        p_lines += &format!(
+            "{}\n",
+            serde_json::json!({"instance_id": t.instance_id, "model_name_or_path": "gold", "model_patch": t.patch})
+        );
+    }
+    std::fs::write(&tasks, t_lines).unwrap();
+    std::fs::write(&preds, p_lines).unwrap();
+    let run_dir = dir.path().join("run");
+    let run = run_id("cli-resume");
+    let args = |run: &str| {
+        let mut c = agentao();
+        c.args(["--run-id", run, "eval", "--workers", "1", "--tasks"])
+            .arg(&tasks)
+            .arg("--predictions")
+            .arg(&preds)
+            .arg("--run-dir")
+            .arg(&run_dir);
+        c
+    };
+    let mut child = args(&run)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let verdicts = run_dir.join("verdicts");
+    let count = || {
+        std::fs::read_dir(&verdicts)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count() == 0 {
+        assert!(Instant::now() < deadline, "no verdict appeared");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL: no clean-up code runs in the child
+    child.wait().unwrap();
+    let finished = count();
+    assert!(finished < 4, "the run finished before it could be killed");
+
+    let out = args(&run_id("cli-resume2")).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["resolved_instances"], 4);
+    assert_eq!(report["evaluated_now"], 4 - finished as u64);
+    // The killed run's container is reaped by the second run's start-up, or removed itself.
+    assert_no_containers(&run, 10);
+}

@@ -4,6 +4,6 @@
 //! fail, rather than skip, when it is missing.
 
 mod cli;
-mod eval;
+pub mod eval;
 mod sandbox;
 mod support;

@@ -1,0 +1,80 @@
+//! `agentao eval`: evaluate SWE-bench-style predictions against tasks in a resumable run dir.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::UserError;
+use crate::config::Settings;
+use crate::eval::{EvalConfig, read_predictions, run_batch};
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Tasks, JSON Lines (agentao's export or SWE-bench rows with an `image`).
+    #[arg(long)]
+    pub tasks: PathBuf,
+    /// Predictions: instance_id, model_name_or_path, model_patch (JSON Lines or a JSON array).
+    #[arg(long)]
+    pub predictions: PathBuf,
+    /// Evaluations at once (default: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Run directory; an interrupted run continues where it stopped (default: data dir/runs/<name>).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Seconds the tests of one instance may run.
+    #[arg(long, default_value_t = 300)]
+    pub test_timeout: u64,
+    /// Largest patch accepted, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_patch_bytes: usize,
+}
+
+pub async fn run(args: EvalArgs, settings: &Settings) -> anyhow::Result<()> {
+    let tasks = crate::tasks::read_jsonl(&args.tasks).map_err(|e| {
+        UserError::new(e.to_string()).hint("--tasks takes a JSON Lines file of tasks")
+    })?;
+    let predictions = read_predictions(&args.predictions).map_err(|e| {
+        UserError::new(e.to_string())
+            .hint("--predictions takes rows of instance_id, model_name_or_path, model_patch")
+    })?;
+    let run_dir = args.run_dir.unwrap_or_else(|| {
+        let stem = args
+            .predictions
+            .file_stem()
+            .map_or_else(|| "run".to_owned(), |s| s.to_string_lossy().into_owned());
+        settings.data_dir.join("runs").join(stem)
+    });
+    let engine = super::engine(settings).await?;
+    let cfg = EvalConfig {
+        max_patch_bytes: args.max_patch_bytes,
+        test_timeout: Duration::from_secs(args.test_timeout),
+        limits: settings.limits.clone(),
+        run_id: settings.run_id.clone(),
+    };
+    let workers = args.workers.unwrap_or(settings.max_sandboxes);
+    let bar = super::progress::counter(predictions.len() as u64, "evaluating");
+    let report = run_batch(&engine, &tasks, &predictions, &run_dir, workers, &cfg, |v, cached| {
+        bar.inc(1);
+        tracing::info!(instance = %v.instance_id, resolved = v.resolved, cached, outcome = ?v.outcome, "verdict");
+    })
+    .await
+    .map_err(|e| match e {
+        crate::eval::RunError::UnknownTask(_) => anyhow::Error::from(UserError::new(e.to_string())),
+        e => e.into(),
+    })?;
+    bar.finish_and_clear();
+    eprintln!(
+        "{} resolved, {} unresolved, {} empty, {} errors of {} ({} evaluated now); report: {}",
+        report.resolved_instances,
+        report.unresolved_instances,
+        report.empty_patch_instances,
+        report.error_instances,
+        report.submitted_instances,
+        report.evaluated_now,
+        run_dir.join("report.json").display()
+    );
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
