@@ -186,7 +186,7 @@ fn base_context(wheels: &Path) -> Result<Vec<u8>, SandboxError> {
             files.push((format!("wheels/{name}"), bytes, 0o644));
         }
     }
-    tar_files(&files)
+    tar_files(&files, 0)
 }
 
 /// Runs debootstrap into `dir` (replacing whatever is there).

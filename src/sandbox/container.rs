@@ -476,44 +476,11 @@ impl Sandbox {
         dir: &str,
         files: &[(&str, &[u8], u32)],
     ) -> Result<(), SandboxError> {
-        let mut builder = tar::Builder::new(Vec::new());
         let mtime = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs();
-        let mut dirs_done = std::collections::HashSet::new();
-        for (name, contents, mode) in files {
-            if name.starts_with('/') || name.split('/').any(|c| c == ".." || c.is_empty()) {
-                return Err(SandboxError::BadPath((*name).to_owned()));
-            }
-            // Parent directories first, so the engine creates them with sane modes.
-            let parts: Vec<&str> = name.split('/').collect();
-            for depth in 1..parts.len() {
-                let d = parts[..depth].join("/");
-                if dirs_done.insert(d.clone()) {
-                    let mut header = tar::Header::new_gnu();
-                    header.set_entry_type(tar::EntryType::Directory);
-                    header.set_size(0);
-                    header.set_mode(0o755);
-                    header.set_mtime(mtime);
-                    header.set_cksum();
-                    builder
-                        .append_data(&mut header, format!("{d}/"), std::io::empty())
-                        .map_err(|e| SandboxError::io("tar", e))?;
-                }
-            }
-            let mut header = tar::Header::new_gnu();
-            header.set_size(contents.len() as u64);
-            header.set_mode(*mode);
-            header.set_mtime(mtime);
-            header.set_cksum();
-            builder
-                .append_data(&mut header, name, *contents)
-                .map_err(|e| SandboxError::io("tar", e))?;
-        }
-        let tar = builder
-            .into_inner()
-            .map_err(|e| SandboxError::io("tar", e))?;
+        let tar = super::tar_files(files, mtime)?;
         self.put_tar(dir, tar).await
     }
 

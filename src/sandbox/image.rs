@@ -180,18 +180,41 @@ pub async fn list_agentao_images(engine: &Engine) -> Result<Vec<ImageSummary>, S
         .collect())
 }
 
-/// A tar archive (in memory) of `files`: (path inside the archive, contents, mode).
-pub fn tar_files(files: &[(String, Vec<u8>, u32)]) -> Result<Vec<u8>, SandboxError> {
+/// A tar archive (in memory) of `files`: (relative path, contents, mode), owned by root, with
+/// every parent directory as its own entry (mode 0755) before its first file. Paths must be
+/// relative and plain (no `..`, no empty components).
+pub fn tar_files<P: AsRef<str>, B: AsRef<[u8]>>(
+    files: &[(P, B, u32)],
+    mtime: u64,
+) -> Result<Vec<u8>, SandboxError> {
     let mut builder = tar::Builder::new(Vec::new());
-    for (path, contents, mode) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(contents.len() as u64);
-        header.set_mode(*mode);
-        header.set_mtime(0);
+    let mut dirs_done = std::collections::HashSet::new();
+    let mut append = |header: &mut tar::Header, path: &str, data: &[u8]| {
+        header.set_size(data.len() as u64);
+        header.set_mtime(mtime);
         header.set_cksum();
         builder
-            .append_data(&mut header, path, contents.as_slice())
-            .map_err(|e| SandboxError::io("tar", e))?;
+            .append_data(header, path, data)
+            .map_err(|e| SandboxError::io("tar", e))
+    };
+    for (path, contents, mode) in files {
+        let path = path.as_ref();
+        if path.starts_with('/') || path.split('/').any(|c| c == ".." || c.is_empty()) {
+            return Err(SandboxError::BadPath(path.to_owned()));
+        }
+        let parts: Vec<&str> = path.split('/').collect();
+        for depth in 1..parts.len() {
+            let dir = parts[..depth].join("/");
+            if dirs_done.insert(dir.clone()) {
+                let mut header = tar::Header::new_gnu();
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(0o755);
+                append(&mut header, &format!("{dir}/"), &[])?;
+            }
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(*mode);
+        append(&mut header, path, contents.as_ref())?;
     }
     builder.into_inner().map_err(|e| SandboxError::io("tar", e))
 }

@@ -60,7 +60,7 @@ pub async fn build_env_image(engine: &Engine, spec: &EnvSpec<'_>) -> Result<Stri
     if !engine.image_exists(&base).await? {
         return Err(SandboxError::ImageMissing(base));
     }
-    let context = sandbox::tar_files(&files)?;
+    let context = sandbox::tar_files(&files, 0)?;
     sandbox::build_image_from_context(
         engine,
         context,
