@@ -59,7 +59,8 @@ pub struct BuildReport {
     pub seconds: f64,
 }
 
-fn hash_parts(parts: &[&str]) -> String {
+/// sha256 (hex) of `parts` joined by NUL bytes: the recipe hash behind image tags.
+pub fn hash_parts(parts: &[&str]) -> String {
     let mut h = Sha256::new();
     for p in parts {
         h.update(p.as_bytes());

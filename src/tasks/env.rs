@@ -45,14 +45,7 @@ pub struct EnvSpec<'a> {
 pub async fn build_env_image(engine: &Engine, spec: &EnvSpec<'_>) -> Result<String, SandboxError> {
     let base = sandbox::base_image_tag().reference;
     let (files, content_hash) = collect_context(spec)?;
-    let recipe = {
-        let mut h = Sha256::new();
-        for part in [ENV_RECIPE_VERSION, &base, DOCKERFILE, &content_hash] {
-            h.update(part.as_bytes());
-            h.update([0]);
-        }
-        hex::encode(h.finalize())
-    };
+    let recipe = sandbox::hash_parts(&[ENV_RECIPE_VERSION, &base, DOCKERFILE, &content_hash]);
     let reference = format!("{}:{}-{}", spec.name, spec.version, &recipe[..8]);
     if engine.image_exists(&reference).await? {
         return Ok(reference);
