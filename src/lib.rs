@@ -7,6 +7,7 @@
 //!   with limits, exec, copy, reaping. Knows nothing of tasks or subnets.
 //! - [`tasks`]: the task model (SWE-bench fields plus ours) and task environment images.
 //! - [`eval`]: patch → verdict in a fresh sandbox; resumable batch runs and reports.
+//! - [`jsonl`]: the one JSON Lines reader (tasks, predictions).
 //! - [`llm`]: model aliases and prices; the OpenAI-compatible client and judge.
 //! - [`telemetry`]: logging (pretty or JSON) and opt-in telemetry.
 //! - [`cli`]: the command line edge; the only place that turns errors into exit codes.
@@ -17,6 +18,7 @@
 pub mod cli;
 pub mod config;
 pub mod eval;
+pub mod jsonl;
 pub mod llm;
 pub mod sandbox;
 pub mod tasks;

@@ -62,17 +62,11 @@ pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>, RunError> {
             reason: e.to_string(),
         });
     }
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| RunError::BadPrediction {
-                path: path.display().to_string(),
-                line: i + 1,
-                reason: e.to_string(),
-            })
-        })
-        .collect()
+    crate::jsonl::parse(&text).map_err(|e| RunError::BadPrediction {
+        path: path.display().to_string(),
+        line: e.line,
+        reason: e.reason,
+    })
 }
 
 /// Per-instance test results in SWE-bench's report shape.

@@ -36,15 +36,9 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<Task>, TaskError> {
         path: path.display().to_string(),
         source,
     })?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| TaskError::Parse {
-                path: path.display().to_string(),
-                line: i + 1,
-                reason: e.to_string(),
-            })
-        })
-        .collect()
+    crate::jsonl::parse(&text).map_err(|e| TaskError::Parse {
+        path: path.display().to_string(),
+        line: e.line,
+        reason: e.reason,
+    })
 }
