@@ -146,9 +146,6 @@ pub fn verdict_key(instance_id: &str, patch: &str) -> String {
 /// Evaluates `patch` on `task`. Never fails: every problem is an [`Outcome`].
 pub async fn evaluate(engine: &Engine, task: &Task, patch: &str, cfg: &EvalConfig) -> Verdict {
     let begun = Instant::now();
-    if patch.trim().is_empty() {
-        return Verdict::new(task, patch, Outcome::EmptyPatch);
-    }
     if let Err(reason) = check_patch(patch, cfg.max_patch_bytes, &task.protected_files()) {
         let outcome = match reason {
             PatchError::Empty => Outcome::EmptyPatch,

@@ -31,14 +31,14 @@ pub fn check_patch(
     max_bytes: usize,
     protected: &[String],
 ) -> Result<PatchSummary, PatchError> {
+    if patch.trim().is_empty() {
+        return Err(PatchError::Empty);
+    }
     if patch.len() > max_bytes {
         return Err(PatchError::TooLarge {
             size: patch.len(),
             limit: max_bytes,
         });
-    }
-    if patch.trim().is_empty() {
-        return Err(PatchError::Empty);
     }
     let summary = parse(patch)?;
     for path in &summary.files {
