@@ -5,7 +5,9 @@
 //!   documented environment variables.
 //! - [`sandbox`]: the Docker engine via bollard: images (the offline base image), containers
 //!   with limits, exec, copy, reaping. Knows nothing of tasks or subnets.
-//! - [`tasks`]: the task model (SWE-bench fields plus ours) and task environment images.
+//! - [`tasks`]: the task model (SWE-bench fields plus ours), PyPI sources, environment images,
+//!   the bug forge and the SQLite task store.
+//! - [`prompts`]: the prompt templates of `prompts/`, compiled in.
 //! - [`eval`]: patch → verdict in a fresh sandbox; resumable batch runs and reports.
 //! - [`jsonl`]: the one JSON Lines reader (tasks, predictions).
 //! - [`llm`]: model aliases and prices; the OpenAI-compatible client and judge.
@@ -20,6 +22,7 @@ pub mod config;
 pub mod eval;
 pub mod jsonl;
 pub mod llm;
+pub mod prompts;
 pub mod sandbox;
 pub mod tasks;
 pub mod telemetry;

@@ -1,16 +1,157 @@
-//! `agentao tasks …`: hand-made tasks now; forging, the store and export come with the forge.
+//! `agentao tasks …`: forge tasks from PyPI packages, list, show and export the store, and add
+//! hand-made tasks.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use clap::Subcommand;
+use clap::{Args, Subcommand, ValueEnum};
 
 use super::UserError;
 use crate::config::Settings;
-use crate::tasks::{EnvSpec, Task, build_env_image};
+use crate::tasks::pypi::top_packages;
+use crate::tasks::{
+    EnvSpec, Forge, ForgeConfig, Selection, Task, TaskStore, build_env_image, swebench_row,
+};
+
+/// Where the task store is.
+#[derive(Debug, Args)]
+pub struct StoreArg {
+    /// Task store (SQLite); default `<data dir>/tasks.db`.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+}
+
+impl StoreArg {
+    pub fn path(&self, settings: &Settings) -> PathBuf {
+        self.store
+            .clone()
+            .unwrap_or_else(|| settings.data_dir.join("tasks.db"))
+    }
+
+    pub fn open(&self, settings: &Settings) -> anyhow::Result<TaskStore> {
+        Ok(TaskStore::open(&self.path(settings))?)
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SelectionArg {
+    Coverage,
+    WholeSuite,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    /// SWE-bench's instance fields (F2P/P2P as JSON strings) plus agentao's.
+    Swebench,
+}
+
+/// Options of `tasks forge`.
+#[derive(Debug, Args)]
+pub struct ForgeArgs {
+    /// Packages to forge from, walking the shipped top-packages ranking.
+    #[arg(long, default_value_t = 8)]
+    pub packages: usize,
+    /// Tasks per package.
+    #[arg(long, default_value_t = 5)]
+    pub per_package: usize,
+    /// Forge these packages (`name` or `name==version`) instead of walking the ranking.
+    #[arg(long = "package")]
+    pub package: Vec<String>,
+    /// Skip the first N packages of the ranking.
+    #[arg(long, default_value_t = 0)]
+    pub skip: usize,
+    /// Candidates tried per package (default: 8 per wanted task).
+    #[arg(long)]
+    pub max_candidates: Option<usize>,
+    /// Seconds one baseline run of a suite may take.
+    #[arg(long, default_value_t = 300)]
+    pub suite_timeout: u64,
+    /// Seconds the selected tests may take per candidate.
+    #[arg(long, default_value_t = 90)]
+    pub candidate_timeout: u64,
+    #[arg(long, value_enum, default_value_t = SelectionArg::Coverage)]
+    pub selection: SelectionArg,
+    /// Candidates validated at once (default: one per core).
+    #[arg(long)]
+    pub workers: Option<usize>,
+    #[command(flatten)]
+    pub store: StoreArg,
+}
+
+impl ForgeArgs {
+    pub fn config(&self, settings: &Settings) -> ForgeConfig {
+        let mut cfg = ForgeConfig::new(&settings.cache_dir);
+        cfg.per_package = self.per_package.max(1);
+        cfg.max_candidates = self.max_candidates.unwrap_or(cfg.per_package * 8);
+        cfg.suite_timeout = std::time::Duration::from_secs(self.suite_timeout);
+        cfg.candidate_timeout = std::time::Duration::from_secs(self.candidate_timeout);
+        cfg.selection = match self.selection {
+            SelectionArg::Coverage => Selection::Coverage,
+            SelectionArg::WholeSuite => Selection::WholeSuite,
+        };
+        cfg.workers = self.workers.unwrap_or(settings.max_sandboxes).max(1);
+        cfg.limits = settings.limits.clone();
+        cfg.run_id = settings.run_id.clone();
+        cfg.index_url = settings.pip_index_url.clone();
+        cfg
+    }
+
+    /// The (name, version) pairs to try, in order.
+    pub fn queue(&self) -> Vec<(String, Option<String>)> {
+        if !self.package.is_empty() {
+            return self
+                .package
+                .iter()
+                .map(|p| match p.split_once("==") {
+                    Some((n, v)) => (n.trim().to_owned(), Some(v.trim().to_owned())),
+                    None => (p.trim().to_owned(), None),
+                })
+                .collect();
+        }
+        top_packages()
+            .into_iter()
+            .skip(self.skip)
+            .map(|p| (p.name, None))
+            .collect()
+    }
+}
 
 #[derive(Debug, Subcommand)]
 pub enum TasksCmd {
+    /// Forge validated tasks from top PyPI packages into the task store.
+    Forge(ForgeArgs),
+    /// List the stored tasks.
+    List {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print one stored task as JSON.
+    Show {
+        id: String,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Export stored tasks as JSON Lines.
+    Export {
+        #[arg(long, value_enum, default_value_t = ExportFormat::Swebench)]
+        format: ExportFormat,
+        /// Output file (`-` for stdout).
+        #[arg(long, default_value = "-")]
+        out: PathBuf,
+        /// Only tasks of this package.
+        #[arg(long)]
+        package: Option<String>,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Print the forge's log: every package tried and why any was skipped.
+    Log {
+        #[command(flatten)]
+        store: StoreArg,
+    },
     /// Build the environment image of a hand-made task and append the task to a JSONL file.
     Add {
         /// Source tree of the package (becomes /repo, one commit).
@@ -30,6 +171,54 @@ pub enum TasksCmd {
 
 pub async fn run(cmd: TasksCmd, settings: &Settings) -> anyhow::Result<()> {
     match cmd {
+        TasksCmd::Forge(args) => forge(&args, settings).await,
+        TasksCmd::List { store, json } => {
+            let store = store.open(settings)?;
+            let rows = store.list()?;
+            let mut out = std::io::stdout().lock();
+            for r in &rows {
+                if json {
+                    writeln!(out, "{}", serde_json::to_string(r)?)?;
+                } else {
+                    writeln!(
+                        out,
+                        "{:<40} {:<22} {:<10} {:<22} {}",
+                        r.instance_id, r.package, r.pypi_version, r.mutation_kind, r.created_at
+                    )?;
+                }
+            }
+            if !json {
+                eprintln!("{} tasks", rows.len());
+            }
+            Ok(())
+        }
+        TasksCmd::Show { id, store } => {
+            let store = store.open(settings)?;
+            let task = store
+                .get(&id)?
+                .ok_or_else(|| UserError::new(format!("unknown task {id}")))?;
+            println!("{}", serde_json::to_string_pretty(&task)?);
+            Ok(())
+        }
+        TasksCmd::Export {
+            format: ExportFormat::Swebench,
+            out,
+            package,
+            store,
+        } => {
+            let store = store.open(settings)?;
+            let tasks = store.all(package.as_deref())?;
+            export_swebench(&tasks, &out)?;
+            eprintln!("{} tasks exported to {}", tasks.len(), out.display());
+            Ok(())
+        }
+        TasksCmd::Log { store } => {
+            let store = store.open(settings)?;
+            for e in store.forge_log()? {
+                println!("{}", serde_json::to_string(&e)?);
+            }
+            Ok(())
+        }
         TasksCmd::Add {
             source,
             task,
@@ -79,6 +268,85 @@ pub async fn run(cmd: TasksCmd, settings: &Settings) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Writes tasks as SWE-bench JSON Lines, atomically when writing a file.
+pub fn export_swebench(tasks: &[Task], out: &Path) -> anyhow::Result<()> {
+    let mut text = String::new();
+    for t in tasks {
+        text.push_str(&serde_json::to_string(&swebench_row(t))?);
+        text.push('\n');
+    }
+    if out == Path::new("-") {
+        std::io::stdout().lock().write_all(text.as_bytes())?;
+        return Ok(());
+    }
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = out.with_extension("partial");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, out)?;
+    Ok(())
+}
+
+async fn forge(args: &ForgeArgs, settings: &Settings) -> anyhow::Result<()> {
+    let engine = super::engine(settings).await?;
+    let base = crate::sandbox::base_image_tag().reference;
+    if !engine.image_exists(&base).await? {
+        return Err(crate::sandbox::SandboxError::ImageMissing(base).into());
+    }
+    let store = args.store.open(settings)?;
+    let forge = Forge::new(&engine, args.config(settings))?;
+    let want = if args.package.is_empty() {
+        args.packages
+    } else {
+        args.package.len()
+    };
+    let bar = super::progress::counter(want as u64, "packages with tasks");
+    let mut productive = 0usize;
+    let mut total = 0usize;
+    for (name, version) in args.queue() {
+        if productive >= want {
+            break;
+        }
+        bar.set_message(format!("forging {name}"));
+        let report = forge
+            .forge_package(&name, version.as_deref(), Some(&store))
+            .await?;
+        match &report.skipped {
+            Some(reason) => tracing::warn!(
+                package = %report.package,
+                version = %report.version,
+                "skipped: {reason}"
+            ),
+            None => {
+                productive += 1;
+                total += report.validated;
+                bar.inc(1);
+                tracing::info!(
+                    package = %report.package,
+                    version = %report.version,
+                    tasks = report.validated,
+                    tried = report.candidates_tried,
+                    seconds = report.wall_seconds as u64,
+                    "package done"
+                );
+            }
+        }
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    bar.finish_and_clear();
+    eprintln!(
+        "{total} tasks from {productive} packages in {}",
+        args.store.path(settings).display()
+    );
+    if productive < want {
+        eprintln!(
+            "(wanted {want} packages; the list ran out or packages were skipped: `agentao tasks log`)"
+        );
+    }
+    Ok(())
 }
 
 fn sanitize(s: &str) -> String {

@@ -27,5 +27,7 @@ else
   exit 91
 fi
 echo "AGENTAO_APPLIED $method"
-exec timeout -k 2 "${AGENTAO_TEST_TIMEOUT:-300}" python -m pytest -p no:cacheprovider -q --tb=short -o junit_family=xunit1 \
-  --junitxml="$W/junit.xml" "$@"
+# Same pytest options as the forge's baseline (tasks/baseline.rs): node ids relative to /repo,
+# the project's addopts ignored (they name plugins the image may lack), no random order.
+exec timeout -k 2 "${AGENTAO_TEST_TIMEOUT:-300}" python -m pytest -p no:cacheprovider -p no:randomly \
+  --rootdir=/repo -o addopts= -q --tb=short -o junit_family=xunit1 --junitxml="$W/junit.xml" "$@"

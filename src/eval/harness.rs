@@ -15,7 +15,7 @@ use crate::tasks::Task;
 
 /// Changes whenever a verdict for the same (task, patch) could come out differently; part of
 /// every cache key, so a new harness never serves an old verdict.
-pub const HARNESS_VERSION: &str = "agentao-eval-1";
+pub const HARNESS_VERSION: &str = "agentao-eval-2";
 
 const WORK: &str = "/tmp/agentao";
 /// The in-container script: bug, test patch, apply chain, pytest.

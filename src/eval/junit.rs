@@ -33,23 +33,69 @@ pub struct JunitError(String);
 
 /// Test cases of a JUnit report keyed by `classname::name`.
 pub fn parse_junit(xml: &str) -> Result<BTreeMap<String, TestStatus>, JunitError> {
+    Ok(parse_junit_details(xml)?
+        .into_iter()
+        .map(|(k, r)| (k, r.status))
+        .collect())
+}
+
+/// Longest failure text kept per test.
+const DETAIL_CAP: usize = 4096;
+
+/// One test case's result with what pytest said about a failure.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TestResult {
+    pub status: TestStatus,
+    /// The `message` attribute of the failure or error (e.g. `AssertionError: assert 1 == 2`).
+    pub message: String,
+    /// The start of the failure's text (pytest's short traceback).
+    pub text: String,
+    /// Seconds the test took.
+    pub time: f64,
+}
+
+impl Default for TestStatus {
+    fn default() -> Self {
+        TestStatus::Passed
+    }
+}
+
+/// Like [`parse_junit`], keeping failure messages, traceback text and times.
+pub fn parse_junit_details(xml: &str) -> Result<BTreeMap<String, TestResult>, JunitError> {
     let mut reader = Reader::from_str(xml);
-    let mut out = BTreeMap::new();
-    // The test case being read: its key and worst status so far.
-    let mut current: Option<(String, TestStatus)> = None;
+    let mut out: BTreeMap<String, TestResult> = BTreeMap::new();
+    // The test case being read, and whether we are inside its failure/error element.
+    let mut current: Option<(String, TestResult)> = None;
+    let mut in_failure = false;
     loop {
         let event = reader
             .read_event()
             .map_err(|e| JunitError(format!("at byte {}: {e}", reader.buffer_position())))?;
+        let is_start = matches!(event, Event::Start(_));
         match event {
             Event::Empty(e) if e.name().as_ref() == "testcase" => {
-                merge(&mut out, testcase_key(&e)?, TestStatus::Passed);
+                let (key, time) = testcase_key(&e)?;
+                merge(
+                    &mut out,
+                    key,
+                    TestResult {
+                        time,
+                        ..TestResult::default()
+                    },
+                );
             }
             Event::Start(e) if e.name().as_ref() == "testcase" => {
-                current = Some((testcase_key(&e)?, TestStatus::Passed));
+                let (key, time) = testcase_key(&e)?;
+                current = Some((
+                    key,
+                    TestResult {
+                        time,
+                        ..TestResult::default()
+                    },
+                ));
             }
             Event::Start(e) | Event::Empty(e) => {
-                if let Some((_, status)) = current.as_mut() {
+                if let Some((_, result)) = current.as_mut() {
                     let seen = match e.name().as_ref() {
                         "failure" => Some(TestStatus::Failed),
                         "error" => Some(TestStatus::Error),
@@ -57,13 +103,46 @@ pub fn parse_junit(xml: &str) -> Result<BTreeMap<String, TestStatus>, JunitError
                         _ => None,
                     };
                     if let Some(seen) = seen {
-                        *status = worse(*status, seen);
+                        if rank(seen) > rank(result.status) {
+                            result.status = seen;
+                            if seen != TestStatus::Skipped {
+                                result.message = attribute(&e, "message")?.unwrap_or_default();
+                                result.text.clear();
+                            }
+                        }
+                        in_failure = is_start && seen != TestStatus::Skipped;
                     }
                 }
             }
+            Event::Text(t) if in_failure => {
+                if let Some((_, result)) = current.as_mut()
+                    && result.text.len() < DETAIL_CAP
+                {
+                    let text = t.xml_content(quick_xml::XmlVersion::Implicit1_0);
+                    let room = DETAIL_CAP - result.text.len();
+                    result.text.push_str(truncate(&text, room));
+                }
+            }
+            // Entities (`&lt;`, `&#10;`) arrive as events of their own.
+            Event::GeneralRef(r) if in_failure => {
+                if let Some((_, result)) = current.as_mut() {
+                    match r.resolve_char_ref() {
+                        Ok(Some(c)) => result.text.push(c),
+                        _ => {
+                            let name = r.xml_content(quick_xml::XmlVersion::Implicit1_0);
+                            let resolved = quick_xml::escape::resolve_predefined_entity(&name);
+                            result.text.push_str(resolved.unwrap_or(""));
+                        }
+                    }
+                }
+            }
+            Event::End(e) if matches!(e.name().as_ref(), "failure" | "error") => {
+                in_failure = false;
+            }
             Event::End(e) if e.name().as_ref() == "testcase" => {
-                if let Some((k, s)) = current.take() {
-                    merge(&mut out, k, s);
+                in_failure = false;
+                if let Some((k, r)) = current.take() {
+                    merge(&mut out, k, r);
                 }
             }
             Event::Eof => break,
@@ -73,28 +152,57 @@ pub fn parse_junit(xml: &str) -> Result<BTreeMap<String, TestStatus>, JunitError
     Ok(out)
 }
 
-/// `classname::name` of a `<testcase>` element.
-fn testcase_key(e: &quick_xml::events::BytesStart<'_>) -> Result<String, JunitError> {
-    let (mut class, mut name) = (String::new(), String::new());
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn attribute(
+    e: &quick_xml::events::BytesStart<'_>,
+    name: &str,
+) -> Result<Option<String>, JunitError> {
     for attr in e.attributes().flatten() {
-        let value = attr
-            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-            .map_err(|e| JunitError(e.to_string()))?
-            .into_owned();
-        match attr.key.as_ref() {
-            "classname" => class = value,
-            "name" => name = value,
-            _ => {}
+        if attr.key.as_ref() == name {
+            let value = attr
+                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .map_err(|e| JunitError(e.to_string()))?;
+            return Ok(Some(value.into_owned()));
         }
     }
-    Ok(format!("{class}::{name}"))
+    Ok(None)
+}
+
+/// `classname::name` and time of a `<testcase>` element.
+fn testcase_key(e: &quick_xml::events::BytesStart<'_>) -> Result<(String, f64), JunitError> {
+    let class = attribute(e, "classname")?.unwrap_or_default();
+    let name = attribute(e, "name")?.unwrap_or_default();
+    let time = attribute(e, "time")?
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0.0);
+    Ok((format!("{class}::{name}"), time))
 }
 
 /// A test that appears twice (setup error after a pass, reruns) keeps its worst status.
-fn merge(out: &mut BTreeMap<String, TestStatus>, key: String, status: TestStatus) {
-    out.entry(key)
-        .and_modify(|s| *s = worse(*s, status))
-        .or_insert(status);
+fn merge(out: &mut BTreeMap<String, TestResult>, key: String, result: TestResult) {
+    match out.get_mut(&key) {
+        Some(old) => {
+            old.time += result.time;
+            if rank(result.status) > rank(old.status) {
+                old.status = result.status;
+                old.message = result.message;
+                old.text = result.text;
+            }
+        }
+        None => {
+            out.insert(key, result);
+        }
+    }
 }
 
 fn rank(s: TestStatus) -> u8 {
@@ -105,10 +213,6 @@ fn rank(s: TestStatus) -> u8 {
         TestStatus::Error => 3,
         TestStatus::Missing => 4,
     }
-}
-
-fn worse(a: TestStatus, b: TestStatus) -> TestStatus {
-    if rank(b) > rank(a) { b } else { a }
 }
 
 /// The JUnit key pytest writes for a node id: `tests/test_m.py::TestC::test_x[1]` →
@@ -155,6 +259,26 @@ mod tests {
 <testcase classname="tests.test_calc.TestDiv" name="test_zero" time="0.001"></testcase>
 <testcase classname="tests.test_calc.TestDiv" name="test_zero" time="0.001"><error message="teardown">boom</error></testcase>
 </testsuite></testsuites>"#;
+
+    #[test]
+    fn failure_messages_and_text_are_kept() {
+        let d = parse_junit_details(XML).unwrap();
+        let sub = &d["tests.test_calc::test_sub"];
+        assert_eq!(sub.status, TestStatus::Failed);
+        assert_eq!(sub.message, "assert 1 == 2");
+        assert_eq!(sub.text, "trace <here>");
+        let zero = &d["tests.test_calc.TestDiv::test_zero"];
+        assert_eq!(
+            (zero.status, zero.message.as_str()),
+            (TestStatus::Error, "teardown")
+        );
+        assert!((zero.time - 0.002).abs() < 1e-9);
+        assert!(
+            d["tests.test_calc.TestDiv::test_div[2-1]"]
+                .message
+                .is_empty()
+        );
+    }
 
     #[test]
     fn statuses_are_read_and_matched_to_node_ids() {

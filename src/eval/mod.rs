@@ -12,6 +12,6 @@ pub mod run;
 pub use harness::{
     ApplyMethod, EvalConfig, HARNESS_VERSION, Outcome, Timings, Verdict, evaluate, verdict_key,
 };
-pub use junit::TestStatus;
+pub use junit::{TestResult, TestStatus, junit_key, parse_junit, parse_junit_details};
 pub use patch::{PatchError, PatchSummary, check_patch};
 pub use run::{Prediction, Report, RunError, read_predictions, run_batch};

@@ -238,15 +238,47 @@ fn check_path(path: &str, protected: &[String]) -> Result<(), PatchError> {
         .copied()
         .collect::<Vec<_>>()
         .join("/");
-    if protected.iter().any(|t| t == &normal) {
+    if protected.iter().any(|t| protects(t, &normal)) {
         return Err(forbid("it holds the tests that judge the patch"));
     }
     Ok(())
 }
 
+/// A protected entry is a file (`tests/test_a.py`), a folder (`tests/`, everything below it),
+/// or any file of a name (`*/conftest.py`, at any depth).
+fn protects(entry: &str, path: &str) -> bool {
+    if let Some(name) = entry.strip_prefix("*/") {
+        return path == name || path.ends_with(&format!("/{name}"));
+    }
+    if entry.ends_with('/') {
+        return path.starts_with(entry);
+    }
+    entry == path
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folders_and_names_can_be_protected() {
+        let p = [
+            "tests/".to_owned(),
+            "*/conftest.py".to_owned(),
+            "t.py".to_owned(),
+        ];
+        for bad in [
+            "tests/unit/test_a.py",
+            "conftest.py",
+            "src/pkg/conftest.py",
+            "./t.py",
+        ] {
+            assert!(check_path(bad, &p).is_err(), "{bad} allowed");
+        }
+        for ok in ["src/pkg/tests_helpers.py", "testsuite.py", "src/t.py"] {
+            assert!(check_path(ok, &p).is_ok(), "{ok} refused");
+        }
+    }
 
     const GOOD: &str = "diff --git a/pkg/mod.py b/pkg/mod.py
 --- a/pkg/mod.py

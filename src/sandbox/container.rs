@@ -110,6 +110,19 @@ impl ExecRequest {
     }
 }
 
+/// Seconds from cgroup v1 `cpuacct.usage` (nanoseconds) or v2 `cpu.stat` (`usage_usec`).
+fn parse_cpu_usage(text: &str) -> Option<f64> {
+    for line in text.lines() {
+        if let Some(us) = line.strip_prefix("usage_usec ") {
+            return us.trim().parse::<f64>().ok().map(|u| u / 1e6);
+        }
+        if let Ok(ns) = line.trim().parse::<f64>() {
+            return Some(ns / 1e9);
+        }
+    }
+    None
+}
+
 /// Which stream a chunk of output came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputStream {
@@ -422,6 +435,16 @@ impl Sandbox {
             .unwrap_or(0);
         let before = self.oom_seen.swap(count, Ordering::SeqCst);
         count > before
+    }
+
+    /// CPU time the container's processes used so far, read from its cgroup (v1 or v2).
+    pub async fn cpu_seconds(&self) -> Result<f64, SandboxError> {
+        let probe = ExecRequest::shell(
+            "cat /sys/fs/cgroup/cpuacct/cpuacct.usage /sys/fs/cgroup/cpu.stat 2>/dev/null",
+        )
+        .timeout(Duration::from_secs(10));
+        let out = self.exec_raw_counter(&probe).await?;
+        Ok(parse_cpu_usage(&out).unwrap_or(0.0))
     }
 
     async fn exec_raw_counter(&self, req: &ExecRequest) -> Result<String, SandboxError> {

@@ -10,20 +10,30 @@ use sha2::{Digest, Sha256};
 use crate::sandbox::{self, Engine, SandboxError};
 
 /// Bump when the environment recipe below changes.
-const ENV_RECIPE_VERSION: &str = "1";
+const ENV_RECIPE_VERSION: &str = "2";
 
 const DOCKERFILE: &str = r#"ARG BASE
 FROM ${BASE}
 COPY wheels /tmp/agentao/wheels
 COPY src /repo
 WORKDIR /repo
+# A fixed author and date make the clean commit's id a function of the source alone.
+ENV GIT_AUTHOR_NAME=agentao GIT_AUTHOR_EMAIL=forge@agentao.invalid \
+    GIT_COMMITTER_NAME=agentao GIT_COMMITTER_EMAIL=forge@agentao.invalid \
+    GIT_AUTHOR_DATE=2000-01-01T00:00:00Z GIT_COMMITTER_DATE=2000-01-01T00:00:00Z
 RUN git init -q \
- && printf '*.egg-info/\n__pycache__/\n.pytest_cache/\nbuild/\n' >> .git/info/exclude \
+ && printf '*.egg-info/\n__pycache__/\n.pytest_cache/\nbuild/\n.coverage*\n' >> .git/info/exclude \
  && git add -A && git commit -qm "agentao: clean source" \
- && if ls /tmp/agentao/wheels/*.whl >/dev/null 2>&1; then \
-      pip install -q --no-index --find-links /tmp/agentao/wheels /tmp/agentao/wheels/*.whl; fi \
+ && cd /tmp/agentao/wheels \
+ && if ls *.whl >/dev/null 2>&1; then \
+      pip install -q --no-index --find-links . ./*.whl \
+      || for w in ./*.whl; do pip install -q --no-index --find-links . "$w" || true; done; fi \
+ && cd /repo \
  && if [ -f pyproject.toml ] || [ -f setup.py ]; then \
-      pip install -q --no-index --no-build-isolation --no-deps -e . ; fi \
+      pip install -q --no-index --no-build-isolation --no-deps -e . \
+      || { d=/repo; [ -d src ] && d=/repo/src; \
+           echo "$d" > "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/agentao-src.pth"; \
+           echo "agentao: editable install failed; the source is on sys.path instead"; }; fi \
  && rm -rf /tmp/agentao
 "#;
 

@@ -1,13 +1,26 @@
-//! Coding tasks: the task model (SWE-bench fields plus ours) and task environments (one image
-//! per package version). The forge and the store come with the task-forge issue.
+//! Coding tasks: the task model (SWE-bench fields plus ours), package sources from PyPI
+//! (`pypi`, `deps`), task environments (`env`: one image per package version), the per-suite
+//! baseline (`baseline`), procedural bugs (`mutate`), problem statements (`statement`), the
+//! forge that validates candidates into tasks (`forge`) and the SQLite store (`store`).
 //!
-//! Uses `sandbox/` for images; knows nothing of miners, scoring or the subnet.
+//! Uses `sandbox/` for containers and images, and `eval/` (the harness) for the gold-patch
+//! check of every forged task; `eval/` in turn needs only the task model from here. Knows
+//! nothing of miners, scoring or the subnet.
 
+pub mod baseline;
+pub mod deps;
 pub mod env;
+pub mod forge;
 pub mod model;
+pub mod mutate;
+pub mod pypi;
+pub mod statement;
+pub mod store;
 
 pub use env::{EnvSpec, build_env_image};
-pub use model::Task;
+pub use forge::{Forge, ForgeConfig, ForgeError, PackageReport, Selection};
+pub use model::{Difficulty, Task};
+pub use store::{TaskStore, swebench_row};
 
 use std::path::Path;
 

@@ -50,6 +50,27 @@ pub struct Task {
     /// Files a submitted patch may not touch (the tests that judge it).
     #[serde(default)]
     pub test_files: Vec<String>,
+    /// Features for difficulty prediction (forged tasks only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub difficulty: Option<Difficulty>,
+}
+
+/// What makes a forged task hard or easy, measured when it was forged.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Difficulty {
+    /// Lines added plus removed by the gold patch.
+    pub gold_lines: u32,
+    pub gold_files: u32,
+    pub fail_to_pass: u32,
+    pub pass_to_pass: u32,
+    /// Length of the mutated function in lines.
+    pub function_lines: u32,
+    /// Python files in the package (how much there is to search).
+    pub source_files: u32,
+    /// Seconds the selected tests took with the gold patch.
+    pub test_seconds: f64,
+    /// Words in the problem statement.
+    pub statement_words: u32,
 }
 
 impl Task {
