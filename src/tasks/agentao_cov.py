@@ -13,8 +13,11 @@ _cov = None
 
 def pytest_configure(config):
     global _cov
+    # config_file=False: the project's own coverage settings (parallel data files, plugins,
+    # source filters) must not change where and what this run records.
     _cov = coverage.Coverage(
         data_file=os.environ["AGENTAO_COV_FILE"],
+        config_file=False,
         source=[os.environ.get("AGENTAO_COV_SOURCE", "/repo")],
         omit=["*/tests/*", "*/test/*", "*/testing/*", "*/test_*.py", "*/*_test.py",
               "*/conftest.py", "*/setup.py", "*/docs/*"],

@@ -5,5 +5,6 @@
 
 mod cli;
 pub mod eval;
+mod forge;
 mod sandbox;
 mod support;
