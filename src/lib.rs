@@ -17,6 +17,7 @@
 //! Dependencies point one way: `cli` → (`neurons`) → (`eval`, `agent`, `tasks`) → (`sandbox`,
 //! `llm`) → `config` values passed in. Nothing low imports anything high.
 
+pub mod agent;
 pub mod cli;
 pub mod config;
 pub mod eval;

@@ -8,6 +8,19 @@ const PROMPTS: &[(&str, &str)] = &[
         include_str!("../prompts/issue_template.md"),
     ),
     ("issue_writer", include_str!("../prompts/issue_writer.md")),
+    ("agent_system", include_str!("../prompts/agent_system.md")),
+    (
+        "agent_system_text",
+        include_str!("../prompts/agent_system_text.md"),
+    ),
+    (
+        "agent_instance",
+        include_str!("../prompts/agent_instance.md"),
+    ),
+    (
+        "agent_format_error",
+        include_str!("../prompts/agent_format_error.md"),
+    ),
 ];
 
 /// The template called `name`. Panics only for a name not in `prompts/` (a programming error
@@ -64,7 +77,19 @@ mod tests {
     fn every_prompt_is_there_and_uses_its_placeholders() {
         for (name, text) in PROMPTS {
             assert!(!text.trim().is_empty(), "{name} is empty");
-            assert!(text.contains("{{"), "{name} has no placeholders");
+        }
+        // Every file in prompts/ is compiled in.
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts");
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let name = entry
+                .file_name()
+                .to_string_lossy()
+                .trim_end_matches(".md")
+                .to_owned();
+            assert!(
+                PROMPTS.iter().any(|(n, _)| *n == name),
+                "prompts/{name}.md is not compiled in"
+            );
         }
         assert!(get("issue_template").contains("{{excerpt}}"));
     }

@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 unexpected failure (with the cause chain), 2 the user's input was
 //! wrong (bad flag, missing image, malformed file; with a hint), 130 interrupted.
 
+mod agent_cmd;
 mod bench;
 mod doctor;
 mod eval_cmd;
@@ -108,6 +109,12 @@ pub enum Command {
     /// Forge, list, show and export coding tasks.
     #[command(subcommand)]
     Tasks(tasks_cmd::TasksCmd),
+    /// Run the SWE agent on a task.
+    #[command(subcommand)]
+    Agent(agent_cmd::AgentCmd),
+    /// The embedded local model.
+    #[command(subcommand)]
+    Llm(agent_cmd::LlmCmd),
     /// Evaluate predictions (patches) against tasks.
     Eval(eval_cmd::EvalArgs),
     /// Export and publish the dataset.
@@ -271,6 +278,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Bench(cmd) => bench::run(cmd, &settings).await,
         Command::Eval(args) => eval_cmd::run(args, &settings).await,
         Command::Tasks(cmd) => tasks_cmd::run(cmd, &settings).await,
+        Command::Agent(cmd) => agent_cmd::run_agent(cmd, &settings).await,
+        Command::Llm(cmd) => agent_cmd::run_llm(cmd, &settings).await,
         Command::Validator | Command::Miner | Command::Dataset | Command::Local => {
             Err(UserError::new(format!(
                 "`agentao {}` is not built yet in this version",
@@ -287,6 +296,8 @@ fn command_name(c: &Command) -> &'static str {
         Command::Validator => "validator",
         Command::Miner => "miner",
         Command::Tasks(_) => "tasks",
+        Command::Agent(_) => "agent",
+        Command::Llm(_) => "llm",
         Command::Eval(_) => "eval",
         Command::Dataset => "dataset",
         Command::Local => "local",

@@ -1,6 +1,12 @@
-//! Language models: the model table (aliases, prices), and later the OpenAI-compatible client,
-//! cost accounting and the judge. **Only `llm/` imports async-openai.**
+//! Language models: the model table (aliases, prices), the OpenAI-compatible chat client with
+//! retries, token and dollar accounting and budgets (`client`), and the embedded local model
+//! server (`local`). **Only `llm/` imports async-openai.**
 
+pub mod client;
+pub mod local;
 pub mod models;
 
+pub use client::{
+    Budget, Completion, LlmClient, LlmConfig, LlmError, Message, ToolCall, ToolSpec, Usage,
+};
 pub use models::{EMBEDDED_MODEL, ModelInfo, lookup, resolve_model};

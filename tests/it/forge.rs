@@ -279,3 +279,49 @@ async fn tasks_forged_from_a_real_pypi_package_hold_up_in_fresh_containers() {
     }
     assert_no_containers(&run, 20);
 }
+
+static TINYCALC_TASKS: tokio::sync::OnceCell<Vec<Task>> = tokio::sync::OnceCell::const_new();
+
+/// Tasks forged from the tinycalc fixture served by a local index (forged once per test run,
+/// shared by the tests that need a forged task).
+pub async fn forged_tinycalc() -> Vec<Task> {
+    TINYCALC_TASKS
+        .get_or_init(|| async {
+            let engine = engine().await;
+            base_image(&engine).await;
+            let fixtures = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"));
+            let good = sdist("tinycalc", "1.0.0", &tree(&fixtures.join("tinycalc")));
+            let digest = sha(&good);
+            let server = TestServer::start(move |req| match req.path.as_str() {
+                "/simple/tinycalc/" => Response::new(
+                    200,
+                    "application/vnd.pypi.simple.v1+json",
+                    serde_json::json!({"files": [{"filename": "tinycalc-1.0.0.tar.gz",
+                        "url": "/files/tinycalc-1.0.0.tar.gz", "hashes": {"sha256": digest}}]})
+                    .to_string(),
+                ),
+                "/files/tinycalc-1.0.0.tar.gz" => {
+                    Response::new(200, "application/octet-stream", good.clone())
+                }
+                _ => Response::new(404, "text/plain", "no"),
+            })
+            .await;
+            let cache = tempfile::tempdir().unwrap();
+            let mut cfg = ForgeConfig::new(cache.path());
+            cfg.index_url = Some(format!("{}/simple", server.url));
+            cfg.per_package = 3;
+            cfg.max_candidates = 20;
+            cfg.workers = 2;
+            cfg.run_id = run_id("forge-shared");
+            let forge = Forge::new(&engine, cfg).unwrap();
+            let store = TaskStore::open(&cache.path().join("tasks.db")).unwrap();
+            let report = forge
+                .forge_package("tinycalc", None, Some(&store))
+                .await
+                .unwrap();
+            assert!(report.skipped.is_none(), "{report:?}");
+            store.all(None).unwrap()
+        })
+        .await
+        .clone()
+}

