@@ -252,3 +252,111 @@ async fn a_missing_task_image_is_an_environment_error() {
     assert!(v.is_environment_error(), "{:?}", v.outcome);
     assert!(!v.resolved);
 }
+
+/// The gold patch of a forged one-line bug with `stmt` inserted (same indent) before the
+/// fixed line: it fixes the bug and then runs `stmt` whenever that code runs.
+fn gold_plus(task: &Task, stmt: &str) -> String {
+    let mut out = String::new();
+    for line in task.patch.lines() {
+        if let Some(rest) = line.strip_prefix("@@ ") {
+            // "@@ -a,b +c,d @@": one more line on the new side.
+            let (ranges, tail) = rest.split_once(" @@").unwrap();
+            let (old, new) = ranges.split_once(' ').unwrap();
+            let (start, len) = new
+                .trim_start_matches('+')
+                .split_once(',')
+                .unwrap_or((new.trim_start_matches('+'), "1"));
+            let len: u32 = len.parse().unwrap();
+            out.push_str(&format!("@@ {old} +{start},{} @@{tail}\n", len + 1));
+        } else if line.starts_with('+') && !line.starts_with("+++") {
+            let indent: String = line[1..]
+                .chars()
+                .take_while(|c| c.is_whitespace())
+                .collect();
+            out.push_str(&format!("+{indent}{stmt}\n{line}\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_harness_holds_on_forged_tasks() {
+    let tasks = crate::forge::forged_tinycalc().await;
+    let engine = engine().await;
+    let run = run_id("eval-forged");
+    let cfg = EvalConfig {
+        run_id: run.clone(),
+        test_timeout: Duration::from_secs(15),
+        ..EvalConfig::default()
+    };
+    // A task whose fixed line can take a statement before it.
+    let task = tasks
+        .iter()
+        .find(|t| {
+            let plus: Vec<&str> = t
+                .patch
+                .lines()
+                .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
+                .collect();
+            plus.len() == 1 && {
+                let s = plus[0][1..].trim_start();
+                !["elif", "else", "except", "finally"]
+                    .iter()
+                    .any(|k| s.starts_with(k))
+            }
+        })
+        .expect("a forged one-line bug");
+
+    let gold = evaluate(&engine, task, &task.patch, &cfg).await;
+    assert_eq!(gold.outcome, Outcome::Resolved, "{}", gold.log);
+    assert_eq!(
+        evaluate(&engine, task, "", &cfg).await.outcome,
+        Outcome::EmptyPatch
+    );
+
+    let f2p_file = task.fail_to_pass[0].split("::").next().unwrap();
+    let edits_test = format!(
+        "diff --git a/{f2p_file} b/{f2p_file}\n--- a/{f2p_file}\n+++ b/{f2p_file}\n@@ -1,1 +1,2 @@\n+import pytest\n x\n"
+    );
+    let conftest = "diff --git a/tests/conftest.py b/tests/conftest.py\nnew file mode 100644\n--- /dev/null\n+++ b/tests/conftest.py\n@@ -0,0 +1 @@\n+x = 1\n";
+    let climbs = task
+        .patch
+        .replace("a/tinycalc/", "a/../tinycalc/")
+        .replace("b/tinycalc/", "b/../tinycalc/");
+    let git = "diff --git a/.git/config b/.git/config\n--- a/.git/config\n+++ b/.git/config\n@@ -1,1 +1,2 @@\n [core]\n+\tfsmonitor = true\n";
+    for (what, patch) in [
+        ("F2P test file", edits_test.as_str()),
+        ("conftest", conftest),
+        ("..", &climbs),
+        (".git", git),
+    ] {
+        let v = evaluate(&engine, task, patch, &cfg).await;
+        assert!(
+            matches!(v.outcome, Outcome::PatchRejected { .. }),
+            "{what}: {:?}",
+            v.outcome
+        );
+    }
+
+    let spin = evaluate(&engine, task, &gold_plus(task, "while True: pass"), &cfg).await;
+    assert_eq!(spin.outcome, Outcome::TimedOut, "{}", spin.log);
+
+    let net = gold_plus(
+        task,
+        "__import__('urllib.request').request.urlopen('http://1.1.1.1', timeout=3)",
+    );
+    let v = evaluate(&engine, task, &net, &cfg).await;
+    assert_eq!(v.outcome, Outcome::Unresolved, "{}", v.log);
+    assert!(!v.is_environment_error());
+    assert!(
+        v.log.contains("URLError")
+            || v.log.contains("Network is unreachable")
+            || v.log.contains("urlopen"),
+        "{}",
+        v.log
+    );
+    assert_no_containers(&run, 20);
+}
