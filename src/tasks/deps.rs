@@ -103,6 +103,10 @@ pub fn discover(root: &Path) -> Requirements {
     if let Ok(text) = std::fs::read_to_string(root.join("tox.ini")) {
         req.test.extend(read_tox(&text, root));
     }
+    // hatchling's editable installs may need `editables`, which the base image lacks.
+    if req.build.iter().any(|r| requirement_name(r) == "hatchling") {
+        req.build.push("editables".to_owned());
+    }
     for list in [&mut req.runtime, &mut req.test, &mut req.build] {
         list.retain(|r| usable(r));
         let mut seen = Vec::new();
@@ -375,7 +379,7 @@ mod tests {
         .unwrap();
         let r = discover(root);
         assert_eq!(r.runtime, vec!["idna>=2", "attrs"]);
-        assert_eq!(r.build, vec!["hatchling"]);
+        assert_eq!(r.build, vec!["hatchling", "editables"]);
         for want in [
             "pytest-mock",
             "hypothesis",

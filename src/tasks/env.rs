@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::sandbox::{self, Engine, SandboxError};
 
 /// Bump when the environment recipe below changes.
-const ENV_RECIPE_VERSION: &str = "2";
+const ENV_RECIPE_VERSION: &str = "3";
 
 const DOCKERFILE: &str = r#"ARG BASE
 FROM ${BASE}
@@ -27,7 +27,7 @@ RUN git init -q \
  && cd /tmp/agentao/wheels \
  && if ls *.whl >/dev/null 2>&1; then \
       pip install -q --no-index --find-links . ./*.whl \
-      || for w in ./*.whl; do pip install -q --no-index --find-links . "$w" || true; done; fi \
+      || for w in ./*.whl; do pip install -q --no-index --no-deps "$w" || true; done; fi \
  && cd /repo \
  && if [ -f pyproject.toml ] || [ -f setup.py ]; then \
       pip install -q --no-index --no-build-isolation --no-deps -e . \

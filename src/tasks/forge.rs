@@ -252,6 +252,9 @@ impl<'a> Forge<'a> {
             return Err(ForgeError::NoTests);
         }
         let wheels = self.wheelhouse(&source, &report.package, &key).await?;
+        // A test dependency may depend on the package itself; its released wheel would shadow
+        // the source under test.
+        drop_own_wheels(&wheels, &report.package);
         let image = build_env_image(
             self.engine,
             &EnvSpec {
@@ -357,11 +360,14 @@ impl<'a> Forge<'a> {
         package: &str,
         key: &str,
     ) -> Result<PathBuf, ForgeError> {
+        let reqs = deps::discover(source).all(package);
+        // Keyed by the requirement list too, so a change in discovery fetches anew.
+        let key = format!("{key}-{}", &sandbox::hash_parts(&[&reqs.join("\n")])[..8]);
+        let key = key.as_str();
         let dir = self.cfg.cache_dir.join("wheels").join(key);
         if dir.join(".complete").is_file() {
             return Ok(dir);
         }
-        let reqs = deps::discover(source).all(package);
         debug!(?reqs, "test requirements");
         let index = self.cfg.index_url.as_deref();
         if reqs.is_empty() {
@@ -731,6 +737,18 @@ async fn run_candidate(
         Err(_) => return Err(Rejection::Environment),
     };
     eval::parse_junit_details(&xml).map_err(|_| Rejection::Environment)
+}
+
+fn drop_own_wheels(dir: &Path, package: &str) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(dist) = name.strip_suffix(".whl").and_then(|n| n.split('-').next())
+            && normalize(dist) == package
+        {
+            debug!(wheel = %name, "dropping the package's own wheel");
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn line_range(text: &str, (first, last): (u32, u32)) -> Vec<&str> {
