@@ -20,9 +20,11 @@
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod dataset;
 pub mod eval;
 pub mod jsonl;
 pub mod llm;
+pub mod neurons;
 pub mod prompts;
 pub mod sandbox;
 pub mod tasks;

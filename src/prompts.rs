@@ -2,25 +2,19 @@
 //! data files); this module looks them up by name and fills `{{placeholders}}`.
 
 /// Every prompt, by file name without `.md`.
-const PROMPTS: &[(&str, &str)] = &[
-    (
-        "issue_template",
-        include_str!("../prompts/issue_template.md"),
-    ),
-    ("issue_writer", include_str!("../prompts/issue_writer.md")),
-    ("agent_system", include_str!("../prompts/agent_system.md")),
-    (
-        "agent_system_text",
-        include_str!("../prompts/agent_system_text.md"),
-    ),
-    (
-        "agent_instance",
-        include_str!("../prompts/agent_instance.md"),
-    ),
-    (
-        "agent_format_error",
-        include_str!("../prompts/agent_format_error.md"),
-    ),
+macro_rules! prompts {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../prompts/", $name, ".md")))),*]
+    };
+}
+const PROMPTS: &[(&str, &str)] = prompts![
+    "issue_template",
+    "issue_writer",
+    "agent_system",
+    "agent_system_text",
+    "agent_instance",
+    "agent_format_error",
+    "dataset_card",
 ];
 
 /// The template called `name`. Panics only for a name not in `prompts/` (a programming error

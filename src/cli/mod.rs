@@ -6,9 +6,11 @@
 
 mod agent_cmd;
 mod bench;
+mod dataset_cmd;
 mod doctor;
 mod eval_cmd;
 mod image;
+mod local_cmd;
 mod progress;
 mod sandbox_cmd;
 mod tasks_cmd;
@@ -118,9 +120,10 @@ pub enum Command {
     /// Evaluate predictions (patches) against tasks.
     Eval(eval_cmd::EvalArgs),
     /// Export and publish the dataset.
-    Dataset,
+    #[command(subcommand)]
+    Dataset(dataset_cmd::DatasetCmd),
     /// Run a whole subnet round locally on embedded defaults.
-    Local,
+    Local(local_cmd::LocalArgs),
     /// Build, list and clean agentao's Docker images.
     #[command(subcommand)]
     Image(image::ImageCmd),
@@ -280,14 +283,14 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Tasks(cmd) => tasks_cmd::run(cmd, &settings).await,
         Command::Agent(cmd) => agent_cmd::run_agent(cmd, &settings).await,
         Command::Llm(cmd) => agent_cmd::run_llm(cmd, &settings).await,
-        Command::Validator | Command::Miner | Command::Dataset | Command::Local => {
-            Err(UserError::new(format!(
-                "`agentao {}` is not built yet in this version",
-                command_name(&command)
-            ))
-            .hint("available now: image, sandbox, tasks add, eval, doctor, bench")
-            .into())
-        }
+        Command::Dataset(cmd) => dataset_cmd::run(cmd, &settings).await,
+        Command::Local(args) => local_cmd::run(args, &settings).await,
+        Command::Validator | Command::Miner => Err(UserError::new(format!(
+            "`agentao {}` is not built yet in this version",
+            command_name(&command)
+        ))
+        .hint("available now: image, sandbox, tasks add, eval, doctor, bench")
+        .into()),
     }
 }
 
@@ -299,8 +302,8 @@ fn command_name(c: &Command) -> &'static str {
         Command::Agent(_) => "agent",
         Command::Llm(_) => "llm",
         Command::Eval(_) => "eval",
-        Command::Dataset => "dataset",
-        Command::Local => "local",
+        Command::Dataset(_) => "dataset",
+        Command::Local(_) => "local",
         Command::Image(_) => "image",
         Command::Sandbox(_) => "sandbox",
         Command::Doctor => "doctor",

@@ -1,0 +1,109 @@
+//! `agentao dataset …`: export the recorded rounds as Parquet with a dataset card, and push the
+//! export to the HuggingFace Hub.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use super::UserError;
+use crate::config::Settings;
+use crate::config::env_vars as ev;
+use crate::dataset::{ExportOptions, HubClient, RecordStore, export};
+
+#[derive(Debug, Subcommand)]
+pub enum DatasetCmd {
+    /// Write new records as Parquet shards plus README.md (incremental).
+    Export {
+        /// Export folder (the Hub repo's layout).
+        #[arg(long)]
+        out: PathBuf,
+        /// Record store (default: <data dir>/dataset/records.jsonl).
+        #[arg(long)]
+        records: Option<PathBuf>,
+        /// Only records made at or after this RFC 3339 time. Records skipped this way are not
+        /// exported into this folder later either.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 100_000)]
+        rows_per_shard: usize,
+        /// Name in the dataset card.
+        #[arg(long, default_value = "agentao")]
+        name: String,
+    },
+    /// Upload an export folder to a dataset repo on the Hub (token from HF_TOKEN).
+    Push {
+        /// Dataset repo, `org/name`.
+        #[arg(long)]
+        repo: String,
+        /// Export folder.
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, env = ev::HF_TOKEN, hide_env_values = true)]
+        token: Option<String>,
+        #[arg(long, env = ev::HF_ENDPOINT)]
+        endpoint: Option<String>,
+    },
+}
+
+/// The default record store.
+pub fn records_path(settings: &Settings) -> PathBuf {
+    settings.data_dir.join("dataset").join("records.jsonl")
+}
+
+pub async fn run(cmd: DatasetCmd, settings: &Settings) -> anyhow::Result<()> {
+    match cmd {
+        DatasetCmd::Export {
+            out,
+            records,
+            since,
+            rows_per_shard,
+            name,
+        } => {
+            let since = since
+                .map(|s| {
+                    chrono::DateTime::parse_from_rfc3339(&s)
+                        .map(|t| t.with_timezone(&chrono::Utc))
+                        .map_err(|e| UserError::new(format!("--since {s:?}: {e}")))
+                })
+                .transpose()?;
+            let path = records.unwrap_or_else(|| records_path(settings));
+            if !path.is_file() {
+                return Err(UserError::new(format!(
+                    "no records at {} (rounds record them; `agentao local` makes one)",
+                    path.display()
+                ))
+                .into());
+            }
+            let store = RecordStore::open(&path)?;
+            let opts = ExportOptions {
+                since,
+                rows_per_shard: rows_per_shard.max(1),
+                name,
+                ..ExportOptions::default()
+            };
+            let report = tokio::task::spawn_blocking(move || export(&store, &out, &opts)).await??;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        DatasetCmd::Push {
+            repo,
+            dir,
+            token,
+            endpoint,
+        } => {
+            let token = token.ok_or_else(|| UserError::new("HF_TOKEN is not set"))?;
+            if !dir.join("README.md").is_file() {
+                return Err(UserError::new(format!(
+                    "{} is not an export folder (no README.md): run `agentao dataset export` first",
+                    dir.display()
+                ))
+                .into());
+            }
+            let report = HubClient::new(endpoint.as_deref(), &token)
+                .push(&dir, &repo)
+                .await?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! `agentao local`: one subnet round on this machine with the embedded defaults — base image,
+//! a forged task, the agent with the local model, evaluation, score, dataset record, export.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::progress::Steps;
+use super::tasks_cmd::StoreArg;
+use crate::agent::{AgentConfig, Protocol};
+use crate::config::Settings;
+use crate::dataset::{ExportOptions, RecordStore, export};
+use crate::eval::EvalConfig;
+use crate::neurons::local::{RoundConfig, pick_task, run_round};
+use crate::sandbox::{self, BaseImageOptions};
+use crate::tasks::ForgeConfig;
+
+#[derive(Debug, Args)]
+pub struct LocalArgs {
+    /// Packages to forge from when the store has no task (`name` or `name==version`;
+    /// default: the shipped ranking).
+    #[arg(long = "package")]
+    pub package: Vec<String>,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Agent steps.
+    #[arg(long, default_value_t = 8)]
+    pub max_steps: u32,
+    /// Agent wall clock in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub wall: u64,
+    /// Dataset export folder (default: <data dir>/dataset/export).
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+}
+
+pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
+    let engine = super::engine(settings).await?;
+    let steps = Steps::new("base image");
+    let opts = BaseImageOptions {
+        cache_dir: settings.cache_dir.clone(),
+        mirror: settings.debian_mirror.clone(),
+        pip_index_url: settings.pip_index_url.clone(),
+        force: false,
+    };
+    let built = sandbox::build_base_image(&engine, &opts, &mut |s: &str| steps.step(s)).await;
+    steps.finish();
+    built?;
+
+    let store = args.store.open(settings)?;
+    let records_path = super::dataset_cmd::records_path(settings);
+    let mut records = RecordStore::open(&records_path)?;
+    let packages: Vec<(String, Option<String>)> = if args.package.is_empty() {
+        crate::tasks::pypi::top_packages()
+            .into_iter()
+            .map(|p| (p.name, None))
+            .collect()
+    } else {
+        args.package
+            .iter()
+            .map(|p| match p.split_once("==") {
+                Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
+                None => (p.clone(), None),
+            })
+            .collect()
+    };
+    let mut forge = ForgeConfig::new(&settings.cache_dir);
+    forge.per_package = 1;
+    forge.max_candidates = 12;
+    forge.suite_timeout = Duration::from_secs(180);
+    forge.limits = settings.limits.clone();
+    forge.run_id = settings.run_id.clone();
+    forge.index_url = settings.pip_index_url.clone();
+    forge.workers = settings.max_sandboxes;
+
+    let steps = Steps::new("choosing a task (forging one if the store is empty)");
+    let mut cfg = RoundConfig {
+        packages,
+        forge,
+        agent: AgentConfig {
+            max_steps: args.max_steps,
+            wall: Duration::from_secs(args.wall),
+            budget: settings.llm.instance_cost,
+            limits: settings.limits.clone(),
+            run_id: settings.run_id.clone(),
+            ..AgentConfig::default()
+        },
+        eval: EvalConfig {
+            limits: settings.limits.clone(),
+            run_id: settings.run_id.clone(),
+            ..EvalConfig::default()
+        },
+        validator_hotkey: "local-validator".into(),
+        miner_hotkey: "local-miner-0".into(),
+    };
+    let task = pick_task(&engine, &store, &cfg, records.len()).await;
+    steps.finish();
+    let task = task?;
+    eprintln!(
+        "task {} ({} {})",
+        task.instance_id, task.package, task.pypi_version
+    );
+
+    let steps = Steps::new("starting the model");
+    let llm = super::agent_cmd::llm_for(settings).await;
+    steps.finish();
+    let (llm, _server) = llm?;
+    cfg.agent.protocol = match crate::llm::lookup(llm.model()) {
+        Some(m) if !m.tool_calls => Protocol::Text,
+        _ => Protocol::ToolCalls,
+    };
+    let steps = Steps::new(&format!(
+        "agent solving with {}, then evaluating",
+        llm.model()
+    ));
+    let round_id = format!("local-{}", settings.run_id);
+    let report = run_round(&engine, &task, &llm, &mut records, &cfg, &round_id).await;
+    steps.finish();
+    let report = report?;
+    println!("{}", serde_json::to_string(&report)?);
+
+    let out = args
+        .export
+        .unwrap_or_else(|| settings.data_dir.join("dataset").join("export"));
+    let store = RecordStore::open(&records_path)?;
+    let exported = {
+        let out = out.clone();
+        tokio::task::spawn_blocking(move || export(&store, &out, &ExportOptions::default()))
+            .await??
+    };
+    println!("{}", serde_json::to_string(&exported)?);
+    eprintln!(
+        "round {}: {} -> {:?}, score {:.3}; dataset: {} rows in {}",
+        report.round_id,
+        report.instance_id,
+        report.outcome,
+        report.final_score,
+        exported.total_rows,
+        out.display()
+    );
+    Ok(())
+}

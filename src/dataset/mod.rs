@@ -1,0 +1,46 @@
+//! The dataset the subnet exists to produce: records of (problem, solution, score)
+//! (`record`), their append-only local store (`store`), Parquet export with a dataset card
+//! (`export`, `card`) and upload to the HuggingFace Hub over its HTTP API (`hub`).
+//!
+//! Uses the task model from `tasks/`; knows nothing of Docker, miners' networking or chains.
+
+pub mod card;
+pub mod export;
+pub mod hub;
+pub mod record;
+pub mod store;
+
+use std::path::Path;
+
+pub use export::{ExportOptions, ExportReport, ExportState, export, read_state};
+pub use hub::{HubClient, HubError, PushReport};
+pub use record::Record;
+pub use store::RecordStore;
+
+/// Errors of the dataset layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: unreadable: {reason}")]
+    Corrupt {
+        path: String,
+        line: usize,
+        reason: String,
+    },
+    #[error("encoding: {0}")]
+    Encode(String),
+}
+
+impl DatasetError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> DatasetError {
+        DatasetError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
