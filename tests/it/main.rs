@@ -5,6 +5,7 @@
 
 mod agent;
 mod cli;
+mod dataset;
 pub mod eval;
 pub mod forge;
 mod sandbox;
