@@ -39,6 +39,15 @@ pub enum BenchCmd {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
+    /// Parquet export of N synthetic records: time and peak memory, against streaming the
+    /// same records out of the store in the same run.
+    Dataset {
+        #[arg(long, default_value_t = 100_000)]
+        records: u64,
+        /// Also write the JSON here.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// The task forge with coverage-selected tests vs the whole suite per candidate: same
     /// packages, same candidates, same run. Reports validated tasks per CPU-minute and yield.
     Forge {
@@ -52,6 +61,24 @@ pub enum BenchCmd {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
+}
+
+#[derive(Debug, Serialize)]
+struct DatasetBench {
+    benchmark: &'static str,
+    rows: u64,
+    jsonl_mb: f64,
+    parquet_mb: f64,
+    shards: usize,
+    /// Baseline: streaming every record out of the store and parsing it, nothing else.
+    read_seconds: f64,
+    read_peak_rss_mb: f64,
+    export_seconds: f64,
+    export_peak_rss_mb: f64,
+    /// export time / read time.
+    time_ratio: f64,
+    /// Peak RSS of the export / size of the records: far below 1 means streamed.
+    rss_over_input: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -113,6 +140,10 @@ pub async fn run(cmd: BenchCmd, settings: &Settings) -> anyhow::Result<()> {
             let result = bench_eval(settings, &tasks, iterations.max(1), batch.max(1)).await?;
             emit(&result, out)
         }
+        BenchCmd::Dataset { records, out } => {
+            let result = tokio::task::spawn_blocking(move || bench_dataset(records.max(1))).await??;
+            emit(&result, out)
+        }
         BenchCmd::Forge {
             packages,
             candidates,
@@ -122,6 +153,85 @@ pub async fn run(cmd: BenchCmd, settings: &Settings) -> anyhow::Result<()> {
             emit(&result, out)
         }
     }
+}
+
+/// Peak resident memory of this process in MiB (VmHWM).
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Resets the peak (Linux: writing 5 to clear_refs resets VmHWM to the current RSS).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn bench_dataset(rows: u64) -> anyhow::Result<DatasetBench> {
+    use crate::dataset::{ExportOptions, Record, RecordStore, export};
+    let dir = tempfile_dir()?;
+    let path = dir.join("records.jsonl");
+    let mut store = RecordStore::open(&path)?;
+    let task: crate::tasks::Task = serde_json::from_value(serde_json::json!({
+        "instance_id": "bench__1.0-00000000", "repo": "pypi/bench", "patch": "diff --git a/x b/x\n",
+        "problem_statement": "", "FAIL_TO_PASS": ["tests/test_a.py::test_x"], "PASS_TO_PASS": []
+    }))?;
+    let mut base = Record::for_task(&task);
+    // Realistic sizes: a statement, a patch and a trajectory of a few KB, varied per row.
+    for i in 0..rows {
+        base.instance_id = format!("bench{}__1.0-{:08x}", i % 97, i / 5);
+        base.package = format!("bench{}", i % 97);
+        base.problem_statement = format!("{} {}", "The parser rejects valid input.".repeat(20), i);
+        base.patch = format!("--- a/m.py\n+++ b/m.py\n@@ -1 +1 @@\n-x = {i}\n+x = {}\n", i + 1);
+        base.trajectory = format!("{{\"steps\": [{}]}}", (0..24).map(|k| format!("{{\"n\": {}, \"out\": \"{}\"}}", k, i * 31 + k)).collect::<Vec<_>>().join(","));
+        base.resolved = i % 4 == 0;
+        base.final_score = if base.resolved { 0.93 } else { 0.0 };
+        base.miner_hotkey = format!("5Miner{}", i % 64);
+        store.append(&mut base.clone())?;
+    }
+    let jsonl_mb = std::fs::metadata(&path)?.len() as f64 / (1 << 20) as f64;
+
+    reset_peak_rss();
+    let t = Instant::now();
+    let mut n = 0u64;
+    for r in store.iter()? {
+        std::hint::black_box(r?);
+        n += 1;
+    }
+    let read_seconds = t.elapsed().as_secs_f64();
+    let read_peak = peak_rss_mb();
+    anyhow::ensure!(n == rows, "read {n} of {rows} records");
+
+    reset_peak_rss();
+    let out = dir.join("export");
+    let t = Instant::now();
+    let report = export(&store, &out, &ExportOptions::default())?;
+    let export_seconds = t.elapsed().as_secs_f64();
+    let export_peak = peak_rss_mb();
+    let parquet_bytes: u64 = std::fs::read_dir(out.join("data"))?
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(DatasetBench {
+        benchmark: "dataset_export",
+        rows,
+        jsonl_mb,
+        parquet_mb: parquet_bytes as f64 / (1 << 20) as f64,
+        shards: report.total_shards,
+        read_seconds,
+        read_peak_rss_mb: read_peak,
+        export_seconds,
+        export_peak_rss_mb: export_peak,
+        time_ratio: export_seconds / read_seconds.max(1e-9),
+        rss_over_input: export_peak / jsonl_mb.max(1e-9),
+    })
 }
 
 async fn bench_forge(
