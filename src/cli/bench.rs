@@ -141,7 +141,8 @@ pub async fn run(cmd: BenchCmd, settings: &Settings) -> anyhow::Result<()> {
             emit(&result, out)
         }
         BenchCmd::Dataset { records, out } => {
-            let result = tokio::task::spawn_blocking(move || bench_dataset(records.max(1))).await??;
+            let result =
+                tokio::task::spawn_blocking(move || bench_dataset(records.max(1))).await??;
             emit(&result, out)
         }
         BenchCmd::Forge {
@@ -187,8 +188,17 @@ fn bench_dataset(rows: u64) -> anyhow::Result<DatasetBench> {
         base.instance_id = format!("bench{}__1.0-{:08x}", i % 97, i / 5);
         base.package = format!("bench{}", i % 97);
         base.problem_statement = format!("{} {}", "The parser rejects valid input.".repeat(20), i);
-        base.patch = format!("--- a/m.py\n+++ b/m.py\n@@ -1 +1 @@\n-x = {i}\n+x = {}\n", i + 1);
-        base.trajectory = format!("{{\"steps\": [{}]}}", (0..24).map(|k| format!("{{\"n\": {}, \"out\": \"{}\"}}", k, i * 31 + k)).collect::<Vec<_>>().join(","));
+        base.patch = format!(
+            "--- a/m.py\n+++ b/m.py\n@@ -1 +1 @@\n-x = {i}\n+x = {}\n",
+            i + 1
+        );
+        base.trajectory = format!(
+            "{{\"steps\": [{}]}}",
+            (0..24)
+                .map(|k| format!("{{\"n\": {}, \"out\": \"{}\"}}", k, i * 31 + k))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
         base.resolved = i % 4 == 0;
         base.final_score = if base.resolved { 0.93 } else { 0.0 };
         base.miner_hotkey = format!("5Miner{}", i % 64);

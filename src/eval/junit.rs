@@ -8,9 +8,10 @@ use quick_xml::events::Event;
 use serde::{Deserialize, Serialize};
 
 /// The status of one test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum TestStatus {
+    #[default]
     Passed,
     Failed,
     Error,
@@ -52,12 +53,6 @@ pub struct TestResult {
     pub text: String,
     /// Seconds the test took.
     pub time: f64,
-}
-
-impl Default for TestStatus {
-    fn default() -> Self {
-        TestStatus::Passed
-    }
 }
 
 /// Like [`parse_junit`], keeping failure messages, traceback text and times.

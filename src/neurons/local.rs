@@ -79,10 +79,10 @@ pub async fn pick_task(
         let report = forge
             .forge_package(name, version.as_deref(), Some(store))
             .await?;
-        if let Some(id) = report.task_ids.first() {
-            if let Some(t) = store.get(id)? {
-                return Ok(t);
-            }
+        if let Some(id) = report.task_ids.first()
+            && let Some(t) = store.get(id)?
+        {
+            return Ok(t);
         }
         reasons.push(format!(
             "{name}: {}",
