@@ -201,9 +201,19 @@ fn repo_path(path: &str) -> Result<String, String> {
     Ok(full)
 }
 
-async fn read(sb: &Sandbox, path: &str) -> Result<Result<String, String>, SandboxError> {
-    match sb.read_file(path, 4 << 20).await {
-        Ok(bytes) => Ok(String::from_utf8(bytes).map_err(|_| format!("{path} is not UTF-8 text"))),
+/// The absolute path and text of a file the model named; the inner error goes to the model.
+async fn read_repo_file(
+    sb: &Sandbox,
+    path: &str,
+) -> Result<Result<(String, String), String>, SandboxError> {
+    let full = match repo_path(path) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e)),
+    };
+    match sb.read_file(&full, 4 << 20).await {
+        Ok(bytes) => Ok(String::from_utf8(bytes)
+            .map(|text| (full, text))
+            .map_err(|_| format!("{path} is not UTF-8 text"))),
         Err(SandboxError::BadPath(_)) => Ok(Err(format!("{path}: no such file"))),
         Err(SandboxError::TooLarge { .. }) => Ok(Err(format!("{path} is too large to view"))),
         Err(e) => Err(e),
@@ -216,12 +226,8 @@ async fn view(
     start: Option<usize>,
     end: Option<usize>,
 ) -> Result<ToolOutcome, SandboxError> {
-    let full = match repo_path(path) {
-        Ok(p) => p,
-        Err(e) => return Ok(ToolOutcome::Error(e)),
-    };
-    let text = match read(sb, &full).await? {
-        Ok(t) => t,
+    let (_, text) = match read_repo_file(sb, path).await? {
+        Ok(found) => found,
         Err(e) => return Ok(ToolOutcome::Error(e)),
     };
     let lines: Vec<&str> = text.lines().collect();
@@ -247,12 +253,8 @@ async fn str_replace(
     old: &str,
     new: &str,
 ) -> Result<ToolOutcome, SandboxError> {
-    let full = match repo_path(path) {
-        Ok(p) => p,
-        Err(e) => return Ok(ToolOutcome::Error(e)),
-    };
-    let text = match read(sb, &full).await? {
-        Ok(t) => t,
+    let (full, text) = match read_repo_file(sb, path).await? {
+        Ok(found) => found,
         Err(e) => return Ok(ToolOutcome::Error(e)),
     };
     if old.is_empty() {
