@@ -27,5 +27,6 @@ pub mod llm;
 pub mod neurons;
 pub mod prompts;
 pub mod sandbox;
+pub mod subnet;
 pub mod tasks;
 pub mod telemetry;
