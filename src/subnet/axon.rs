@@ -196,24 +196,43 @@ async fn handle<T: SynapseBody>(
     started: Instant,
 ) -> Result<Response, Refusal> {
     if body.len() > state.cfg.max_body_bytes {
-        return Err(Refusal(413, format!("body of {} bytes exceeds {}", body.len(), state.cfg.max_body_bytes)));
+        return Err(Refusal(
+            413,
+            format!(
+                "body of {} bytes exceeds {}",
+                body.len(),
+                state.cfg.max_body_bytes
+            ),
+        ));
     }
     let dendrite = TerminalInfo::from_headers(
         "dendrite",
-        headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
+        headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
     );
-    let timeout: f64 = header(headers, "timeout").and_then(|t| t.parse().ok()).unwrap_or(12.0);
+    let timeout: f64 = header(headers, "timeout")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(12.0);
     let mut synapse: Synapse<T> = serde_json::from_slice(body)
         .map_err(|e| Refusal(400, format!("malformed synapse JSON: {e}")))?;
     let body_hash = synapse.body_hash();
     let claimed = header(headers, "computed_body_hash").unwrap_or("");
     if claimed != body_hash {
-        return Err(Refusal(400, "body hash does not match computed_body_hash".into()));
+        return Err(Refusal(
+            400,
+            "body hash does not match computed_body_hash".into(),
+        ));
     }
 
     // Authentication.
-    let (Some(hotkey), Some(nonce), Some(uuid)) = (&dendrite.hotkey, dendrite.nonce, &dendrite.uuid) else {
-        return Err(Refusal(401, "missing dendrite hotkey, nonce or uuid".into()));
+    let (Some(hotkey), Some(nonce), Some(uuid)) =
+        (&dendrite.hotkey, dendrite.nonce, &dendrite.uuid)
+    else {
+        return Err(Refusal(
+            401,
+            "missing dendrite hotkey, nonce or uuid".into(),
+        ));
     };
     let Some(signature) = &dendrite.signature else {
         return Err(Refusal(401, "missing signature".into()));
@@ -228,13 +247,16 @@ async fn handle<T: SynapseBody>(
         let window = now - ALLOWED_DELTA_NS - (timeout * 1e9) as i64;
         match nonces.get(&endpoint) {
             None if nonce <= window => {
-                return Err(Refusal(401, format!(
-                    "nonce is too old: {:.2}s",
-                    (now - nonce) as f64 / 1e9
-                )));
+                return Err(Refusal(
+                    401,
+                    format!("nonce is too old: {:.2}s", (now - nonce) as f64 / 1e9),
+                ));
             }
             Some(last) if nonce <= *last => {
-                return Err(Refusal(401, "nonce is not newer than the last one processed".into()));
+                return Err(Refusal(
+                    401,
+                    "nonce is not newer than the last one processed".into(),
+                ));
             }
             _ => {}
         }
@@ -253,7 +275,13 @@ async fn handle<T: SynapseBody>(
             return Err(Refusal(403, "caller has no validator permit".into()));
         }
         if n.stake < state.cfg.min_stake {
-            return Err(Refusal(403, format!("stake {} below the minimum {}", n.stake, state.cfg.min_stake)));
+            return Err(Refusal(
+                403,
+                format!(
+                    "stake {} below the minimum {}",
+                    n.stake, state.cfg.min_stake
+                ),
+            ));
         }
         n.stake
     };
@@ -269,7 +297,10 @@ async fn handle<T: SynapseBody>(
     // Priority, then the handler under the request's timeout.
     let budget = Duration::from_secs_f64(timeout.max(0.001));
     let Some(_permit) = state.gate.acquire(stake, budget).await else {
-        return Err(Refusal(503, "busy: requests of higher stake are served first".into()));
+        return Err(Refusal(
+            503,
+            "busy: requests of higher stake are served first".into(),
+        ));
     };
     let left = budget.saturating_sub(started.elapsed());
     synapse.dendrite = Some(dendrite.clone());
@@ -288,7 +319,11 @@ async fn handle<T: SynapseBody>(
     synapse.axon = Some(axon.clone());
     let mut resp = axum::Json(&synapse).into_response();
     let h = resp.headers_mut();
-    for (k, v) in axon.headers("axon").into_iter().chain(dendrite.headers("dendrite")) {
+    for (k, v) in axon
+        .headers("axon")
+        .into_iter()
+        .chain(dendrite.headers("dendrite"))
+    {
         put(h, &k, &v);
     }
     Ok(resp)

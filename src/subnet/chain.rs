@@ -58,12 +58,21 @@ impl Metagraph {
 pub trait Chain {
     async fn metagraph(&self) -> Result<Metagraph, ChainError>;
     /// Sets this validator's weights (any non-negative floats; normalised on the way).
-    async fn set_weights(&self, hotkey: &str, uids: &[u16], weights: &[f32], version_key: u64) -> Result<(), ChainError>;
+    async fn set_weights(
+        &self,
+        hotkey: &str,
+        uids: &[u16],
+        weights: &[f32],
+        version_key: u64,
+    ) -> Result<(), ChainError>;
 }
 
 /// Weights as the chain takes them: u16 with the largest at 65535, zero weights dropped (the
 /// Python SDK's `convert_weights_and_uids_for_emit`).
-pub fn normalize_weights(uids: &[u16], weights: &[f32]) -> Result<(Vec<u16>, Vec<u16>), ChainError> {
+pub fn normalize_weights(
+    uids: &[u16],
+    weights: &[f32],
+) -> Result<(Vec<u16>, Vec<u16>), ChainError> {
     if uids.len() != weights.len() {
         return Err(ChainError::BadWeights(format!(
             "{} uids but {} weights",
@@ -72,7 +81,9 @@ pub fn normalize_weights(uids: &[u16], weights: &[f32]) -> Result<(Vec<u16>, Vec
         )));
     }
     if weights.iter().any(|w| !w.is_finite() || *w < 0.0) {
-        return Err(ChainError::BadWeights("weights must be finite and non-negative".into()));
+        return Err(ChainError::BadWeights(
+            "weights must be finite and non-negative".into(),
+        ));
     }
     let max = weights.iter().cloned().fold(0.0f32, f32::max);
     if max == 0.0 {
@@ -159,7 +170,13 @@ impl Chain for LocalChain {
         self.read()
     }
 
-    async fn set_weights(&self, hotkey: &str, uids: &[u16], weights: &[f32], version_key: u64) -> Result<(), ChainError> {
+    async fn set_weights(
+        &self,
+        hotkey: &str,
+        uids: &[u16],
+        weights: &[f32],
+        version_key: u64,
+    ) -> Result<(), ChainError> {
         let (uids, weights) = normalize_weights(uids, weights)?;
         let line = serde_json::json!({
             "at": chrono::Utc::now().to_rfc3339(),
@@ -210,7 +227,10 @@ mod tests {
         assert_eq!(chain.register(n("b")).unwrap(), 1);
         assert_eq!(chain.register(n("a")).unwrap(), 0);
         assert_eq!(chain.metagraph().await.unwrap().neurons.len(), 2);
-        chain.set_weights("a", &[0, 1], &[1.0, 3.0], 7).await.unwrap();
+        chain
+            .set_weights("a", &[0, 1], &[1.0, 3.0], 7)
+            .await
+            .unwrap();
         let log = std::fs::read_to_string(dir.path().join("weights.log")).unwrap();
         assert!(log.contains("\"weights\":[21845,65535]"), "{log}");
     }

@@ -51,7 +51,12 @@ impl Dendrite {
     }
 
     /// The signed synapse and its headers for `target`.
-    pub fn sign<T: SynapseBody>(&self, target: &AxonTarget, body: T, timeout: Duration) -> (Synapse<T>, Vec<(String, String)>) {
+    pub fn sign<T: SynapseBody>(
+        &self,
+        target: &AxonTarget,
+        body: T,
+        timeout: Duration,
+    ) -> (Synapse<T>, Vec<(String, String)>) {
         let mut synapse = Synapse::new(body, timeout.as_secs_f64());
         let nonce = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
         let body_hash = synapse.body_hash();
@@ -83,7 +88,12 @@ impl Dendrite {
     }
 
     /// Sends `body` to one axon.
-    pub async fn call<T: SynapseBody>(&self, target: &AxonTarget, body: T, timeout: Duration) -> CallResult<T> {
+    pub async fn call<T: SynapseBody>(
+        &self,
+        target: &AxonTarget,
+        body: T,
+        timeout: Duration,
+    ) -> CallResult<T> {
         let started = Instant::now();
         let (synapse, headers) = self.sign(target, body, timeout);
         let url = format!("http://{}:{}/{}", target.ip, target.port, T::NAME);
@@ -100,7 +110,9 @@ impl Dendrite {
         };
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) if e.is_timeout() => return result(408, format!("timed out after {timeout:?}"), None),
+            Err(e) if e.is_timeout() => {
+                return result(408, format!("timed out after {timeout:?}"), None);
+            }
             Err(e) => return result(503, format!("service unavailable: {e}"), None),
         };
         let status = resp.status().as_u16() as i64;
@@ -111,21 +123,34 @@ impl Dendrite {
             .map(str::to_owned);
         let bytes = match resp.bytes().await {
             Ok(b) => b,
-            Err(e) if e.is_timeout() => return result(408, format!("timed out after {timeout:?}"), None),
+            Err(e) if e.is_timeout() => {
+                return result(408, format!("timed out after {timeout:?}"), None);
+            }
             Err(e) => return result(503, e.to_string(), None),
         };
         if status != 200 {
-            let message = header_message.unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+            let message = header_message
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
             return result(status, message, None);
         }
         match serde_json::from_slice::<Synapse<T>>(&bytes) {
-            Ok(s) => result(200, header_message.unwrap_or_else(|| "Success".into()), Some(s)),
+            Ok(s) => result(
+                200,
+                header_message.unwrap_or_else(|| "Success".into()),
+                Some(s),
+            ),
             Err(e) => result(500, format!("unreadable answer: {e}"), None),
         }
     }
 
     /// Sends `body` to every target at once.
-    pub async fn fan_out<T: SynapseBody>(&self, targets: &[AxonTarget], body: &T, timeout: Duration) -> Vec<CallResult<T>> {
-        futures_util::future::join_all(targets.iter().map(|t| self.call(t, body.clone(), timeout))).await
+    pub async fn fan_out<T: SynapseBody>(
+        &self,
+        targets: &[AxonTarget],
+        body: &T,
+        timeout: Duration,
+    ) -> Vec<CallResult<T>> {
+        futures_util::future::join_all(targets.iter().map(|t| self.call(t, body.clone(), timeout)))
+            .await
     }
 }

@@ -49,7 +49,10 @@ impl TerminalInfo {
     }
 
     /// Reads `bt_header_<side>_*` headers back (unparsable numbers are left unset).
-    pub fn from_headers<'a>(side: &str, headers: impl Iterator<Item = (&'a str, &'a str)>) -> TerminalInfo {
+    pub fn from_headers<'a>(
+        side: &str,
+        headers: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> TerminalInfo {
         let prefix = format!("bt_header_{side}_");
         let mut t = TerminalInfo::default();
         for (k, v) in headers {
@@ -85,7 +88,9 @@ fn py_float(v: f64) -> String {
 }
 
 /// A synapse's own fields.
-pub trait SynapseBody: Serialize + DeserializeOwned + Default + Clone + Send + Sync + 'static {
+pub trait SynapseBody:
+    Serialize + DeserializeOwned + Default + Clone + Send + Sync + 'static
+{
     /// The class name (the URL path and the `name` field).
     const NAME: &'static str;
     /// Values of the fields the body hash covers, in declaration order, as Python's `str()`.
@@ -136,7 +141,12 @@ impl<T: SynapseBody> Synapse<T> {
 
     /// SHA3-256 over the hashes of the required hash fields (of nothing, when none).
     pub fn body_hash(&self) -> String {
-        let joined: String = self.body.hash_fields().iter().map(|v| sha3_hex(v)).collect();
+        let joined: String = self
+            .body
+            .hash_fields()
+            .iter()
+            .map(|v| sha3_hex(v))
+            .collect();
         sha3_hex(&joined)
     }
 
@@ -255,7 +265,8 @@ mod tests {
         });
         let h = s.to_headers();
         assert!(h.contains(&("timeout".into(), "12.0".into())));
-        let t = TerminalInfo::from_headers("dendrite", h.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let t =
+            TerminalInfo::from_headers("dendrite", h.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         assert_eq!(t, s.dendrite.unwrap());
     }
 }

@@ -18,9 +18,7 @@ const SIGNING_CONTEXT: &[u8] = b"substrate";
 pub enum WalletError {
     #[error("key file {path} is missing (create it with `agentao subnet wallet create` or btcli)")]
     Missing { path: String },
-    #[error(
-        "key file {path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`"
-    )]
+    #[error("key file {path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`")]
     TooOpen { path: String, mode: u32 },
     #[error("key file {path} is not a usable keyfile: {reason}")]
     BadKeyfile { path: String, reason: String },
@@ -73,7 +71,10 @@ impl Keypair {
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut entropy);
         let m = bip39::Mnemonic::from_entropy(&entropy).expect("16 bytes of entropy");
         let phrase = m.to_string();
-        (Keypair::from_phrase(&phrase).expect("a fresh phrase"), phrase)
+        (
+            Keypair::from_phrase(&phrase).expect("a fresh phrase"),
+            phrase,
+        )
     }
 
     pub fn public(&self) -> [u8; 32] {
@@ -100,12 +101,17 @@ pub fn verify(ss58: &str, message: &[u8], signature: &[u8]) -> bool {
     let Ok(public) = ss58_decode(ss58) else {
         return false;
     };
-    let (Ok(pk), Ok(sig)) = (PublicKey::from_bytes(&public), Signature::from_bytes(signature))
-    else {
+    let (Ok(pk), Ok(sig)) = (
+        PublicKey::from_bytes(&public),
+        Signature::from_bytes(signature),
+    ) else {
         return false;
     };
-    pk.verify(schnorrkel::signing_context(SIGNING_CONTEXT).bytes(message), &sig)
-        .is_ok()
+    pk.verify(
+        schnorrkel::signing_context(SIGNING_CONTEXT).bytes(message),
+        &sig,
+    )
+    .is_ok()
 }
 
 fn ss58_checksum(data: &[u8]) -> [u8; 2] {
@@ -174,7 +180,10 @@ impl Wallet {
     }
 
     pub fn hotkey_path(&self) -> PathBuf {
-        self.root.join(&self.name).join("hotkeys").join(&self.hotkey)
+        self.root
+            .join(&self.name)
+            .join("hotkeys")
+            .join(&self.hotkey)
     }
 
     pub fn coldkeypub_path(&self) -> PathBuf {
@@ -211,8 +220,11 @@ impl Wallet {
         let file: Keyfile = serde_json::from_slice(&bytes)
             .map_err(|_| bad("not JSON (encrypted hotkeys are not supported)"))?;
         let pair = if let Some(seed) = &file.secret_seed {
-            let raw = hex::decode(seed.trim_start_matches("0x")).map_err(|_| bad("secretSeed is not hex"))?;
-            let seed: [u8; 32] = raw.try_into().map_err(|_| bad("secretSeed is not 32 bytes"))?;
+            let raw = hex::decode(seed.trim_start_matches("0x"))
+                .map_err(|_| bad("secretSeed is not hex"))?;
+            let seed: [u8; 32] = raw
+                .try_into()
+                .map_err(|_| bad("secretSeed is not 32 bytes"))?;
             Keypair::from_seed(&seed)
         } else if let Some(phrase) = &file.secret_phrase {
             Keypair::from_phrase(phrase).map_err(|e| bad(&e))?
@@ -243,15 +255,18 @@ impl Wallet {
         std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(io)?;
         let (_, phrase) = Keypair::generate();
         let m = bip39::Mnemonic::parse_in(bip39::Language::English, &phrase).expect("fresh");
-        let mini = substrate_bip39::mini_secret_from_entropy(&m.to_entropy(), "")
-            .expect("valid entropy");
+        let mini =
+            substrate_bip39::mini_secret_from_entropy(&m.to_entropy(), "").expect("valid entropy");
         let seed: [u8; 32] = mini.to_bytes();
         let pair = Keypair::from_seed(&seed);
         let public = format!("0x{}", hex::encode(pair.public()));
         let file = Keyfile {
             secret_phrase: Some(phrase),
             secret_seed: Some(pair.seed_hex(&seed)),
-            private_key: Some(format!("0x{}", hex::encode(pair.inner.secret.to_ed25519_bytes()))),
+            private_key: Some(format!(
+                "0x{}",
+                hex::encode(pair.inner.secret.to_ed25519_bytes())
+            )),
             public_key: public.clone(),
             account_id: public.clone(),
             ss58_address: pair.ss58(),
@@ -293,7 +308,10 @@ mod tests {
             "bottom drive obey lake curtain smoke basket hold race lonely fit walk",
         )
         .unwrap();
-        assert_eq!(pair.ss58(), "5DfhGyQdFobKM8NsWvEeAKk5EQQgYe9AydgJ7rMB6E1EqRzV");
+        assert_eq!(
+            pair.ss58(),
+            "5DfhGyQdFobKM8NsWvEeAKk5EQQgYe9AydgJ7rMB6E1EqRzV"
+        );
     }
 
     #[test]

@@ -9,4 +9,5 @@ mod dataset;
 pub mod eval;
 pub mod forge;
 mod sandbox;
+mod subnet;
 mod support;

@@ -1,0 +1,322 @@
+//! The wire protocol against the real Python Bittensor SDK (10.5.0, in a venv): a Python
+//! dendrite calls our axon, our dendrite calls a Python axon, keys and signatures cross both
+//! ways; and bad requests are refused before any handler runs.
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use agentao::subnet::{
+    Axon, AxonConfig, AxonTarget, CodingTask, Dendrite, Keypair, Metagraph, Neuron, Wallet,
+};
+
+use crate::support::python_venv;
+
+fn bittensor() -> std::path::PathBuf {
+    python_venv("bittensor", &["bittensor==10.5.0"])
+}
+
+const PRELUDE: &str = r#"
+import json, sys, time, typing
+import bittensor as bt
+import bittensor.utils.networking as net
+net.get_external_ip = lambda: "127.0.0.1"
+
+class CodingTask(bt.Synapse):
+    repo: str = ""
+    problem_statement: str = ""
+    patch: typing.Optional[str] = ""
+    task_id: str = ""
+    agent_name: str = ""
+    cost: float = 0.0
+"#;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn neuron(uid: u16, hotkey: &str, permit: bool, stake: f64) -> Neuron {
+    Neuron {
+        uid,
+        hotkey: hotkey.to_owned(),
+        coldkey: String::new(),
+        stake,
+        ip: "127.0.0.1".into(),
+        port: 0,
+        validator_permit: permit,
+    }
+}
+
+/// Our axon serving CodingTask with a canned patch; counts handler calls.
+async fn our_axon(
+    keypair: Keypair,
+    metagraph: Metagraph,
+    cfg: AxonConfig,
+) -> (u16, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let axon = Axon::new(keypair, metagraph, cfg).coding_task(move |s| {
+        let seen = seen.clone();
+        async move {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let mut t = s.body;
+            t.patch = Some(format!("patch for {}", t.repo));
+            t.agent_name = "agentao-test".into();
+            t
+        }
+    });
+    (port, calls, axon.serve(listener))
+}
+
+#[tokio::test]
+async fn a_python_dendrite_calls_our_axon() {
+    let python = bittensor();
+    let dir = tempfile::tempdir().unwrap();
+    // The Python side's wallet, written by us in the SDK's keyfile format.
+    let caller = Wallet::new(dir.path(), "validator", "default")
+        .create_hotkey()
+        .unwrap();
+    let (ours, _) = Keypair::generate();
+    let metagraph = Metagraph {
+        netuid: 62,
+        neurons: vec![neuron(0, &caller.ss58(), true, 100.0)],
+    };
+    let (port, calls, server) = our_axon(ours.clone(), metagraph, AxonConfig::default()).await;
+    let script = format!(
+        r#"{PRELUDE}
+w = bt.Wallet(name="validator", hotkey="default", path=sys.argv[1])
+assert w.hotkey.ss58_address == sys.argv[2], "the SDK reads our keyfile"
+d = bt.Dendrite(wallet=w)
+info = bt.AxonInfo(version=1, ip="127.0.0.1", port={port}, ip_type=4, hotkey=sys.argv[3], coldkey=sys.argv[3])
+r = d.query(info, CodingTask(repo="pypi/idna", problem_statement="fix it"), timeout=20)
+print(json.dumps({{"patch": r.patch, "status": r.axon.status_code, "message": r.axon.status_message, "agent": r.agent_name}}))
+"#
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .args(["-c", &script])
+            .arg(dir.path())
+            .arg(caller.ss58())
+            .arg(ours.ss58())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    let got: serde_json::Value = serde_json::from_str(line.lines().last().unwrap()).unwrap();
+    assert_eq!(got["status"], 200, "{got}");
+    assert_eq!(got["patch"], "patch for pypi/idna");
+    assert_eq!(got["agent"], "agentao-test");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    server.abort();
+}
+
+#[tokio::test]
+async fn our_dendrite_calls_a_python_axon() {
+    let python = bittensor();
+    let dir = tempfile::tempdir().unwrap();
+    let miner = Wallet::new(dir.path(), "miner", "default")
+        .create_hotkey()
+        .unwrap();
+    let port = free_port();
+    let script = format!(
+        r#"{PRELUDE}
+w = bt.Wallet(name="miner", hotkey="default", path=sys.argv[1])
+def forward(s: CodingTask) -> CodingTask:
+    s.patch = "diff from python for " + s.repo
+    s.agent_name = "python-sdk"
+    return s
+ax = bt.Axon(wallet=w, port={port}, ip="127.0.0.1", external_ip="127.0.0.1")
+ax.attach(forward_fn=forward)
+ax.start()
+print("ready", flush=True)
+time.sleep(120)
+"#
+    );
+    let mut child = Command::new(python)
+        .args(["-c", &script])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the port.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Python axon did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (me, _) = Keypair::generate();
+    let dendrite = Dendrite::new(me);
+    let target = AxonTarget {
+        ip: "127.0.0.1".into(),
+        port,
+        hotkey: miner.ss58(),
+    };
+    let task = CodingTask {
+        repo: "pypi/attrs".into(),
+        problem_statement: "fix it".into(),
+        ..CodingTask::default()
+    };
+    let results = dendrite
+        .fan_out(&[target.clone(), target], &task, Duration::from_secs(20))
+        .await;
+    for r in &results {
+        assert_eq!(r.status_code, 200, "{}", r.status_message);
+        let s = r.synapse.as_ref().unwrap();
+        assert_eq!(
+            s.body.patch.as_deref(),
+            Some("diff from python for pypi/attrs")
+        );
+        assert_eq!(s.body.agent_name, "python-sdk");
+        assert_eq!(s.axon.as_ref().unwrap().status_code, Some(200));
+    }
+    // A signature by the wrong key is refused by the SDK's own verification.
+    let impostor = AxonTarget {
+        ip: "127.0.0.1".into(),
+        port,
+        hotkey: Keypair::generate().0.ss58(),
+    };
+    let r = dendrite
+        .call(&impostor, task, Duration::from_secs(20))
+        .await;
+    assert_eq!(r.status_code, 401, "{}", r.status_message);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn bad_requests_never_reach_the_handler() {
+    let (ours, _) = Keypair::generate();
+    let (validator, _) = Keypair::generate();
+    let (stranger, _) = Keypair::generate();
+    let metagraph = Metagraph {
+        netuid: 62,
+        neurons: vec![neuron(0, &validator.ss58(), true, 10.0)],
+    };
+    let cfg = AxonConfig {
+        max_body_bytes: 4096,
+        ..AxonConfig::default()
+    };
+    let (port, calls, server) = our_axon(ours.clone(), metagraph, cfg).await;
+    let target = AxonTarget {
+        ip: "127.0.0.1".into(),
+        port,
+        hotkey: ours.ss58(),
+    };
+    let url = format!("http://127.0.0.1:{port}/CodingTask");
+    let http = reqwest::Client::new();
+    let send = |headers: Vec<(String, String)>, body: Vec<u8>| {
+        let mut req = http
+            .post(&url)
+            .body(body)
+            .header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    let d = Dendrite::new(validator.clone());
+    let task = CodingTask {
+        repo: "pypi/x".into(),
+        ..CodingTask::default()
+    };
+
+    // A good request passes once; replayed as is, it is refused.
+    let (s, h) = d.sign(&target, task.clone(), Duration::from_secs(10));
+    let body = serde_json::to_vec(&s).unwrap();
+    assert_eq!(send(h.clone(), body.clone()).await, 200);
+    assert_eq!(send(h, body).await, 401, "replayed nonce");
+
+    // Wrong signature: signed by a stranger but claiming the validator's hotkey.
+    let (s, mut h) =
+        Dendrite::new(stranger.clone()).sign(&target, task.clone(), Duration::from_secs(10));
+    for (k, v) in h.iter_mut() {
+        if k == "bt_header_dendrite_hotkey" {
+            *v = validator.ss58();
+        }
+    }
+    assert_eq!(
+        send(h, serde_json::to_vec(&s).unwrap()).await,
+        401,
+        "wrong signature"
+    );
+
+    // Stale nonce: a minute old, re-signed properly.
+    let (s, mut h) = d.sign(&target, task.clone(), Duration::from_secs(10));
+    let stale = chrono::Utc::now().timestamp_nanos_opt().unwrap() - 60_000_000_000;
+    let uuid = h
+        .iter()
+        .find(|(k, _)| k == "bt_header_dendrite_uuid")
+        .unwrap()
+        .1
+        .clone();
+    let hash = s.body_hash();
+    let msg = format!("{stale}.{}.{}.{uuid}.{hash}", validator.ss58(), ours.ss58());
+    for (k, v) in h.iter_mut() {
+        if k == "bt_header_dendrite_nonce" {
+            *v = stale.to_string();
+        }
+        if k == "bt_header_dendrite_signature" {
+            *v = format!("0x{}", hex::encode(validator.sign(msg.as_bytes())));
+        }
+        if k == "bt_header_dendrite_uuid" {
+            *v = format!("{uuid}-fresh");
+        }
+    }
+    assert_eq!(
+        send(h, serde_json::to_vec(&s).unwrap()).await,
+        401,
+        "stale nonce"
+    );
+
+    // Unknown hotkey: a valid signature from someone not registered.
+    let (s, h) = Dendrite::new(stranger).sign(&target, task.clone(), Duration::from_secs(10));
+    assert_eq!(
+        send(h, serde_json::to_vec(&s).unwrap()).await,
+        403,
+        "unknown hotkey"
+    );
+
+    // Oversized body.
+    let big = CodingTask {
+        problem_statement: "x".repeat(10_000),
+        ..task.clone()
+    };
+    let (s, h) = d.sign(&target, big, Duration::from_secs(10));
+    assert_eq!(
+        send(h, serde_json::to_vec(&s).unwrap()).await,
+        413,
+        "oversized body"
+    );
+
+    // Malformed JSON.
+    let (_, h) = d.sign(&target, task, Duration::from_secs(10));
+    assert_eq!(send(h, b"{not json".to_vec()).await, 400, "malformed JSON");
+
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "only the one good request was handled"
+    );
+    server.abort();
+}
