@@ -48,6 +48,17 @@ pub enum BenchCmd {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
+    /// Signed requests per second our axon verifies and answers on loopback vs the Python
+    /// SDK's axon, both loaded by the same load generator in a separate process.
+    Axon {
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Also write the JSON here.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// The task forge with coverage-selected tests vs the whole suite per candidate: same
     /// packages, same candidates, same run. Reports validated tasks per CPU-minute and yield.
     Forge {
@@ -140,6 +151,14 @@ pub async fn run(cmd: BenchCmd, settings: &Settings) -> anyhow::Result<()> {
             let result = bench_eval(settings, &tasks, iterations.max(1), batch.max(1)).await?;
             emit(&result, out)
         }
+        BenchCmd::Axon {
+            requests,
+            concurrency,
+            out,
+        } => {
+            let result = bench_axon(settings, requests.max(1), concurrency.max(1)).await?;
+            emit(&result, out)
+        }
         BenchCmd::Dataset { records, out } => {
             let result =
                 tokio::task::spawn_blocking(move || bench_dataset(records.max(1))).await??;
@@ -154,6 +173,171 @@ pub async fn run(cmd: BenchCmd, settings: &Settings) -> anyhow::Result<()> {
             emit(&result, out)
         }
     }
+}
+
+#[derive(Debug, Serialize)]
+struct AxonBench {
+    benchmark: &'static str,
+    requests: usize,
+    concurrency: usize,
+    agentao: super::subnet_cmd::LoadReport,
+    python_sdk: super::subnet_cmd::LoadReport,
+    /// agentao requests/s / Python SDK requests/s.
+    ratio: f64,
+}
+
+/// The Python axon the benchmark measures against (bittensor 10.5.0).
+const PYTHON_AXON: &str = r#"
+import sys, time, typing
+import bittensor as bt
+import bittensor.utils.networking as net
+net.get_external_ip = lambda: "127.0.0.1"
+class CodingTask(bt.Synapse):
+    repo: str = ""
+    problem_statement: str = ""
+    patch: typing.Optional[str] = ""
+def forward(s: CodingTask) -> CodingTask:
+    s.patch = "patch for " + s.repo
+    return s
+w = bt.Wallet(name="axon", hotkey="default", path=sys.argv[1])
+ax = bt.Axon(wallet=w, port=int(sys.argv[2]), ip="127.0.0.1", external_ip="127.0.0.1")
+ax.attach(forward_fn=forward)
+ax.start()
+time.sleep(3600)
+"#;
+
+async fn python_with_bittensor(settings: &Settings) -> anyhow::Result<std::path::PathBuf> {
+    let dir = settings.cache_dir.join("pyenv").join("bittensor");
+    let python = dir.join("bin/python");
+    if !dir.join(".complete").is_file() {
+        eprintln!("installing bittensor 10.5.0 into {}", dir.display());
+        let ok = tokio::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&dir)
+            .status()
+            .await?
+            .success()
+            && tokio::process::Command::new(&python)
+                .args(["-m", "pip", "install", "-q", "bittensor==10.5.0"])
+                .status()
+                .await?
+                .success();
+        anyhow::ensure!(ok, "installing bittensor failed");
+        std::fs::write(dir.join(".complete"), b"")?;
+    }
+    Ok(python)
+}
+
+async fn run_load(
+    wallets: &std::path::Path,
+    port: u16,
+    hotkey: &str,
+    requests: usize,
+    concurrency: usize,
+) -> anyhow::Result<super::subnet_cmd::LoadReport> {
+    let out = tokio::process::Command::new(std::env::current_exe()?)
+        .args([
+            "subnet",
+            "load",
+            "--port",
+            &port.to_string(),
+            "--axon-hotkey",
+            hotkey,
+        ])
+        .args([
+            "--requests",
+            &requests.to_string(),
+            "--concurrency",
+            &concurrency.to_string(),
+        ])
+        .arg("--wallets")
+        .arg(wallets)
+        .env("AGENTAO_LOG_FORMAT", "json")
+        .kill_on_drop(true)
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "load generator failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(serde_json::from_str(text.lines().last().unwrap_or(""))?)
+}
+
+async fn bench_axon(
+    settings: &Settings,
+    requests: usize,
+    concurrency: usize,
+) -> anyhow::Result<AxonBench> {
+    use crate::subnet::{Axon, AxonConfig, Metagraph, Neuron, Wallet};
+    let python = python_with_bittensor(settings).await?;
+    let dir = tempfile_dir()?;
+    let loader = Wallet::new(&dir, "load", "default").create_hotkey()?;
+    let axon_key = Wallet::new(&dir, "axon", "default").create_hotkey()?;
+
+    // Ours, in this process; the load comes from another.
+    let metagraph = Metagraph {
+        netuid: settings.netuid,
+        neurons: vec![Neuron {
+            uid: 0,
+            hotkey: loader.ss58(),
+            coldkey: String::new(),
+            stake: 1.0,
+            ip: "127.0.0.1".into(),
+            port: 0,
+            validator_permit: true,
+        }],
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let cfg = AxonConfig {
+        max_concurrent: concurrency.max(16),
+        ..AxonConfig::default()
+    };
+    let server = Axon::new(axon_key.clone(), metagraph, cfg)
+        .coding_task(|s| async move {
+            let mut t = s.body;
+            t.patch = Some(format!("patch for {}", t.repo));
+            t
+        })
+        .serve(listener);
+    let ours = run_load(&dir, port, &axon_key.ss58(), requests, concurrency).await;
+    server.abort();
+    let ours = ours?;
+
+    // The Python SDK's axon with the same wallet.
+    let py_port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut child = tokio::process::Command::new(&python)
+        .args(["-c", PYTHON_AXON])
+        .arg(&dir)
+        .arg(py_port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while tokio::net::TcpStream::connect(("127.0.0.1", py_port))
+        .await
+        .is_err()
+    {
+        anyhow::ensure!(Instant::now() < deadline, "the Python axon did not start");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let theirs = run_load(&dir, py_port, &axon_key.ss58(), requests, concurrency).await;
+    let _ = child.kill().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let theirs = theirs?;
+    Ok(AxonBench {
+        benchmark: "axon",
+        requests,
+        concurrency,
+        ratio: ours.requests_per_second / theirs.requests_per_second.max(1e-9),
+        agentao: ours,
+        python_sdk: theirs,
+    })
 }
 
 /// Peak resident memory of this process in MiB (VmHWM).

@@ -13,6 +13,7 @@ mod image;
 mod local_cmd;
 mod progress;
 mod sandbox_cmd;
+mod subnet_cmd;
 mod tasks_cmd;
 
 use std::path::PathBuf;
@@ -119,6 +120,9 @@ pub enum Command {
     Llm(agent_cmd::LlmCmd),
     /// Evaluate predictions (patches) against tasks.
     Eval(eval_cmd::EvalArgs),
+    /// Wallets and the local chain.
+    #[command(subcommand)]
+    Subnet(subnet_cmd::SubnetCmd),
     /// Export and publish the dataset.
     #[command(subcommand)]
     Dataset(dataset_cmd::DatasetCmd),
@@ -285,6 +289,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Llm(cmd) => agent_cmd::run_llm(cmd, &settings).await,
         Command::Dataset(cmd) => dataset_cmd::run(cmd, &settings).await,
         Command::Local(args) => local_cmd::run(args, &settings).await,
+        Command::Subnet(cmd) => subnet_cmd::run(cmd, &settings).await,
         Command::Validator | Command::Miner => Err(UserError::new(format!(
             "`agentao {}` is not built yet in this version",
             command_name(&command)
@@ -304,6 +309,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Eval(_) => "eval",
         Command::Dataset(_) => "dataset",
         Command::Local(_) => "local",
+        Command::Subnet(_) => "subnet",
         Command::Image(_) => "image",
         Command::Sandbox(_) => "sandbox",
         Command::Doctor => "doctor",

@@ -1,0 +1,183 @@
+//! `agentao subnet …`: wallets, the local chain (register, metagraph, weights), and the load
+//! generator the axon benchmark runs in a separate process.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Subcommand;
+use serde::Serialize;
+
+use crate::config::Settings;
+use crate::subnet::{AxonTarget, Chain, CodingTask, Dendrite, LocalChain, Neuron, Wallet};
+
+#[derive(Debug, Subcommand)]
+pub enum SubnetCmd {
+    /// Create the hotkey of --wallet.name/--wallet.hotkey (mode 0600; refuses to overwrite).
+    CreateHotkey,
+    /// Print the hotkey's SS58 address.
+    Whoami,
+    /// Register a neuron on the local chain (`<data dir>/chain/metagraph.json`).
+    Register {
+        /// SS58 hotkey (default: this wallet's).
+        #[arg(long)]
+        hotkey: Option<String>,
+        #[arg(long, default_value = "127.0.0.1")]
+        ip: String,
+        #[arg(long, default_value_t = 8091)]
+        port: u16,
+        #[arg(long, default_value_t = 0.0)]
+        stake: f64,
+        /// Give it a validator permit.
+        #[arg(long)]
+        validator: bool,
+    },
+    /// Print the local chain's metagraph as JSON.
+    Metagraph,
+    /// Signed-request load against an axon (used by `bench axon`).
+    #[command(hide = true)]
+    Load {
+        /// Wallets directory holding the loader's hotkey (`load/default`).
+        #[arg(long)]
+        wallets: PathBuf,
+        #[arg(long)]
+        port: u16,
+        /// The axon's SS58 hotkey.
+        #[arg(long)]
+        axon_hotkey: String,
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+    },
+}
+
+/// What a load run measured.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct LoadReport {
+    pub requests: usize,
+    pub ok: usize,
+    pub seconds: f64,
+    pub requests_per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+pub fn local_chain(settings: &Settings) -> LocalChain {
+    LocalChain::new(&settings.data_dir.join("chain"), settings.netuid)
+}
+
+fn wallet(settings: &Settings) -> Wallet {
+    Wallet::new(
+        &settings.wallet.path,
+        &settings.wallet.name,
+        &settings.wallet.hotkey,
+    )
+}
+
+pub async fn run(cmd: SubnetCmd, settings: &Settings) -> anyhow::Result<()> {
+    match cmd {
+        SubnetCmd::CreateHotkey => {
+            let pair = wallet(settings).create_hotkey()?;
+            println!("{}", pair.ss58());
+        }
+        SubnetCmd::Whoami => println!("{}", wallet(settings).load_hotkey()?.ss58()),
+        SubnetCmd::Register {
+            hotkey,
+            ip,
+            port,
+            stake,
+            validator,
+        } => {
+            let hotkey = match hotkey {
+                Some(h) => {
+                    crate::subnet::ss58_decode(&h)?;
+                    h
+                }
+                None => wallet(settings).load_hotkey()?.ss58(),
+            };
+            let uid = local_chain(settings).register(Neuron {
+                uid: 0,
+                hotkey: hotkey.clone(),
+                coldkey: String::new(),
+                stake,
+                ip,
+                port,
+                validator_permit: validator,
+            })?;
+            println!("{}", serde_json::json!({"uid": uid, "hotkey": hotkey}));
+        }
+        SubnetCmd::Metagraph => {
+            let mg = local_chain(settings).metagraph().await?;
+            println!("{}", serde_json::to_string_pretty(&mg)?);
+        }
+        SubnetCmd::Load {
+            wallets,
+            port,
+            axon_hotkey,
+            requests,
+            concurrency,
+        } => {
+            let report = load(&wallets, port, &axon_hotkey, requests, concurrency).await?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
+    }
+    Ok(())
+}
+
+async fn load(
+    wallets: &std::path::Path,
+    port: u16,
+    axon_hotkey: &str,
+    requests: usize,
+    concurrency: usize,
+) -> anyhow::Result<LoadReport> {
+    let key = Wallet::new(wallets, "load", "default").load_hotkey()?;
+    let target = AxonTarget {
+        ip: "127.0.0.1".into(),
+        port,
+        hotkey: axon_hotkey.to_owned(),
+    };
+    let task = CodingTask {
+        repo: "pypi/bench".into(),
+        problem_statement: "benchmark".into(),
+        ..CodingTask::default()
+    };
+    // One dendrite (its own uuid) per worker, each sending in sequence: nonces only have to
+    // grow per (hotkey, uuid), so concurrent workers never trip the replay check.
+    let workers = concurrency.max(1).min(requests.max(1));
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for w in 0..workers {
+        let n = requests / workers + usize::from(w < requests % workers);
+        let (d, t, task) = (Dendrite::new(key.clone()), target.clone(), task.clone());
+        handles.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(n);
+            for _ in 0..n {
+                let r = d.call(&t, task.clone(), Duration::from_secs(30)).await;
+                if r.status_code == 200 {
+                    lat.push(r.latency_s);
+                }
+            }
+            lat
+        }));
+    }
+    let mut latencies = Vec::new();
+    for h in handles {
+        latencies.extend(h.await?);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+            .map_or(0.0, |s| s * 1000.0)
+    };
+    Ok(LoadReport {
+        requests,
+        ok: latencies.len(),
+        seconds,
+        requests_per_second: latencies.len() as f64 / seconds,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+    })
+}
