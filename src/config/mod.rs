@@ -102,15 +102,21 @@ fn home() -> PathBuf {
     std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
 }
 
-/// `$XDG_CACHE_HOME/agentao` or `~/.cache/agentao`.
+/// `$AGENTAO_CACHE_DIR`, else `$XDG_CACHE_HOME/agentao` or `~/.cache/agentao`.
 pub fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(env_vars::AGENTAO_CACHE_DIR).filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
     std::env::var_os("XDG_CACHE_HOME")
         .map_or_else(|| home().join(".cache"), PathBuf::from)
         .join("agentao")
 }
 
-/// `$XDG_DATA_HOME/agentao` or `~/.local/share/agentao`.
+/// `$AGENTAO_DATA_DIR`, else `$XDG_DATA_HOME/agentao` or `~/.local/share/agentao`.
 pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os(env_vars::AGENTAO_DATA_DIR).filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
     std::env::var_os("XDG_DATA_HOME")
         .map_or_else(|| home().join(".local").join("share"), PathBuf::from)
         .join("agentao")
