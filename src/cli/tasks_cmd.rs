@@ -93,6 +93,17 @@ impl ForgeArgs {
         cfg.limits = settings.limits.clone();
         cfg.run_id = settings.run_id.clone();
         cfg.index_url = settings.pip_index_url.clone();
+        // A configured model (not the tiny embedded one) rewrites problem statements.
+        if settings.llm.api_key.is_some() || settings.llm.base_url.is_some() {
+            let base = settings
+                .llm
+                .base_url
+                .clone()
+                .unwrap_or_else(|| "https://api.openai.com/v1".to_owned());
+            let mut llm = crate::llm::LlmConfig::new(&base, &settings.llm.model);
+            llm.api_key = settings.llm.api_key.clone();
+            cfg.issue_writer = Some(crate::llm::LlmClient::new(llm));
+        }
         cfg
     }
 

@@ -57,6 +57,9 @@ pub struct ForgeConfig {
     pub run_id: String,
     pub cache_dir: PathBuf,
     pub index_url: Option<String>,
+    /// Rewrites problem statements when set (`prompts/issue_writer.md`); the template is kept
+    /// whenever a rewrite would leak the bug.
+    pub issue_writer: Option<crate::llm::LlmClient>,
 }
 
 impl ForgeConfig {
@@ -74,6 +77,7 @@ impl ForgeConfig {
             run_id: crate::config::new_run_id(),
             cache_dir: cache_dir.to_path_buf(),
             index_url: None,
+            issue_writer: None,
         }
     }
 }
@@ -542,10 +546,31 @@ impl<'a> Forge<'a> {
             }
             p2p.truncate(self.cfg.max_selected);
         }
-        let task = match self.make_task(ctx, m, &original, &buggy, f2p, p2p, &results) {
+        let mut task = match self.make_task(ctx, m, &original, &buggy, f2p, p2p, &results) {
             Some(t) => t,
             None => return (Err(Rejection::Leaky), cpu),
         };
+        if let Some(writer) = &self.cfg.issue_writer {
+            let old: Vec<&str> = line_range(&original, m.lines);
+            let new: Vec<&str> = line_range(&buggy, m.lines);
+            let secrets = Secrets {
+                file: &m.file,
+                lines: old.into_iter().chain(new).collect(),
+            };
+            let mut budget = crate::llm::Budget::new(0.05);
+            let (text, _) = super::statement::rewrite(
+                writer,
+                ctx.package,
+                &task.problem_statement,
+                &secrets,
+                &mut budget,
+            )
+            .await;
+            if let Some(d) = task.difficulty.as_mut() {
+                d.statement_words = text.split_whitespace().count() as u32;
+            }
+            task.problem_statement = text;
+        }
         // The gold patch must resolve the task in the real harness, in a fresh container.
         let eval_cfg = EvalConfig {
             test_timeout: self.cfg.candidate_timeout,
@@ -566,7 +591,6 @@ impl<'a> Forge<'a> {
                 cpu,
             );
         }
-        let mut task = task;
         if let Some(d) = task.difficulty.as_mut() {
             d.test_seconds = verdict.timings.tests_s;
         }

@@ -4,6 +4,7 @@
 //! and an LLM rewrite that fails the check is thrown away.
 
 use crate::eval::TestResult;
+use crate::llm::{Budget, LlmClient, Message};
 use crate::prompts;
 
 /// Lines of traceback kept in the excerpt.
@@ -73,6 +74,39 @@ pub fn template_statement(
             ("excerpt", &excerpt),
         ],
     )
+}
+
+/// Rewrites a template statement with a model through `prompts/issue_writer.md`. The rewrite
+/// is kept only if it passes [`leaks`] and is not empty; otherwise (or when the model fails)
+/// the template stays. Returns the statement and whether the model's text was used.
+pub async fn rewrite(
+    llm: &LlmClient,
+    package: &str,
+    statement: &str,
+    secrets: &Secrets<'_>,
+    budget: &mut Budget,
+) -> (String, bool) {
+    let prompt = prompts::render(
+        prompts::get("issue_writer"),
+        &[("package", package), ("statement", statement)],
+    );
+    match llm.chat(&[Message::user(prompt)], &[], budget).await {
+        Ok(c) => {
+            let text = c.message.content.trim().to_owned();
+            if text.len() >= 40 && !leaks(&text, secrets) {
+                (text, true)
+            } else {
+                tracing::debug!(
+                    "issue writer's rewrite refused (empty or leaking); keeping the template"
+                );
+                (statement.to_owned(), false)
+            }
+        }
+        Err(e) => {
+            tracing::warn!("issue writer failed, keeping the template: {e}");
+            (statement.to_owned(), false)
+        }
+    }
 }
 
 /// Whether `text` gives the bug away: a diff, the mutated lines (before or after), or a

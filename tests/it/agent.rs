@@ -265,3 +265,39 @@ async fn the_embedded_smollm2_model_runs_a_full_episode() {
     assert!(saved["messages"].as_array().unwrap().len() >= 3);
     assert_no_containers(&run, 20);
 }
+
+#[tokio::test]
+async fn an_external_agent_returns_its_patch_and_is_stopped_at_the_wall_clock() {
+    use agentao::agent::run_external;
+    let task: Task = serde_json::from_value(json!({
+        "instance_id": "x__1-abc", "repo": "pypi/x", "patch": "gold", "bug_patch": "SECRET-BUG",
+        "problem_statement": "it breaks", "FAIL_TO_PASS": ["t.py::a"], "PASS_TO_PASS": []
+    }))
+    .unwrap();
+    // The program sees the public task on stdin (never the hidden bug) and prints a patch.
+    let dir = tempfile::tempdir().unwrap();
+    let seen = dir.path().join("stdin.json");
+    let program = format!(
+        "cat > {}; printf 'diff --git a/x.py b/x.py\\n'",
+        seen.display()
+    );
+    let ep = run_external(&program, &task, Duration::from_secs(20), 3.0)
+        .await
+        .unwrap();
+    assert_eq!(ep.exit_status, ExitStatus::Submitted);
+    assert_eq!(ep.patch, "diff --git a/x.py b/x.py\n");
+    let input: serde_json::Value = serde_json::from_slice(&std::fs::read(&seen).unwrap()).unwrap();
+    assert_eq!(input["problem_statement"], "it breaks");
+    assert!(!input.to_string().contains("SECRET-BUG"));
+
+    let slow = run_external("sleep 30", &task, Duration::from_millis(500), 3.0)
+        .await
+        .unwrap();
+    assert_eq!(slow.exit_status, ExitStatus::TimeLimit);
+    assert!(slow.elapsed_s < 5.0);
+    assert!(
+        run_external("exit 3", &task, Duration::from_secs(5), 3.0)
+            .await
+            .is_err()
+    );
+}

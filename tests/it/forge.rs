@@ -325,3 +325,46 @@ pub async fn forged_tinycalc() -> Vec<Task> {
         .await
         .clone()
 }
+
+#[tokio::test]
+async fn the_issue_writer_is_used_only_when_its_text_does_not_leak() {
+    use agentao::llm::{Budget, LlmClient, LlmConfig};
+    use agentao::tasks::statement::rewrite;
+    let answers = std::sync::Arc::new(std::sync::Mutex::new(vec![
+        // Second answer: quotes the buggy line.
+        "Title: add is wrong\n\nThe code does `return a - b` so add(1, 2) gives -1.".to_owned(),
+        // First answer: clean.
+        "Title: add(1, 2) returns -1\n\nCalling tinycalc.add(1, 2) gives -1; tests/test_calc.py::test_add expects 3.".to_owned(),
+    ]));
+    let queue = answers.clone();
+    let server = TestServer::start(move |_| {
+        let text = queue.lock().unwrap().pop().unwrap_or_default();
+        Response::new(
+            200,
+            "application/json",
+            serde_json::json!({"choices": [{"message": {"role": "assistant", "content": text}}]})
+                .to_string(),
+        )
+    })
+    .await;
+    let llm = LlmClient::new(LlmConfig::new(&format!("{}/v1", server.url), "gpt-4o-mini"));
+    let secrets = Secrets {
+        file: "tinycalc/__init__.py",
+        lines: vec!["    return a - b", "    return a + b"],
+    };
+    let template = "tinycalc 1.0.0: test_add fails: assert -1 == 3";
+    let mut budget = Budget::new(1.0);
+    let (clean, used) = rewrite(&llm, "tinycalc", template, &secrets, &mut budget).await;
+    assert!(
+        used && clean.starts_with("Title: add(1, 2) returns -1"),
+        "{clean}"
+    );
+    let (kept, used) = rewrite(&llm, "tinycalc", template, &secrets, &mut budget).await;
+    assert!(!used);
+    assert_eq!(kept, template);
+    // The prompt came from prompts/issue_writer.md with the template inside.
+    let reqs = server.requests.lock().unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&reqs[0].body).unwrap();
+    let prompt = body["messages"][0]["content"].as_str().unwrap();
+    assert!(prompt.contains("never include a diff") && prompt.contains(template));
+}
