@@ -40,9 +40,12 @@ pub async fn run_external(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
+        // Its own process group, so a timeout takes its children down too.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| AgentError::External(format!("cannot start {program:?}: {e}")))?;
+    let pgid = child.id();
     let mut stdin = child.stdin.take().expect("piped stdin");
     let input = serde_json::to_vec(&public).unwrap_or_default();
     let mut stdout = child.stdout.take().expect("piped stdout");
@@ -56,7 +59,14 @@ pub async fn run_external(
         Ok::<_, std::io::Error>((out, status))
     };
     let (exit_status, patch) = match tokio::time::timeout(wall, work).await {
-        Err(_) => (ExitStatus::TimeLimit, String::new()),
+        Err(_) => {
+            if let Some(pgid) = pgid {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{pgid}")])
+                    .status();
+            }
+            (ExitStatus::TimeLimit, String::new())
+        }
         Ok(Err(e)) => return Err(AgentError::External(e.to_string())),
         Ok(Ok((out, status))) => {
             if !status.success() {
