@@ -132,7 +132,16 @@ impl LocalModel {
         let log_path = self.dir.join(format!("server-{port}.log"));
         let log = std::fs::File::create(&log_path).map_err(|e| setup_err("server log", e))?;
         let log2 = log.try_clone().map_err(|e| setup_err("server log", e))?;
-        let child = tokio::process::Command::new(self.python())
+        // A clean environment: llama_cpp.server reads its settings from environment variables
+        // named like its options (CACHE, MODEL, PORT, ...), which the caller's may collide with.
+        let mut cmd = tokio::process::Command::new(self.python());
+        cmd.env_clear();
+        for keep in ["PATH", "HOME", "LANG", "TMPDIR"] {
+            if let Some(v) = std::env::var_os(keep) {
+                cmd.env(keep, v);
+            }
+        }
+        let child = cmd
             .args(["-m", "llama_cpp.server", "--model"])
             .arg(self.gguf())
             .args(["--model_alias", EMBEDDED_MODEL, "--host", "127.0.0.1"])
