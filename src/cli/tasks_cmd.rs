@@ -158,6 +158,12 @@ pub enum TasksCmd {
         #[command(flatten)]
         store: StoreArg,
     },
+    /// Rebuild missing environment images of stored tasks (after `image gc` or a recipe
+    /// change) and point the tasks at them.
+    Prepare {
+        #[command(flatten)]
+        store: StoreArg,
+    },
     /// Print the forge's log: every package tried and why any was skipped.
     Log {
         #[command(flatten)]
@@ -221,6 +227,22 @@ pub async fn run(cmd: TasksCmd, settings: &Settings) -> anyhow::Result<()> {
             let tasks = store.all(package.as_deref())?;
             export_swebench(&tasks, &out)?;
             eprintln!("{} tasks exported to {}", tasks.len(), out.display());
+            Ok(())
+        }
+        TasksCmd::Prepare { store } => {
+            let engine = super::engine(settings).await?;
+            let path = store.path(settings);
+            let store = TaskStore::open(&path)?;
+            let mut cfg = ForgeConfig::new(&settings.cache_dir);
+            cfg.index_url = settings.pip_index_url.clone();
+            cfg.run_id = settings.run_id.clone();
+            let forge = Forge::new(&engine, cfg)?;
+            for (package, version, image, updated) in forge.prepare_store(&store).await? {
+                println!(
+                    "{}",
+                    serde_json::json!({"package": package, "version": version, "image": image, "tasks_updated": updated})
+                );
+            }
             Ok(())
         }
         TasksCmd::Log { store } => {

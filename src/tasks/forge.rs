@@ -247,29 +247,7 @@ impl<'a> Forge<'a> {
             }
         }
         info!(package = %report.package, version = %sdist.version, "forging");
-        let archive = self.pypi.download(&sdist).await?;
-        let key = format!("{}-{}", report.package, sdist.version);
-        let source =
-            super::pypi::unpack_sdist(&archive, &self.cfg.cache_dir.join("src").join(&key))?;
-        let locations = deps::test_locations(&source);
-        if locations.is_empty() {
-            return Err(ForgeError::NoTests);
-        }
-        let wheels = self.wheelhouse(&source, &report.package, &key).await?;
-        // A test dependency may depend on the package itself; its released wheel would shadow
-        // the source under test.
-        drop_own_wheels(&wheels, &report.package);
-        let image = build_env_image(
-            self.engine,
-            &EnvSpec {
-                name: &format!("agentao/env-{}", report.package),
-                version: &sdist.version,
-                source_dir: &source,
-                wheels_dir: Some(&wheels),
-            },
-        )
-        .await
-        .map_err(ForgeError::Environment)?;
+        let (source, locations, image) = self.environment(&report.package, &sdist).await?;
         debug!(%image, "environment ready");
 
         let scratch = self.cfg.cache_dir.join("scratch").join(&self.cfg.run_id);
@@ -355,6 +333,74 @@ impl<'a> Forge<'a> {
         }
         let _ = std::fs::remove_dir_all(&scratch);
         Ok(())
+    }
+
+    /// The package version's source tree, test locations and environment image (built unless
+    /// an image of the same recipe exists).
+    async fn environment(
+        &self,
+        package: &str,
+        sdist: &super::pypi::Sdist,
+    ) -> Result<(PathBuf, Vec<String>, String), ForgeError> {
+        let archive = self.pypi.download(sdist).await?;
+        let key = format!("{package}-{}", sdist.version);
+        let source =
+            super::pypi::unpack_sdist(&archive, &self.cfg.cache_dir.join("src").join(&key))?;
+        let locations = deps::test_locations(&source);
+        if locations.is_empty() {
+            return Err(ForgeError::NoTests);
+        }
+        let wheels = self.wheelhouse(&source, package, &key).await?;
+        // A test dependency may depend on the package itself; its released wheel would shadow
+        // the source under test.
+        drop_own_wheels(&wheels, package);
+        let image = build_env_image(
+            self.engine,
+            &EnvSpec {
+                name: &format!("agentao/env-{package}"),
+                version: &sdist.version,
+                source_dir: &source,
+                wheels_dir: Some(&wheels),
+            },
+        )
+        .await
+        .map_err(ForgeError::Environment)?;
+        Ok((source, locations, image))
+    }
+
+    /// Makes sure every stored task's environment image exists, rebuilding it from the same
+    /// sdist when it was removed or its recipe changed, and points the tasks at it. Returns
+    /// (package, version, image, tasks updated) per package version.
+    pub async fn prepare_store(
+        &self,
+        store: &TaskStore,
+    ) -> Result<Vec<(String, String, String, usize)>, ForgeError> {
+        let tasks = store.all(None)?;
+        let mut versions: Vec<(String, String)> = tasks
+            .iter()
+            .filter(|t| !t.package.is_empty() && !t.pypi_version.is_empty())
+            .map(|t| (t.package.clone(), t.pypi_version.clone()))
+            .collect();
+        versions.sort();
+        versions.dedup();
+        let mut out = Vec::new();
+        for (package, version) in versions {
+            let sdist = self.pypi.resolve_sdist(&package, Some(&version)).await?;
+            let (_, _, image) = self.environment(&package, &sdist).await?;
+            let mut updated = 0;
+            for t in tasks
+                .iter()
+                .filter(|t| t.package == package && t.pypi_version == version && t.image != image)
+            {
+                let mut t = t.clone();
+                t.image = image.clone();
+                store.put(&t)?;
+                updated += 1;
+            }
+            info!(%package, %version, %image, updated, "environment ready");
+            out.push((package, version, image, updated));
+        }
+        Ok(out)
     }
 
     /// Downloads the package's requirements as wheels (once per package version).

@@ -223,6 +223,21 @@ async fn a_local_index_with_bad_packages_skips_them_and_forges_the_good_one() {
     for t in &tasks {
         assert_statement_is_clean(t);
     }
+
+    // A task whose image is gone (gc, recipe change) is pointed at a rebuilt one.
+    let mut stale = tasks[0].clone();
+    let good_image = stale.image.clone();
+    stale.image = "agentao/env-tinycalc:gone".into();
+    store.put(&stale).unwrap();
+    let prepared = forge.prepare_store(&store).await.unwrap();
+    assert_eq!(prepared.len(), 1);
+    assert_eq!(prepared[0].2, good_image);
+    assert_eq!(prepared[0].3, 1, "only the stale task changed");
+    assert_eq!(
+        store.get(&stale.instance_id).unwrap().unwrap().image,
+        good_image
+    );
+    assert!(engine.image_exists(&good_image).await.unwrap());
     assert_no_containers(&run, 20);
 }
 
