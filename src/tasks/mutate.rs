@@ -199,6 +199,17 @@ impl FunctionCtx<'_> {
         });
     }
 
+    /// Replaces the whole of `node`.
+    fn replace(
+        &self,
+        out: &mut Vec<Mutation>,
+        kind: MutationKind,
+        node: Node<'_>,
+        rep: impl Into<String>,
+    ) {
+        self.push(out, kind, node.start_byte(), node.end_byte(), rep.into());
+    }
+
     fn walk(&self, node: Node<'_>, out: &mut Vec<Mutation>) {
         match node.kind() {
             // Nested definitions belong to their own function.
@@ -211,26 +222,14 @@ impl FunctionCtx<'_> {
             "not_operator" => {
                 if let Some(arg) = node.child_by_field_name("argument") {
                     let rep = self.text(arg).to_owned();
-                    self.push(
-                        out,
-                        MutationKind::NegationRemoved,
-                        node.start_byte(),
-                        node.end_byte(),
-                        rep,
-                    );
+                    self.replace(out, MutationKind::NegationRemoved, node, rep);
                 }
             }
             "integer" => self.integer(node, out),
             "if_statement" | "elif_clause" | "while_statement" => {
                 if let Some(cond) = node.child_by_field_name("condition") {
                     let rep = format!("not ({})", self.text(cond));
-                    self.push(
-                        out,
-                        MutationKind::ConditionInverted,
-                        cond.start_byte(),
-                        cond.end_byte(),
-                        rep,
-                    );
+                    self.replace(out, MutationKind::ConditionInverted, cond, rep);
                 }
             }
             "call" => self.call(node, out),
@@ -240,13 +239,7 @@ impl FunctionCtx<'_> {
                     let keep = &self.source[node.start_byte()..value.start_byte()];
                     let rep = keep.trim_end().to_owned();
                     if self.text(value) != "None" {
-                        self.push(
-                            out,
-                            MutationKind::ReturnValueDropped,
-                            node.start_byte(),
-                            node.end_byte(),
-                            rep,
-                        );
+                        self.replace(out, MutationKind::ReturnValueDropped, node, rep);
                     }
                 }
             }
@@ -261,13 +254,7 @@ impl FunctionCtx<'_> {
                         _ => None,
                     };
                     if let Some(rep) = rep {
-                        self.push(
-                            out,
-                            MutationKind::ArithmeticSwap,
-                            op.start_byte(),
-                            op.end_byte(),
-                            rep.to_owned(),
-                        );
+                        self.replace(out, MutationKind::ArithmeticSwap, op, rep.to_owned());
                     }
                 }
             }
@@ -351,13 +338,7 @@ impl FunctionCtx<'_> {
             "|" => "&",
             _ => return,
         };
-        self.push(
-            out,
-            MutationKind::ArithmeticSwap,
-            op.start_byte(),
-            op.end_byte(),
-            rep.to_owned(),
-        );
+        self.replace(out, MutationKind::ArithmeticSwap, op, rep.to_owned());
     }
 
     fn boolean(&self, node: Node<'_>, out: &mut Vec<Mutation>) {
@@ -367,13 +348,7 @@ impl FunctionCtx<'_> {
                 "or" => "and",
                 _ => return,
             };
-            self.push(
-                out,
-                MutationKind::BooleanSwap,
-                op.start_byte(),
-                op.end_byte(),
-                rep.to_owned(),
-            );
+            self.replace(out, MutationKind::BooleanSwap, op, rep.to_owned());
         }
     }
 
@@ -396,21 +371,9 @@ impl FunctionCtx<'_> {
             return;
         };
         let rep = if n == 0 { 1 } else { n + 1 };
-        self.push(
-            out,
-            MutationKind::OffByOne,
-            node.start_byte(),
-            node.end_byte(),
-            rep.to_string(),
-        );
+        self.replace(out, MutationKind::OffByOne, node, rep.to_string());
         if n > 1 {
-            self.push(
-                out,
-                MutationKind::OffByOne,
-                node.start_byte(),
-                node.end_byte(),
-                (n - 1).to_string(),
-            );
+            self.replace(out, MutationKind::OffByOne, node, (n - 1).to_string());
         }
     }
 
