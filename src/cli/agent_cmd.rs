@@ -64,15 +64,34 @@ pub enum LlmCmd {
     },
 }
 
+/// The configured remote model, when an API key or base URL is set.
+fn remote_config(settings: &Settings) -> Option<LlmConfig> {
+    if settings.llm.api_key.is_none() && settings.llm.base_url.is_none() {
+        return None;
+    }
+    let base = settings
+        .llm
+        .base_url
+        .clone()
+        .unwrap_or_else(|| crate::llm::DEFAULT_BASE_URL.to_owned());
+    let mut cfg = LlmConfig::new(&base, &settings.llm.model);
+    cfg.api_key = settings.llm.api_key.clone();
+    Some(cfg)
+}
+
+/// A client of the configured remote model, when an API key or base URL is set.
+pub fn remote_llm(settings: &Settings) -> Option<LlmClient> {
+    remote_config(settings).map(LlmClient::new)
+}
+
 /// A model client for the settings; starts the embedded server when no API key is set and
 /// nothing serves the local URL yet (the returned handle keeps it alive).
 pub async fn llm_for(settings: &Settings) -> anyhow::Result<(LlmClient, Option<LocalServer>)> {
     let mut server = None;
-    let base = match (&settings.llm.api_key, &settings.llm.base_url) {
-        (_, Some(url)) => url.clone(),
-        (Some(_), None) => "https://api.openai.com/v1".to_owned(),
-        (None, None) => {
-            let url = format!("http://127.0.0.1:{DEFAULT_PORT}/v1");
+    let mut cfg = match remote_config(settings) {
+        Some(cfg) => cfg,
+        None => {
+            let mut url = format!("http://127.0.0.1:{DEFAULT_PORT}/v1");
             if !is_serving(&url).await {
                 let local = LocalModel::new(&settings.cache_dir);
                 if !local.is_installed() {
@@ -83,16 +102,12 @@ pub async fn llm_for(settings: &Settings) -> anyhow::Result<(LlmClient, Option<L
                     local.install(settings.pip_index_url.as_deref()).await?;
                 }
                 let s = local.serve(DEFAULT_PORT).await?;
-                let url = s.base_url.clone();
+                url = s.base_url.clone();
                 server = Some(s);
-                url
-            } else {
-                url
             }
+            LlmConfig::new(&url, &settings.llm.model)
         }
     };
-    let mut cfg = LlmConfig::new(&base, &settings.llm.model);
-    cfg.api_key = settings.llm.api_key.clone();
     if settings.llm.api_key.is_none() {
         // The small local model loops on greedy decoding; sample and keep replies short.
         cfg.temperature = Some(0.7);
@@ -101,7 +116,7 @@ pub async fn llm_for(settings: &Settings) -> anyhow::Result<(LlmClient, Option<L
     Ok((LlmClient::new(cfg), server))
 }
 
-fn protocol_for(arg: ProtocolArg, model: &str) -> Protocol {
+pub fn protocol_for(arg: ProtocolArg, model: &str) -> Protocol {
     match arg {
         ProtocolArg::Tools => Protocol::ToolCalls,
         ProtocolArg::Text => Protocol::Text,

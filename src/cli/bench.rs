@@ -433,30 +433,24 @@ async fn bench_forge(
     packages: &[String],
     candidates: usize,
 ) -> anyhow::Result<ForgeBench> {
-    use crate::tasks::{Forge, ForgeConfig, Selection};
+    use crate::tasks::{Forge, Selection};
     let engine = super::engine(settings).await?;
     let mut modes = Vec::new();
     for selection in [Selection::Coverage, Selection::WholeSuite] {
-        let mut cfg = ForgeConfig::new(&settings.cache_dir);
+        let mut cfg = super::tasks_cmd::forge_config(settings);
         // Every candidate is tried in both modes: no early stop at a task count.
         cfg.per_package = candidates;
         cfg.max_candidates = candidates;
         cfg.selection = selection;
         // One at a time, so CPU time is not inflated by two runs sharing the cores.
         cfg.workers = 1;
-        cfg.limits = settings.limits.clone();
-        cfg.run_id = settings.run_id.clone();
-        cfg.index_url = settings.pip_index_url.clone();
         let forge = Forge::new(&engine, cfg)?;
         let started = Instant::now();
         let mut reports = Vec::new();
         for p in packages {
-            let (name, version) = match p.split_once("==") {
-                Some((n, v)) => (n, Some(v)),
-                None => (p.as_str(), None),
-            };
+            let (name, version) = super::tasks_cmd::parse_package_spec(p);
             tracing::info!(package = name, ?selection, "benchmarking the forge");
-            reports.push(forge.forge_package(name, version, None).await?);
+            reports.push(forge.forge_package(&name, version.as_deref(), None).await?);
         }
         let tried: usize = reports.iter().map(|r| r.candidates_tried).sum();
         let validated: usize = reports.iter().map(|r| r.validated).sum();

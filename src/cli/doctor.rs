@@ -168,7 +168,7 @@ async fn llm_check(settings: &Settings) -> Check {
         .llm
         .base_url
         .clone()
-        .unwrap_or_else(|| "https://api.openai.com/v1".to_owned());
+        .unwrap_or_else(|| crate::llm::DEFAULT_BASE_URL.to_owned());
     let Some(addr) = host_port(&base) else {
         return fail("llm", format!("OPENAI_BASE_URL {base:?} is not a URL"));
     };

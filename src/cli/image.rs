@@ -20,21 +20,29 @@ pub enum ImageCmd {
     Gc,
 }
 
+/// Builds the base image unless its recipe's tag exists (or `force`), with progress.
+pub async fn ensure_base_image(
+    engine: &sandbox::Engine,
+    settings: &Settings,
+    force: bool,
+) -> Result<sandbox::BuildReport, sandbox::SandboxError> {
+    let steps = Steps::new("checking the base image");
+    let opts = BaseImageOptions {
+        cache_dir: settings.cache_dir.clone(),
+        mirror: settings.debian_mirror.clone(),
+        pip_index_url: settings.pip_index_url.clone(),
+        force,
+    };
+    let report = sandbox::build_base_image(engine, &opts, &mut |s: &str| steps.step(s)).await;
+    steps.finish();
+    report
+}
+
 pub async fn run(cmd: ImageCmd, settings: &Settings) -> anyhow::Result<()> {
     let engine = super::engine(settings).await?;
     match cmd {
         ImageCmd::BuildBase { force } => {
-            let steps = Steps::new("checking the base image");
-            let opts = BaseImageOptions {
-                cache_dir: settings.cache_dir.clone(),
-                mirror: settings.debian_mirror.clone(),
-                pip_index_url: settings.pip_index_url.clone(),
-                force,
-            };
-            let report =
-                sandbox::build_base_image(&engine, &opts, &mut |s: &str| steps.step(s)).await;
-            steps.finish();
-            let report = report?;
+            let report = ensure_base_image(&engine, settings, force).await?;
             if report.skipped {
                 eprintln!("{} is up to date", report.image.reference);
             } else {

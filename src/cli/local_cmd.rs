@@ -6,15 +6,14 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::agent_cmd::{ProtocolArg, protocol_for};
 use super::progress::Steps;
-use super::tasks_cmd::StoreArg;
-use crate::agent::{AgentConfig, Protocol};
+use super::tasks_cmd::{StoreArg, forge_config, parse_package_spec, ranking_queue};
+use crate::agent::AgentConfig;
 use crate::config::Settings;
 use crate::dataset::{ExportOptions, RecordStore, export};
 use crate::eval::EvalConfig;
 use crate::neurons::local::{RoundConfig, pick_task, run_round};
-use crate::sandbox::{self, BaseImageOptions};
-use crate::tasks::ForgeConfig;
 
 #[derive(Debug, Args)]
 pub struct LocalArgs {
@@ -37,42 +36,20 @@ pub struct LocalArgs {
 
 pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
     let engine = super::engine(settings).await?;
-    let steps = Steps::new("base image");
-    let opts = BaseImageOptions {
-        cache_dir: settings.cache_dir.clone(),
-        mirror: settings.debian_mirror.clone(),
-        pip_index_url: settings.pip_index_url.clone(),
-        force: false,
-    };
-    let built = sandbox::build_base_image(&engine, &opts, &mut |s: &str| steps.step(s)).await;
-    steps.finish();
-    built?;
+    super::image::ensure_base_image(&engine, settings, false).await?;
 
     let store = args.store.open(settings)?;
     let records_path = super::dataset_cmd::records_path(settings);
     let mut records = RecordStore::open(&records_path)?;
     let packages: Vec<(String, Option<String>)> = if args.package.is_empty() {
-        crate::tasks::pypi::top_packages()
-            .into_iter()
-            .map(|p| (p.name, None))
-            .collect()
+        ranking_queue(0)
     } else {
-        args.package
-            .iter()
-            .map(|p| match p.split_once("==") {
-                Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
-                None => (p.clone(), None),
-            })
-            .collect()
+        args.package.iter().map(|p| parse_package_spec(p)).collect()
     };
-    let mut forge = ForgeConfig::new(&settings.cache_dir);
+    let mut forge = forge_config(settings);
     forge.per_package = 1;
     forge.max_candidates = 12;
     forge.suite_timeout = Duration::from_secs(180);
-    forge.limits = settings.limits.clone();
-    forge.run_id = settings.run_id.clone();
-    forge.index_url = settings.pip_index_url.clone();
-    forge.workers = settings.max_sandboxes;
 
     let steps = Steps::new("choosing a task (forging one if the store is empty)");
     let mut cfg = RoundConfig {
@@ -106,10 +83,7 @@ pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
     let llm = super::agent_cmd::llm_for(settings).await;
     steps.finish();
     let (llm, _server) = llm?;
-    cfg.agent.protocol = match crate::llm::lookup(llm.model()) {
-        Some(m) if !m.tool_calls => Protocol::Text,
-        _ => Protocol::ToolCalls,
-    };
+    cfg.agent.protocol = protocol_for(ProtocolArg::Auto, llm.model());
     let steps = Steps::new(&format!(
         "agent solving with {}, then evaluating",
         llm.model()

@@ -78,9 +78,36 @@ pub struct ForgeArgs {
     pub store: StoreArg,
 }
 
+/// `name` or `name==version`.
+pub fn parse_package_spec(spec: &str) -> (String, Option<String>) {
+    match spec.split_once("==") {
+        Some((n, v)) => (n.trim().to_owned(), Some(v.trim().to_owned())),
+        None => (spec.trim().to_owned(), None),
+    }
+}
+
+/// The shipped ranking as a forge queue, from the `skip`-th package on.
+pub fn ranking_queue(skip: usize) -> Vec<(String, Option<String>)> {
+    top_packages()
+        .into_iter()
+        .skip(skip)
+        .map(|p| (p.name, None))
+        .collect()
+}
+
+/// The forge's defaults with this machine's settings: limits, run id, index, parallelism.
+pub fn forge_config(settings: &Settings) -> ForgeConfig {
+    let mut cfg = ForgeConfig::new(&settings.cache_dir);
+    cfg.workers = settings.max_sandboxes.max(1);
+    cfg.limits = settings.limits.clone();
+    cfg.run_id = settings.run_id.clone();
+    cfg.index_url = settings.pip_index_url.clone();
+    cfg
+}
+
 impl ForgeArgs {
     pub fn config(&self, settings: &Settings) -> ForgeConfig {
-        let mut cfg = ForgeConfig::new(&settings.cache_dir);
+        let mut cfg = forge_config(settings);
         cfg.per_package = self.per_package.max(1);
         cfg.max_candidates = self.max_candidates.unwrap_or(cfg.per_package * 8);
         cfg.suite_timeout = std::time::Duration::from_secs(self.suite_timeout);
@@ -89,41 +116,20 @@ impl ForgeArgs {
             SelectionArg::Coverage => Selection::Coverage,
             SelectionArg::WholeSuite => Selection::WholeSuite,
         };
-        cfg.workers = self.workers.unwrap_or(settings.max_sandboxes).max(1);
-        cfg.limits = settings.limits.clone();
-        cfg.run_id = settings.run_id.clone();
-        cfg.index_url = settings.pip_index_url.clone();
-        // A configured model (not the tiny embedded one) rewrites problem statements.
-        if settings.llm.api_key.is_some() || settings.llm.base_url.is_some() {
-            let base = settings
-                .llm
-                .base_url
-                .clone()
-                .unwrap_or_else(|| "https://api.openai.com/v1".to_owned());
-            let mut llm = crate::llm::LlmConfig::new(&base, &settings.llm.model);
-            llm.api_key = settings.llm.api_key.clone();
-            cfg.issue_writer = Some(crate::llm::LlmClient::new(llm));
+        if let Some(w) = self.workers {
+            cfg.workers = w.max(1);
         }
+        // A configured model (not the tiny embedded one) rewrites problem statements.
+        cfg.issue_writer = super::agent_cmd::remote_llm(settings);
         cfg
     }
 
     /// The (name, version) pairs to try, in order.
     pub fn queue(&self) -> Vec<(String, Option<String>)> {
         if !self.package.is_empty() {
-            return self
-                .package
-                .iter()
-                .map(|p| match p.split_once("==") {
-                    Some((n, v)) => (n.trim().to_owned(), Some(v.trim().to_owned())),
-                    None => (p.trim().to_owned(), None),
-                })
-                .collect();
+            return self.package.iter().map(|p| parse_package_spec(p)).collect();
         }
-        top_packages()
-            .into_iter()
-            .skip(self.skip)
-            .map(|p| (p.name, None))
-            .collect()
+        ranking_queue(self.skip)
     }
 }
 
@@ -233,10 +239,7 @@ pub async fn run(cmd: TasksCmd, settings: &Settings) -> anyhow::Result<()> {
             let engine = super::engine(settings).await?;
             let path = store.path(settings);
             let store = TaskStore::open(&path)?;
-            let mut cfg = ForgeConfig::new(&settings.cache_dir);
-            cfg.index_url = settings.pip_index_url.clone();
-            cfg.run_id = settings.run_id.clone();
-            let forge = Forge::new(&engine, cfg)?;
+            let forge = Forge::new(&engine, forge_config(settings))?;
             for (package, version, image, updated) in forge.prepare_store(&store).await? {
                 println!(
                     "{}",

@@ -36,6 +36,9 @@ impl LlmError {
     }
 }
 
+/// The API used when a key is set but no base URL.
+pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+
 /// How to reach a model.
 #[derive(Debug, Clone)]
 pub struct LlmConfig {

@@ -7,6 +7,7 @@ pub mod local;
 pub mod models;
 
 pub use client::{
-    Budget, Completion, LlmClient, LlmConfig, LlmError, Message, ToolCall, ToolSpec, Usage,
+    Budget, Completion, DEFAULT_BASE_URL, LlmClient, LlmConfig, LlmError, Message, ToolCall,
+    ToolSpec, Usage,
 };
 pub use models::{EMBEDDED_MODEL, ModelInfo, lookup, resolve_model};
