@@ -9,6 +9,23 @@ use std::time::{Duration, Instant};
 use crate::eval::{TestStatus, junit_key, parse_junit};
 use crate::sandbox::{ExecRequest, ExecStatus, Sandbox, SandboxError};
 
+/// `timeout -k GRACE SECS python -m pytest --junitxml=JUNIT` plus [`PYTEST_ARGS`]: the head of
+/// every forge pytest run (the test selection follows).
+pub fn pytest_argv(timeout: Duration, grace_secs: u32, junit: &str) -> Vec<String> {
+    let mut argv: Vec<String> = vec![
+        "timeout".into(),
+        "-k".into(),
+        grace_secs.to_string(),
+        timeout.as_secs().max(1).to_string(),
+        "python".into(),
+        "-m".into(),
+        "pytest".into(),
+        format!("--junitxml={junit}"),
+    ];
+    argv.extend(PYTEST_ARGS.iter().map(|s| s.to_string()));
+    argv
+}
+
 /// pytest options shared by every forge run (and mirrored by `eval/evaluate.sh`): node ids
 /// relative to `/repo`, the project's `addopts` ignored, no random ordering, JUnit xunit1.
 pub const PYTEST_ARGS: &[&str] = &[
@@ -278,18 +295,8 @@ async fn run_suite(
     junit: &str,
     with_coverage: bool,
 ) -> Result<BTreeMap<String, TestStatus>, BaselineError> {
-    let mut argv: Vec<String> = vec![
-        "timeout".into(),
-        "-k".into(),
-        "5".into(),
-        timeout.as_secs().to_string(),
-        "python".into(),
-        "-m".into(),
-        "pytest".into(),
-        "--continue-on-collection-errors".into(),
-        format!("--junitxml={WORK}/{junit}"),
-    ];
-    argv.extend(PYTEST_ARGS.iter().map(|s| s.to_string()));
+    let mut argv = pytest_argv(timeout, 5, &format!("{WORK}/{junit}"));
+    argv.push("--continue-on-collection-errors".into());
     let mut req = ExecRequest::new(Vec::<String>::new());
     if with_coverage {
         argv.extend(["-p".into(), "agentao_cov".into()]);

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
-use super::baseline::{Baseline, BaselineError, PYTEST_ARGS, take_baseline};
+use super::baseline::{Baseline, BaselineError, pytest_argv, take_baseline};
 use super::deps;
 use super::env::{EnvSpec, build_env_image};
 use super::model::{Difficulty, Task};
@@ -592,17 +592,20 @@ impl<'a> Forge<'a> {
             }
             p2p.truncate(self.cfg.max_selected);
         }
-        let mut task = match self.make_task(ctx, m, &original, &buggy, f2p, p2p, &results) {
+        // What the statement may not reveal: the mutated lines before and after, and the file.
+        let secrets = Secrets {
+            file: &m.file,
+            lines: line_range(&original, m.lines)
+                .into_iter()
+                .chain(line_range(&buggy, m.lines))
+                .collect(),
+        };
+        let mut task = match self.make_task(ctx, m, &original, &buggy, &secrets, f2p, p2p, &results)
+        {
             Some(t) => t,
             None => return (Err(Rejection::Leaky), cpu),
         };
         if let Some(writer) = &self.cfg.issue_writer {
-            let old: Vec<&str> = line_range(&original, m.lines);
-            let new: Vec<&str> = line_range(&buggy, m.lines);
-            let secrets = Secrets {
-                file: &m.file,
-                lines: old.into_iter().chain(new).collect(),
-            };
             let mut budget = crate::llm::Budget::new(0.05);
             let (text, _) = super::statement::rewrite(
                 writer,
@@ -669,21 +672,13 @@ impl<'a> Forge<'a> {
         m: &Mutation,
         original: &str,
         buggy: &str,
+        secrets: &Secrets<'_>,
         f2p: Vec<String>,
         p2p: Vec<String>,
         results: &BTreeMap<String, TestResult>,
     ) -> Option<Task> {
         let bug_patch = unified_diff(&m.file, original, buggy);
         let gold = unified_diff(&m.file, buggy, original);
-        let old_lines: Vec<&str> = line_range(original, m.lines);
-        let new_lines: Vec<&str> =
-            line_range(buggy, (m.lines.0, m.lines.0 + (m.lines.1 - m.lines.0)));
-        let mut secret_lines = old_lines.clone();
-        secret_lines.extend(new_lines.iter().copied());
-        let secrets = Secrets {
-            file: &m.file,
-            lines: secret_lines,
-        };
         let missing = TestResult {
             status: TestStatus::Missing,
             message: "the test did not run (collection failed)".into(),
@@ -693,8 +688,8 @@ impl<'a> Forge<'a> {
             .iter()
             .map(|id| (id.as_str(), results.get(&junit_key(id)).unwrap_or(&missing)))
             .collect();
-        let statement = template_statement(ctx.package, ctx.version, &failures, &secrets);
-        if statement.is_empty() || leaks(&statement, &secrets) {
+        let statement = template_statement(ctx.package, ctx.version, &failures, secrets);
+        if statement.is_empty() || leaks(&statement, secrets) {
             return None;
         }
         let gold_lines = gold
@@ -768,17 +763,7 @@ async fn run_candidate(
     sb.write_files("/repo", &[(m.file.as_str(), buggy.as_bytes(), 0o644)])
         .await
         .map_err(|_| Rejection::Environment)?;
-    let mut argv: Vec<String> = vec![
-        "timeout".into(),
-        "-k".into(),
-        "2".into(),
-        timeout.as_secs().max(1).to_string(),
-        "python".into(),
-        "-m".into(),
-        "pytest".into(),
-        "--junitxml=/tmp/agentao/cand.xml".into(),
-    ];
-    argv.extend(PYTEST_ARGS.iter().map(|s| s.to_string()));
+    let mut argv = pytest_argv(timeout, 2, "/tmp/agentao/cand.xml");
     match selected {
         Some(ids) => argv.extend(ids.iter().cloned()),
         None => {
