@@ -8,6 +8,7 @@
 //! - [`tasks`]: the task model (SWE-bench fields plus ours), PyPI sources, environment images,
 //!   the bug forge and the SQLite task store.
 //! - [`prompts`]: the prompt templates of `prompts/`, compiled in.
+//! - [`pyenv`]: host-side Python virtualenvs in the cache (model server, SDK for benchmarks).
 //! - [`eval`]: patch → verdict in a fresh sandbox; resumable batch runs and reports.
 //! - [`jsonl`]: the one JSON Lines reader (tasks, predictions).
 //! - [`llm`]: model aliases and prices; the OpenAI-compatible client and judge.
@@ -26,6 +27,7 @@ pub mod jsonl;
 pub mod llm;
 pub mod neurons;
 pub mod prompts;
+pub mod pyenv;
 pub mod sandbox;
 pub mod subnet;
 pub mod tasks;

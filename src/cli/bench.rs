@@ -208,24 +208,11 @@ time.sleep(3600)
 
 async fn python_with_bittensor(settings: &Settings) -> anyhow::Result<std::path::PathBuf> {
     let dir = settings.cache_dir.join("pyenv").join("bittensor");
-    let python = dir.join("bin/python");
-    if !dir.join(".complete").is_file() {
+    if !crate::pyenv::is_complete(&dir) {
         eprintln!("installing bittensor 10.5.0 into {}", dir.display());
-        let ok = tokio::process::Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&dir)
-            .status()
-            .await?
-            .success()
-            && tokio::process::Command::new(&python)
-                .args(["-m", "pip", "install", "-q", "bittensor==10.5.0"])
-                .status()
-                .await?
-                .success();
-        anyhow::ensure!(ok, "installing bittensor failed");
-        std::fs::write(dir.join(".complete"), b"")?;
     }
-    Ok(python)
+    let index = settings.pip_index_url.as_deref();
+    Ok(crate::pyenv::ensure_venv(&dir, &["bittensor==10.5.0"], index).await?)
 }
 
 async fn run_load(

@@ -55,30 +55,15 @@ impl LocalModel {
 
     /// Whether the server and the weights are installed.
     pub fn is_installed(&self) -> bool {
-        self.dir.join("venv/.agentao-complete").is_file() && self.gguf().is_file()
+        crate::pyenv::is_complete(&self.dir.join("venv")) && self.gguf().is_file()
     }
 
     /// Installs the server (builds llama.cpp: minutes, once) and extracts the weights.
     pub async fn install(&self, index_url: Option<&str>) -> Result<(), LocalLlmError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| setup_err("creating the cache", e))?;
-        let venv = self.dir.join("venv");
-        if !venv.join(".agentao-complete").is_file() {
-            run(
-                tokio::process::Command::new("python3")
-                    .args(["-m", "venv"])
-                    .arg(&venv),
-                "python3 -m venv",
-            )
-            .await?;
-            let mut pip = tokio::process::Command::new(venv.join("bin/pip"));
-            pip.args(["install", "-q", LLAMA_SPEC]);
-            if let Some(url) = index_url {
-                pip.args(["--index-url", url]);
-            }
-            run(&mut pip, "pip install llama-cpp-python[server]").await?;
-            std::fs::write(venv.join(".agentao-complete"), b"")
-                .map_err(|e| setup_err("marking the venv", e))?;
-        }
+        crate::pyenv::ensure_venv(&self.dir.join("venv"), &[LLAMA_SPEC], index_url)
+            .await
+            .map_err(|e| setup_err("installing the model server", e))?;
         if !self.gguf().is_file() {
             let wheels = self.dir.join("wheels");
             let mut dl = tokio::process::Command::new("python3");
@@ -203,20 +188,9 @@ impl LocalServer {
 }
 
 async fn run(cmd: &mut tokio::process::Command, step: &str) -> Result<(), LocalLlmError> {
-    let out = cmd
-        .kill_on_drop(true)
-        .output()
+    crate::pyenv::run(cmd, step)
         .await
-        .map_err(|e| setup_err(step, e))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = err.lines().rev().take(3).collect();
-        return Err(setup_err(
-            step,
-            tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
-        ));
-    }
-    Ok(())
+        .map_err(|r| setup_err(step, r))
 }
 
 /// Whether something already answers as an OpenAI-compatible server at `base_url`.

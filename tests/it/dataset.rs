@@ -50,8 +50,8 @@ fn shard_hashes(dir: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
-#[test]
-fn exports_load_in_datasets_and_pandas_and_grow_without_rewrites() {
+#[tokio::test]
+async fn exports_load_in_datasets_and_pandas_and_grow_without_rewrites() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("export");
     let mut store = RecordStore::open(&dir.path().join("records.jsonl")).unwrap();
@@ -79,7 +79,7 @@ fn exports_load_in_datasets_and_pandas_and_grow_without_rewrites() {
     assert!(card.starts_with("---\n") && card.contains("path: data/train-*.parquet"));
     assert!(card.contains("| rows | 3000 |") && card.contains("1K<n<10K"));
 
-    let python = python_venv("datasets", &["datasets", "pandas", "pyarrow"]);
+    let python = python_venv("datasets", &["datasets", "pandas", "pyarrow"]).await;
     let script = r#"
 import json, sys
 import pandas as pd, pyarrow.parquet as pq

@@ -13,8 +13,8 @@ use agentao::subnet::{
 
 use crate::support::python_venv;
 
-fn bittensor() -> std::path::PathBuf {
-    python_venv("bittensor", &["bittensor==10.5.0"])
+async fn bittensor() -> std::path::PathBuf {
+    python_venv("bittensor", &["bittensor==10.5.0"]).await
 }
 
 const PRELUDE: &str = r#"
@@ -77,7 +77,7 @@ async fn our_axon(
 
 #[tokio::test]
 async fn a_python_dendrite_calls_our_axon() {
-    let python = bittensor();
+    let python = bittensor().await;
     let dir = tempfile::tempdir().unwrap();
     // The Python side's wallet, written by us in the SDK's keyfile format.
     let caller = Wallet::new(dir.path(), "validator", "default")
@@ -126,7 +126,7 @@ print(json.dumps({{"patch": r.patch, "status": r.axon.status_code, "message": r.
 
 #[tokio::test]
 async fn our_dendrite_calls_a_python_axon() {
-    let python = bittensor();
+    let python = bittensor().await;
     let dir = tempfile::tempdir().unwrap();
     let miner = Wallet::new(dir.path(), "miner", "default")
         .create_hotkey()

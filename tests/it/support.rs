@@ -196,32 +196,12 @@ impl Drop for TestServer {
 
 /// A Python virtualenv under the cache directory with `packages` installed (made once; later
 /// calls reuse it). Returns its `python`.
-pub fn python_venv(name: &str, packages: &[&str]) -> std::path::PathBuf {
+pub async fn python_venv(name: &str, packages: &[&str]) -> std::path::PathBuf {
     let dir = agentao::config::default_cache_dir()
         .join("pyenv")
         .join(name);
-    let python = dir.join("bin/python");
-    let marker = dir.join(".complete");
-    if !marker.is_file() {
-        let _ = std::fs::remove_dir_all(&dir);
-        let ok = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&dir)
-            .status()
-            .expect("python3 -m venv")
-            .success();
-        assert!(ok, "creating the {name} venv failed");
-        let out = Command::new(&python)
-            .args(["-m", "pip", "install", "-q"])
-            .args(packages)
-            .output()
-            .expect("pip install");
-        assert!(
-            out.status.success(),
-            "pip install {packages:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::write(&marker, b"").unwrap();
-    }
-    python
+    let index = std::env::var("PIP_INDEX_URL").ok();
+    agentao::pyenv::ensure_venv(&dir, packages, index.as_deref())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
