@@ -20,6 +20,28 @@ pub enum ChainError {
     Corrupt { path: String, reason: String },
     #[error("weights: {0}")]
     BadWeights(String),
+    #[error("{endpoint}: {message}")]
+    Rpc { endpoint: String, message: String },
+    #[error("chain data: {0}")]
+    Decode(String),
+    #[error("runtime: {0}")]
+    Runtime(String),
+    #[error("no hotkey to sign with: set_weights needs the validator's wallet")]
+    NoSigner,
+    #[error("the wallet's hotkey {signer} cannot set weights for {hotkey}")]
+    WrongSigner { signer: String, hotkey: String },
+    #[error("hotkey {hotkey} is not registered on netuid {netuid}")]
+    NotRegistered { hotkey: String, netuid: u16 },
+    #[error("netuid {0} requires commit-reveal weights, which this backend does not send")]
+    CommitReveal(u16),
+    #[error("version key {ours} is below the subnet's required {required}")]
+    VersionKey { ours: u64, required: u64 },
+    #[error("too soon to set weights: {blocks_left} more blocks (WeightsSetRateLimit)")]
+    RateLimited { blocks_left: u64 },
+    #[error("extrinsic {hash} was not included within {blocks} blocks")]
+    NotIncluded { hash: String, blocks: u64 },
+    #[error("extrinsic {0} was included but the weights did not change (the call failed on chain)")]
+    DispatchFailed(String),
 }
 
 /// One registered neuron.

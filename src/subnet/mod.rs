@@ -1,17 +1,20 @@
 //! The subnet wire protocol, compatible with the Python Bittensor SDK: wallets and sr25519
 //! signing (`wallet`), synapses and their headers (`synapse`), the axon server (`axon`), the
-//! dendrite client (`dendrite`), and the chain behind a trait with a local backend (`chain`).
+//! dendrite client (`dendrite`), and the chain behind a trait with a local backend (`chain`) and a subtensor
+//! backend over JSON-RPC (`subtensor`).
 //!
 //! Knows nothing of Docker, tasks or scoring: neurons put those behind the handlers.
 
 pub mod axon;
 pub mod chain;
 pub mod dendrite;
+pub mod subtensor;
 pub mod synapse;
 pub mod wallet;
 
 pub use axon::{Axon, AxonConfig, AxonStats};
 pub use chain::{Chain, ChainError, LocalChain, Metagraph, Neuron, normalize_weights};
 pub use dendrite::{AxonTarget, CallResult, Dendrite};
+pub use subtensor::{SubtensorChain, SubtensorConfig};
 pub use synapse::{CodingTask, Forecast, Synapse, SynapseBody, TerminalInfo};
 pub use wallet::{Keypair, Wallet, WalletError, ss58_decode, ss58_encode, verify};

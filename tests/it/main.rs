@@ -10,4 +10,5 @@ pub mod eval;
 pub mod forge;
 mod sandbox;
 mod subnet;
+mod subtensor;
 mod support;

@@ -11,11 +11,7 @@ use agentao::subnet::{
     Axon, AxonConfig, AxonTarget, CodingTask, Dendrite, Keypair, Metagraph, Neuron, Wallet,
 };
 
-use crate::support::python_venv;
-
-async fn bittensor() -> std::path::PathBuf {
-    python_venv("bittensor", &["bittensor==10.5.0"]).await
-}
+use crate::support::bittensor;
 
 const PRELUDE: &str = r#"
 import json, sys, time, typing
