@@ -41,6 +41,10 @@ pub struct GlobalArgs {
     /// Subnet id.
     #[arg(long, global = true, env = ev::AGENTAO_NETUID, default_value_t = config::DEFAULT_NETUID)]
     pub netuid: u16,
+    /// Chain: local (a metagraph file in the data dir), finney, test, or a subtensor address.
+    #[arg(long = "subtensor.network", global = true, env = ev::AGENTAO_SUBTENSOR_NETWORK,
+          default_value = "local", value_parser = config::Network::parse)]
+    pub subtensor_network: config::Network,
     /// Wallet name under the wallets directory.
     #[arg(long = "wallet.name", global = true, env = ev::AGENTAO_WALLET_NAME, default_value = "default")]
     pub wallet_name: String,
@@ -158,6 +162,7 @@ impl GlobalArgs {
         };
         Settings {
             netuid: self.netuid,
+            network: self.subtensor_network.clone(),
             wallet: WalletSettings {
                 name: self.wallet_name.clone(),
                 hotkey: self.wallet_hotkey.clone(),
@@ -256,6 +261,12 @@ fn report(e: &anyhow::Error) -> ExitCode {
         if let Some(hint) = &user.hint {
             eprintln!("hint: {hint}");
         }
+        return ExitCode::from(2);
+    }
+    if let Some(chain) = e.downcast_ref::<crate::subnet::ChainError>()
+        && chain.is_refusal()
+    {
+        eprintln!("error: {chain}");
         return ExitCode::from(2);
     }
     if let Some(sandbox) = e.downcast_ref::<SandboxError>() {

@@ -1,5 +1,6 @@
-//! `agentao subnet …`: wallets, the local chain (register, metagraph, weights), and the load
-//! generator the axon benchmark runs in a separate process.
+//! `agentao subnet …`: wallets, the chain (register on the local one; metagraph and weights on
+//! either `--subtensor.network`), and the load generator the axon benchmark runs in a separate
+//! process.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -7,8 +8,12 @@ use std::time::{Duration, Instant};
 use clap::Subcommand;
 use serde::Serialize;
 
-use crate::config::Settings;
-use crate::subnet::{AxonTarget, Chain, CodingTask, Dendrite, LocalChain, Neuron, Wallet};
+use super::UserError;
+use crate::config::{Network, Settings};
+use crate::subnet::{
+    AnyChain, AxonTarget, Chain, CodingTask, Dendrite, Keypair, LocalChain, Neuron, SubtensorChain,
+    SubtensorConfig, Wallet,
+};
 
 #[derive(Debug, Subcommand)]
 pub enum SubnetCmd {
@@ -31,8 +36,23 @@ pub enum SubnetCmd {
         #[arg(long)]
         validator: bool,
     },
-    /// Print the local chain's metagraph as JSON.
+    /// Print the metagraph (uids, hotkeys, stake, axons, permits) as JSON.
     Metagraph,
+    /// Set this wallet's weights on the subnet (normalised to u16 as the SDK does).
+    SetWeights {
+        /// Uids, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        uids: Vec<u16>,
+        /// Non-negative weights, comma-separated, one per uid.
+        #[arg(long, value_delimiter = ',', required = true)]
+        weights: Vec<f32>,
+        /// Version key (must be at least the subnet's WeightsVersionKey).
+        #[arg(long, default_value_t = 0)]
+        version_key: u64,
+        /// Submit and return without waiting for the weights to land.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Signed-request load against an axon (used by `bench axon`).
     #[command(hide = true)]
     Load {
@@ -62,6 +82,18 @@ pub struct LoadReport {
     pub p99_ms: f64,
 }
 
+/// The chain `--subtensor.network` names; `signer` signs weights on a subtensor chain.
+pub fn chain(settings: &Settings, signer: Option<Keypair>, wait: bool) -> anyhow::Result<AnyChain> {
+    Ok(match &settings.network {
+        Network::Local => AnyChain::Local(local_chain(settings)),
+        Network::Subtensor(endpoint) => {
+            let mut config = SubtensorConfig::new(endpoint, settings.netuid);
+            config.wait = wait;
+            AnyChain::Subtensor(Box::new(SubtensorChain::new(config, signer)?))
+        }
+    })
+}
+
 pub fn local_chain(settings: &Settings) -> LocalChain {
     LocalChain::new(&settings.data_dir.join("chain"), settings.netuid)
 }
@@ -88,6 +120,11 @@ pub async fn run(cmd: SubnetCmd, settings: &Settings) -> anyhow::Result<()> {
             stake,
             validator,
         } => {
+            if settings.network != Network::Local {
+                return Err(UserError::new("registration on a subtensor network is not done here")
+                    .hint("register with btcli (`btcli subnet register`); agentao reads the result from the chain")
+                    .into());
+            }
             let hotkey = match hotkey {
                 Some(h) => {
                     crate::subnet::ss58_decode(&h)?;
@@ -107,8 +144,25 @@ pub async fn run(cmd: SubnetCmd, settings: &Settings) -> anyhow::Result<()> {
             println!("{}", serde_json::json!({"uid": uid, "hotkey": hotkey}));
         }
         SubnetCmd::Metagraph => {
-            let mg = local_chain(settings).metagraph().await?;
+            let mg = chain(settings, None, false)?.metagraph().await?;
             println!("{}", serde_json::to_string_pretty(&mg)?);
+        }
+        SubnetCmd::SetWeights {
+            uids,
+            weights,
+            version_key,
+            no_wait,
+        } => {
+            let key = wallet(settings).load_hotkey()?;
+            let hotkey = key.ss58();
+            chain(settings, Some(key), !no_wait)?
+                .set_weights(&hotkey, &uids, &weights, version_key)
+                .await?;
+            let (uids, weights) = crate::subnet::normalize_weights(&uids, &weights)?;
+            println!(
+                "{}",
+                serde_json::json!({"hotkey": hotkey, "netuid": settings.netuid, "uids": uids, "weights": weights})
+            );
         }
         SubnetCmd::Load {
             wallets,

@@ -39,6 +39,9 @@ pub const AGENTAO_MODEL: &str = "AGENTAO_MODEL";
 pub const AGENTAO_INSTANCE_COST: &str = "AGENTAO_INSTANCE_COST";
 /// Subnet id.
 pub const AGENTAO_NETUID: &str = "AGENTAO_NETUID";
+/// The chain: `local` (a metagraph file in the data dir), `finney`, `test`, or a subtensor
+/// node's ws(s)/http(s) address.
+pub const AGENTAO_SUBTENSOR_NETWORK: &str = "AGENTAO_SUBTENSOR_NETWORK";
 /// Wallet name under `~/.bittensor/wallets`.
 pub const AGENTAO_WALLET_NAME: &str = "AGENTAO_WALLET_NAME";
 /// Hotkey name inside the wallet.
@@ -78,6 +81,7 @@ pub const ALL: &[&str] = &[
     AGENTAO_MODEL,
     AGENTAO_INSTANCE_COST,
     AGENTAO_NETUID,
+    AGENTAO_SUBTENSOR_NETWORK,
     AGENTAO_WALLET_NAME,
     AGENTAO_WALLET_HOTKEY,
     AGENTAO_WALLET_PATH,

@@ -40,10 +40,45 @@ pub struct LlmSettings {
     pub instance_cost: f64,
 }
 
+/// Which chain the neurons read and write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Network {
+    /// The metagraph file and weights log under the data directory.
+    Local,
+    /// A subtensor node at this address.
+    Subtensor(String),
+}
+
+impl Network {
+    /// `local`, `finney`, `test`, or an address (`ws://`, `wss://`, `http://`, `https://`).
+    pub fn parse(s: &str) -> Result<Network, String> {
+        match s {
+            "" | "local" => Ok(Network::Local),
+            "finney" => Ok(Network::Subtensor(FINNEY_ENDPOINT.into())),
+            "test" => Ok(Network::Subtensor(TEST_ENDPOINT.into())),
+            url if ["ws://", "wss://", "http://", "https://"]
+                .iter()
+                .any(|p| url.starts_with(p)) =>
+            {
+                Ok(Network::Subtensor(url.into()))
+            }
+            other => Err(format!(
+                "unknown network {other:?}: use local, finney, test or a node address (wss://…)"
+            )),
+        }
+    }
+}
+
+/// The main chain's public endpoint.
+pub const FINNEY_ENDPOINT: &str = "wss://entrypoint-finney.opentensor.ai:443";
+/// The test chain's public endpoint.
+pub const TEST_ENDPOINT: &str = "wss://test.finney.opentensor.ai:443";
+
 /// Everything a command needs to know.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub netuid: u16,
+    pub network: Network,
     pub wallet: WalletSettings,
     pub llm: LlmSettings,
     /// Docker engine address; `None` for the default socket.
@@ -65,6 +100,7 @@ impl Settings {
     pub fn defaults() -> Settings {
         Settings {
             netuid: DEFAULT_NETUID,
+            network: Network::Local,
             wallet: WalletSettings {
                 name: "default".into(),
                 hotkey: "default".into(),

@@ -44,6 +44,24 @@ pub enum ChainError {
     DispatchFailed(String),
 }
 
+impl ChainError {
+    /// Whether this is a refusal of what was asked (bad weights, wrong or missing key, not
+    /// registered, commit-reveal, version key, rate limit): checked before anything was
+    /// submitted, and the caller's to fix or wait out.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ChainError::BadWeights(_)
+                | ChainError::NoSigner
+                | ChainError::WrongSigner { .. }
+                | ChainError::NotRegistered { .. }
+                | ChainError::CommitReveal(_)
+                | ChainError::VersionKey { .. }
+                | ChainError::RateLimited { .. }
+        )
+    }
+}
+
 /// One registered neuron.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Neuron {
@@ -87,6 +105,35 @@ pub trait Chain {
         weights: &[f32],
         version_key: u64,
     ) -> Result<(), ChainError>;
+}
+
+/// Either backend, chosen at run time (the trait's async methods are not object-safe).
+#[derive(Debug)]
+pub enum AnyChain {
+    Local(LocalChain),
+    Subtensor(Box<super::subtensor::SubtensorChain>),
+}
+
+impl Chain for AnyChain {
+    async fn metagraph(&self) -> Result<Metagraph, ChainError> {
+        match self {
+            AnyChain::Local(c) => c.metagraph().await,
+            AnyChain::Subtensor(c) => c.metagraph().await,
+        }
+    }
+
+    async fn set_weights(
+        &self,
+        hotkey: &str,
+        uids: &[u16],
+        weights: &[f32],
+        version_key: u64,
+    ) -> Result<(), ChainError> {
+        match self {
+            AnyChain::Local(c) => c.set_weights(hotkey, uids, weights, version_key).await,
+            AnyChain::Subtensor(c) => c.set_weights(hotkey, uids, weights, version_key).await,
+        }
+    }
 }
 
 /// Weights as the chain takes them: u16 with the largest at 65535, zero weights dropped (the

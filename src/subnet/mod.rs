@@ -13,7 +13,7 @@ pub mod synapse;
 pub mod wallet;
 
 pub use axon::{Axon, AxonConfig, AxonStats};
-pub use chain::{Chain, ChainError, LocalChain, Metagraph, Neuron, normalize_weights};
+pub use chain::{AnyChain, Chain, ChainError, LocalChain, Metagraph, Neuron, normalize_weights};
 pub use dendrite::{AxonTarget, CallResult, Dendrite};
 pub use subtensor::{SubtensorChain, SubtensorConfig};
 pub use synapse::{CodingTask, Forecast, Synapse, SynapseBody, TerminalInfo};

@@ -414,3 +414,65 @@ async fn the_metagraph_reads_neurons_as_the_sdk_does() {
         .unwrap_err();
     assert!(matches!(err, ChainError::Decode(_)), "{err}");
 }
+
+// The CLI runs as a blocking subprocess: the scripted node needs a worker of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reads_the_metagraph_and_sets_weights_on_a_subtensor_node() {
+    let wallets = tempfile::tempdir().unwrap();
+    let agentao = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_agentao"))
+            .args(args)
+            .env("AGENTAO_WALLET_PATH", wallets.path())
+            .env("AGENTAO_LOG_FORMAT", "json")
+            .env_remove("AGENTAO_SUBTENSOR_NETWORK")
+            .output()
+            .unwrap()
+    };
+    let created = agentao(&["subnet", "create-hotkey"]);
+    assert!(created.status.success(), "{created:?}");
+    let hotkey = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+    let keys = sdk_keys(&hotkey).await;
+    let (server, state) = node(&keys, Fate::Lands).await;
+    state.lock().unwrap().neurons = hex(&vec![neuron(0, [10, 0, 0, 7], true, &[1])].encode());
+    let network = ["--subtensor.network", server.url.as_str()];
+
+    let out = agentao(&[&["subnet", "metagraph"][..], &network].concat());
+    assert!(out.status.success(), "{out:?}");
+    let mg: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(mg["netuid"], NETUID);
+    assert_eq!(mg["neurons"][0]["ip"], "10.0.0.7");
+
+    let set = [
+        "subnet",
+        "set-weights",
+        "--uids",
+        "0,1",
+        "--weights",
+        "0.25,0.75",
+        "--no-wait",
+    ];
+    let out = agentao(&[&set[..], &network].concat());
+    assert!(out.status.success(), "{out:?}");
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["weights"], json!([21845, 65535]));
+    assert_eq!(state.lock().unwrap().submitted.len(), 1);
+
+    // A refusal is one line and exit code 2, and nothing more is submitted.
+    let limit = keys["WeightsSetRateLimit"].as_str().unwrap().to_owned();
+    state
+        .lock()
+        .unwrap()
+        .storage
+        .insert(limit, hex(&10_000u64.encode()));
+    let out = agentao(&[&set[..], &network].concat());
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("too soon to set weights"), "{err}");
+    assert_eq!(state.lock().unwrap().submitted.len(), 1);
+
+    // Registration belongs to btcli on a real network; a bad network name is refused.
+    let out = agentao(&[&["subnet", "register"][..], &network].concat());
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = agentao(&["subnet", "metagraph", "--subtensor.network", "mainnet"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}

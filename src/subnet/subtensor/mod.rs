@@ -30,8 +30,6 @@ use runtime::{Arg, Runtime};
 
 /// The pallet holding subnets, neurons and weights.
 pub const PALLET: &str = "SubtensorModule";
-/// Finney's public endpoint.
-pub const FINNEY: &str = "wss://entrypoint-finney.opentensor.ai:443";
 
 /// How the backend talks to the chain.
 #[derive(Debug, Clone)]
