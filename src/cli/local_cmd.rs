@@ -1,5 +1,7 @@
 //! `agentao local`: one subnet round on this machine with the embedded defaults — base image,
-//! a forged task, the agent with the local model, evaluation, score, dataset record, export.
+//! a forged task, a validator and a miner on the local chain talking over the signed wire
+//! protocol, the miner's agent with the local model, evaluation, score, weights, dataset record,
+//! export.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -68,8 +70,9 @@ pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
             run_id: settings.run_id.clone(),
             ..EvalConfig::default()
         },
-        validator_hotkey: "local-validator".into(),
-        miner_hotkey: "local-miner-0".into(),
+        data_dir: settings.data_dir.clone(),
+        netuid: settings.netuid,
+        store: args.store.path(settings),
     };
     let task = pick_task(&engine, &store, &cfg, records.len()).await;
     steps.finish();
@@ -85,7 +88,7 @@ pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
     let (llm, _server) = llm?;
     cfg.agent.protocol = protocol_for(ProtocolArg::Auto, llm.model());
     let steps = Steps::new(&format!(
-        "agent solving with {}, then evaluating",
+        "validator -> miner axon; agent solving with {}; validator evaluating",
         llm.model()
     ));
     let round_id = format!("local-{}", settings.run_id);
@@ -104,12 +107,21 @@ pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
             .await??
     };
     println!("{}", serde_json::to_string(&exported)?);
+    for m in &report.miners {
+        eprintln!(
+            "round {}: {} -> miner uid {} (status {}, {:.1}s): {:?}, score {:.3}",
+            report.round_id,
+            report.instance_id,
+            m.uid,
+            m.status_code,
+            m.latency_s,
+            m.outcome,
+            m.score
+        );
+    }
     eprintln!(
-        "round {}: {} -> {:?}, score {:.3}; dataset: {} rows in {}",
-        report.round_id,
-        report.instance_id,
-        report.outcome,
-        report.final_score,
+        "weights on the local chain: {:?}; dataset: {} rows in {}",
+        report.weights,
         exported.total_rows,
         out.display()
     );

@@ -1,18 +1,24 @@
-//! One local round, end to end on this machine: the base image (built if missing), a task
-//! (from the store, or forged from PyPI), the built-in agent solving it with the configured
-//! model (the embedded one by default), the patch evaluated in a fresh container, the score,
-//! and the (problem, solution, score) record appended to the dataset store.
+//! One local subnet round, end to end on this machine: a task (from the store, or forged from
+//! PyPI), a validator and a miner registered on the local chain, the task sent over the signed
+//! wire protocol to the miner's axon, the built-in agent solving it with the configured model
+//! (the embedded one by default), the patch evaluated in a fresh container, the score, the
+//! moving average, weights on the local chain, and the (problem, solution, score) record.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::scoring::{final_score, time_score};
-use crate::agent::{AgentConfig, Episode, Protocol, solve};
-use crate::dataset::{Record, RecordStore};
-use crate::eval::{EvalConfig, Verdict, evaluate};
+use super::miner::Miner;
+use super::validator::{MinerResult, Scores, Validator};
+use crate::agent::AgentConfig;
+use crate::dataset::RecordStore;
+use crate::eval::EvalConfig;
 use crate::llm::LlmClient;
 use crate::sandbox::Engine;
+use crate::subnet::{
+    Axon, AxonConfig, Chain, Dendrite, Keypair, LocalChain, Neuron, Wallet, normalize_weights,
+};
 use crate::tasks::{Forge, ForgeConfig, Task, TaskStore};
 
 /// What to run.
@@ -23,9 +29,12 @@ pub struct RoundConfig {
     pub forge: ForgeConfig,
     pub agent: AgentConfig,
     pub eval: EvalConfig,
-    /// Hotkeys written into the record (the local round has no chain).
-    pub validator_hotkey: String,
-    pub miner_hotkey: String,
+    /// Where the local subnet lives: `wallets/` (the validator's and the miner's hotkeys),
+    /// `chain/` (the local chain) and `validator/scores.json`.
+    pub data_dir: PathBuf,
+    pub netuid: u16,
+    /// The task store the miner looks tasks up in.
+    pub store: PathBuf,
 }
 
 /// What the round did.
@@ -33,15 +42,10 @@ pub struct RoundConfig {
 pub struct RoundReport {
     pub round_id: String,
     pub instance_id: String,
-    pub model: String,
-    pub exit_status: crate::agent::ExitStatus,
-    pub patch_bytes: usize,
-    pub outcome: crate::eval::Outcome,
-    pub resolved: bool,
-    pub final_score: f64,
-    pub record_seq: u64,
-    pub agent_seconds: f64,
-    pub eval_seconds: f64,
+    pub validator_hotkey: String,
+    pub miners: Vec<MinerResult>,
+    /// The weights set on the local chain: (uid, u16 weight).
+    pub weights: Vec<(u16, u16)>,
 }
 
 /// Errors of a round.
@@ -59,6 +63,14 @@ pub enum RoundError {
     Dataset(#[from] crate::dataset::DatasetError),
     #[error(transparent)]
     Pypi(#[from] crate::tasks::pypi::PypiError),
+    #[error(transparent)]
+    Wallet(#[from] crate::subnet::WalletError),
+    #[error(transparent)]
+    Chain(#[from] crate::subnet::ChainError),
+    #[error(transparent)]
+    Validator(#[from] super::validator::ValidatorError),
+    #[error("miner axon: {0}")]
+    Axon(std::io::Error),
 }
 
 /// Picks a stored task (the `rotation`-th, cycling), forging one when the store is empty.
@@ -92,7 +104,21 @@ pub async fn pick_task(
     Err(RoundError::NoTask(reasons.join("; ")))
 }
 
-/// Runs the round's solve, evaluate, score and record steps on `task`.
+/// The hotkey `name` of the local subnet's wallets, made on first use.
+fn local_key(data_dir: &Path, name: &str) -> Result<Keypair, RoundError> {
+    let wallet = Wallet::new(&data_dir.join("wallets"), name, "default");
+    if wallet.hotkey_path().is_file() {
+        Ok(wallet.load_hotkey()?)
+    } else {
+        Ok(wallet.create_hotkey()?)
+    }
+}
+
+/// One subnet round on this machine, over the real wire: the validator and the miner are
+/// registered on the local chain, the miner serves its axon on loopback, the validator's
+/// dendrite sends the signed task, the miner's agent solves it in a sandbox, the validator
+/// evaluates the returned patch in a fresh container, scores it, updates the moving average,
+/// sets weights on the local chain and appends the record.
 pub async fn run_round(
     engine: &Engine,
     task: &Task,
@@ -101,61 +127,82 @@ pub async fn run_round(
     cfg: &RoundConfig,
     round_id: &str,
 ) -> Result<RoundReport, RoundError> {
-    let episode: Episode = solve(engine, task, llm, &cfg.agent).await?;
-    let verdict: Verdict = if episode.patch.trim().is_empty() {
-        evaluate(engine, task, "", &cfg.eval).await
-    } else {
-        evaluate(engine, task, &episode.patch, &cfg.eval).await
+    let validator_key = local_key(&cfg.data_dir, "validator")?;
+    let miner_key = local_key(&cfg.data_dir, "miner")?;
+    let chain = LocalChain::new(&cfg.data_dir.join("chain"), cfg.netuid);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(RoundError::Axon)?;
+    let port = listener.local_addr().map_err(RoundError::Axon)?.port();
+    let neuron = |key: &Keypair, port: u16, validator: bool| Neuron {
+        uid: 0,
+        hotkey: key.ss58(),
+        coldkey: String::new(),
+        stake: if validator { 1000.0 } else { 0.0 },
+        ip: "127.0.0.1".into(),
+        port,
+        validator_permit: validator,
     };
-    let limit = cfg.agent.wall.as_secs_f64();
-    let speed = time_score(episode.elapsed_s, limit);
-    let score = final_score(verdict.resolved, None, speed);
-    let mut record = Record::for_task(task);
-    record.round_id = round_id.to_owned();
-    record.validator_hotkey = cfg.validator_hotkey.clone();
-    record.miner_hotkey = cfg.miner_hotkey.clone();
-    record.miner_uid = 0;
-    record.agent = match cfg.agent.protocol {
-        Protocol::ToolCalls => "agentao-tools",
-        Protocol::Text => "agentao-text",
-        Protocol::External => "external",
-    }
-    .to_owned();
-    record.model = episode.model.clone();
-    record.patch = episode.patch.clone();
-    record.trajectory = serde_json::to_string(&episode).unwrap_or_default();
-    record.resolved = verdict.resolved;
-    record.outcome = serde_json::to_value(&verdict.outcome)
-        .ok()
-        .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
-        .unwrap_or_default();
-    let mut tests = serde_json::Map::new();
-    for (k, v) in verdict.fail_to_pass.iter().chain(&verdict.pass_to_pass) {
-        tests.insert(k.clone(), serde_json::to_value(v).unwrap_or_default());
-    }
-    record.tests_status = serde_json::Value::Object(tests).to_string();
-    record.time_score = speed;
-    record.final_score = score;
-    record.cost_usd = episode.cost;
-    record.prompt_tokens = episode.usage.prompt_tokens as i64;
-    record.completion_tokens = episode.usage.completion_tokens as i64;
-    record.response_seconds = episode.elapsed_s;
-    record.eval_seconds = verdict.timings.total_s;
-    let seq = records.append(&mut record)?;
+    chain.register(neuron(&validator_key, 0, true))?;
+    let miner_uid = chain.register(neuron(&miner_key, port, false))?;
+    let metagraph = chain.metagraph().await?;
+
+    let miner = Miner {
+        engine: engine.clone(),
+        llm: llm.clone(),
+        agent: cfg.agent.clone(),
+        store: cfg.store.clone(),
+    };
+    let axon = miner.serve_on(Axon::new(
+        miner_key.clone(),
+        metagraph.clone(),
+        AxonConfig::default(),
+    ));
+    let serving = AbortOnDrop(axon.serve(listener));
+
+    let validator = Validator {
+        engine: engine.clone(),
+        dendrite: Dendrite::new(validator_key.clone()),
+        eval: cfg.eval.clone(),
+        time_limit: cfg.agent.wall + Duration::from_secs(150),
+    };
+    let mut scores = Scores::load(&cfg.data_dir.join("validator").join("scores.json"));
+    let miners: Vec<Neuron> = metagraph
+        .neurons
+        .iter()
+        .filter(|n| n.uid == miner_uid)
+        .cloned()
+        .collect();
+    let results = validator
+        .round(task, &miners, &mut scores, records, round_id)
+        .await?;
+    drop(serving);
+
+    let (uids, weights) = scores.weights(&metagraph);
+    chain
+        .set_weights(&validator_key.ss58(), &uids, &weights, WEIGHTS_VERSION_KEY)
+        .await?;
+    let (uids, weights) = normalize_weights(&uids, &weights)?;
     Ok(RoundReport {
         round_id: round_id.to_owned(),
         instance_id: task.instance_id.clone(),
-        model: episode.model,
-        exit_status: episode.exit_status,
-        patch_bytes: episode.patch.len(),
-        outcome: verdict.outcome,
-        resolved: verdict.resolved,
-        final_score: score,
-        record_seq: seq,
-        agent_seconds: episode.elapsed_s,
-        eval_seconds: verdict.timings.total_s,
+        validator_hotkey: validator_key.ss58(),
+        miners: results,
+        weights: uids.into_iter().zip(weights).collect(),
     })
 }
+
+/// Aborts a spawned task when dropped (the miner's axon ends with the round, on every path).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The version key this validator sets weights with.
+pub const WEIGHTS_VERSION_KEY: u64 = 1;
 
 /// A default wall clock for a local round's agent.
 pub const LOCAL_AGENT_WALL: Duration = Duration::from_secs(300);

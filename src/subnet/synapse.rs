@@ -202,6 +202,13 @@ pub struct CodingTask {
     pub cost: f64,
     #[serde(default)]
     pub elapsed: f64,
+    /// Filled by the miner: the model behind the agent and the tokens it used.
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
 }
 
 impl SynapseBody for CodingTask {

@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::forge::forged_tinycalc;
 use crate::support::{Response, TestServer, assert_no_containers, engine, run_id};
 
-fn tool_call(id: &str, name: &str, arguments: &str) -> serde_json::Value {
+pub fn tool_call(id: &str, name: &str, arguments: &str) -> serde_json::Value {
     json!({
         "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini",
         "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
@@ -27,7 +27,7 @@ fn tool_call(id: &str, name: &str, arguments: &str) -> serde_json::Value {
 }
 
 /// The (file, buggy line, fixed line) of a one-line forged bug.
-fn one_line_fix(task: &Task) -> (String, String, String) {
+pub fn one_line_fix(task: &Task) -> (String, String, String) {
     let file = task
         .patch
         .lines()

@@ -1,0 +1,270 @@
+//! The validator's side of a round: send one task to the miners, evaluate every returned patch
+//! in a fresh container, score each answer as the original subnet did, keep a moving average
+//! per miner, turn the averages into weights, and append every (problem, solution, score) to
+//! the dataset.
+//!
+//! Scores: `(9·quality + speed)/10` for a resolved patch (speed from the dendrite's measured
+//! latency against the time limit), 0 otherwise; identical non-empty patches from two or more
+//! miners all get the floor; the moving average (alpha 0.1) moves only for miners that
+//! answered, so an unreachable miner keeps its average rather than being punished for the
+//! network.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::scoring::{final_score, time_score};
+use crate::dataset::{Record, RecordStore};
+use crate::eval::{EvalConfig, evaluate};
+use crate::sandbox::Engine;
+use crate::subnet::{AxonTarget, CodingTask, Dendrite, Metagraph, Neuron};
+use crate::tasks::Task;
+
+/// The score of an answer whose patch another miner also sent.
+pub const DUPLICATE_FLOOR: f64 = 0.005;
+/// The moving average's weight of a new score.
+pub const EMA_ALPHA: f64 = 0.1;
+
+/// Errors of the validator.
+#[derive(Debug, thiserror::Error)]
+pub enum ValidatorError {
+    #[error("{path}: {source}")]
+    Scores {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Dataset(#[from] crate::dataset::DatasetError),
+}
+
+/// Moving averages by hotkey, kept in a JSON file so a restart keeps them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Scores {
+    pub by_hotkey: BTreeMap<String, f64>,
+    #[serde(skip)]
+    path: PathBuf,
+}
+
+impl Scores {
+    /// Loads `path` (empty when missing or unreadable: scores are soft state).
+    pub fn load(path: &Path) -> Scores {
+        let mut s: Scores = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        s.path = path.to_path_buf();
+        s
+    }
+
+    pub fn update(&mut self, hotkey: &str, score: f64) {
+        let avg = self.by_hotkey.entry(hotkey.to_owned()).or_insert(0.0);
+        *avg = EMA_ALPHA * score + (1.0 - EMA_ALPHA) * *avg;
+    }
+
+    /// Writes the file atomically.
+    pub fn save(&self) -> Result<(), ValidatorError> {
+        let err = |source| ValidatorError::Scores {
+            path: self.path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let tmp = self.path.with_extension("json.partial");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self).expect("serialisable"))
+            .map_err(err)?;
+        std::fs::rename(&tmp, &self.path).map_err(err)
+    }
+
+    /// The weights to set: every neuron of the metagraph with its average (0 when unseen).
+    pub fn weights(&self, metagraph: &Metagraph) -> (Vec<u16>, Vec<f32>) {
+        metagraph
+            .neurons
+            .iter()
+            .map(|n| {
+                let w = self.by_hotkey.get(&n.hotkey).copied().unwrap_or(0.0);
+                (n.uid, w as f32)
+            })
+            .unzip()
+    }
+}
+
+/// One miner's answer, as scored.
+#[derive(Debug, Clone, Serialize)]
+pub struct MinerResult {
+    pub uid: u16,
+    pub hotkey: String,
+    pub status_code: i64,
+    pub latency_s: f64,
+    pub patch_bytes: usize,
+    pub resolved: bool,
+    pub outcome: crate::eval::Outcome,
+    pub duplicate: bool,
+    pub score: f64,
+    pub record_seq: u64,
+}
+
+/// What a validator needs for a round.
+pub struct Validator {
+    pub engine: Engine,
+    pub dendrite: Dendrite,
+    pub eval: EvalConfig,
+    /// How long a miner has to answer.
+    pub time_limit: Duration,
+}
+
+impl Validator {
+    /// The synapse a miner gets for `task`: its public fields only.
+    pub fn synapse_for(&self, task: &Task) -> CodingTask {
+        CodingTask {
+            repo: task.repo.clone(),
+            problem_statement: task.problem_statement.clone(),
+            task_id: task.instance_id.clone(),
+            version: task.version.clone(),
+            hints: task.hints_text.clone(),
+            time_limit: self.time_limit.as_secs_f64(),
+            ..CodingTask::default()
+        }
+    }
+
+    /// Sends `task` to `miners`, evaluates and scores their answers, updates `scores` and
+    /// appends one record per miner.
+    pub async fn round(
+        &self,
+        task: &Task,
+        miners: &[Neuron],
+        scores: &mut Scores,
+        records: &mut RecordStore,
+        round_id: &str,
+    ) -> Result<Vec<MinerResult>, ValidatorError> {
+        let targets: Vec<AxonTarget> = miners
+            .iter()
+            .map(|n| AxonTarget {
+                ip: n.ip.clone(),
+                port: n.port,
+                hotkey: n.hotkey.clone(),
+            })
+            .collect();
+        let body = self.synapse_for(task);
+        // The request may take the whole limit; the transport gets a little more.
+        let answers = self
+            .dendrite
+            .fan_out(&targets, &body, self.time_limit + Duration::from_secs(5))
+            .await;
+        let patches: Vec<String> = answers
+            .iter()
+            .map(|a| match (&a.synapse, a.status_code) {
+                (Some(s), 200) => s.body.patch.clone().unwrap_or_default(),
+                _ => String::new(),
+            })
+            .collect();
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for p in patches.iter().filter(|p| !p.trim().is_empty()) {
+            *seen.entry(p.as_str()).or_default() += 1;
+        }
+
+        let mut results = Vec::new();
+        for ((miner, answer), patch) in miners.iter().zip(&answers).zip(&patches) {
+            let verdict = evaluate(&self.engine, task, patch, &self.eval).await;
+            let speed = time_score(answer.latency_s, self.time_limit.as_secs_f64());
+            let duplicate = seen.get(patch.as_str()).is_some_and(|n| *n > 1);
+            let mut score = final_score(verdict.resolved, None, speed);
+            if duplicate {
+                score = score.min(DUPLICATE_FLOOR);
+            }
+            if answer.status_code == 200 {
+                scores.update(&miner.hotkey, score);
+            }
+            let reply = answer.synapse.as_ref().map(|s| &s.body);
+            let mut record = Record::for_task(task);
+            record.round_id = round_id.to_owned();
+            record.validator_hotkey = self.dendrite.hotkey();
+            record.miner_hotkey = miner.hotkey.clone();
+            record.miner_uid = miner.uid as i64;
+            record.agent = reply.map(|r| r.agent_name.clone()).unwrap_or_default();
+            record.model = reply.map(|r| r.model.clone()).unwrap_or_default();
+            record.patch = patch.clone();
+            record.resolved = verdict.resolved;
+            record.outcome = serde_json::to_value(&verdict.outcome)
+                .ok()
+                .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
+                .unwrap_or_default();
+            let mut tests = serde_json::Map::new();
+            for (k, v) in verdict.fail_to_pass.iter().chain(&verdict.pass_to_pass) {
+                tests.insert(k.clone(), serde_json::to_value(v).unwrap_or_default());
+            }
+            record.tests_status = serde_json::Value::Object(tests).to_string();
+            record.time_score = speed;
+            record.final_score = score;
+            record.cost_usd = reply.map_or(0.0, |r| r.cost);
+            record.prompt_tokens = reply.map_or(0, |r| r.prompt_tokens as i64);
+            record.completion_tokens = reply.map_or(0, |r| r.completion_tokens as i64);
+            record.response_seconds = answer.latency_s;
+            record.eval_seconds = verdict.timings.total_s;
+            let seq = records.append(&mut record)?;
+            tracing::info!(
+                uid = miner.uid,
+                status = answer.status_code,
+                resolved = verdict.resolved,
+                score,
+                duplicate,
+                "scored"
+            );
+            results.push(MinerResult {
+                uid: miner.uid,
+                hotkey: miner.hotkey.clone(),
+                status_code: answer.status_code,
+                latency_s: answer.latency_s,
+                patch_bytes: patch.len(),
+                resolved: verdict.resolved,
+                outcome: verdict.outcome,
+                duplicate,
+                score,
+                record_seq: seq,
+            });
+        }
+        scores.save()?;
+        Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn averages_move_by_alpha_and_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scores.json");
+        let mut s = Scores::load(&path);
+        s.update("a", 1.0);
+        s.update("a", 1.0);
+        s.update("b", 0.0);
+        assert!((s.by_hotkey["a"] - 0.19).abs() < 1e-12);
+        s.save().unwrap();
+        let back = Scores::load(&path);
+        assert_eq!(back.by_hotkey, s.by_hotkey);
+        let mg = Metagraph {
+            netuid: 62,
+            neurons: ["a", "b", "c"]
+                .iter()
+                .enumerate()
+                .map(|(i, h)| Neuron {
+                    uid: i as u16,
+                    hotkey: (*h).into(),
+                    coldkey: String::new(),
+                    stake: 0.0,
+                    ip: String::new(),
+                    port: 0,
+                    validator_permit: false,
+                })
+                .collect(),
+        };
+        let (uids, weights) = back.weights(&mg);
+        assert_eq!(uids, [0, 1, 2]);
+        assert_eq!(weights, [0.19f32, 0.0, 0.0]);
+    }
+}

@@ -1,0 +1,252 @@
+//! A subnet round over the real wire on one machine: the validator's dendrite sends a signed
+//! task to miner axons, each miner's agent (driven by a scripted model that fixes the bug)
+//! answers from a sandbox, the validator evaluates every patch in a fresh container, scores it,
+//! moves the averages, sets weights on the local chain and records the dataset.
+
+use std::time::Duration;
+
+use agentao::agent::{AgentConfig, Protocol};
+use agentao::dataset::RecordStore;
+use agentao::eval::{EvalConfig, Outcome};
+use agentao::llm::{LlmClient, LlmConfig};
+use agentao::neurons::local::{RoundConfig, run_round};
+use agentao::neurons::miner::Miner;
+use agentao::neurons::validator::{DUPLICATE_FLOOR, EMA_ALPHA, Scores, Validator};
+use agentao::subnet::{
+    Axon, AxonConfig, Chain, Dendrite, Keypair, LocalChain, Metagraph, Neuron, Wallet,
+};
+use agentao::tasks::{ForgeConfig, Task, TaskStore};
+use serde_json::json;
+
+use crate::agent::{one_line_fix, tool_call};
+use crate::forge::forged_tinycalc;
+use crate::support::{Response, TestServer, assert_no_containers, engine, run_id};
+
+/// A forged task whose bug is one line, and a model that fixes it: str_replace, then submit.
+async fn task_and_model() -> (Task, TestServer) {
+    let task = forged_tinycalc()
+        .await
+        .into_iter()
+        .find(|t| {
+            let count = |p: char| {
+                t.patch
+                    .lines()
+                    .filter(|l| l.starts_with(p) && !l.starts_with(&p.to_string().repeat(3)))
+                    .count()
+            };
+            count('-') == 1 && count('+') == 1
+        })
+        .expect("a one-line forged bug");
+    let (file, buggy, fixed) = one_line_fix(&task);
+    let server = TestServer::start(move |req| {
+        // Each episode is a fresh conversation: the first answer edits, the next submits.
+        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+        let turns = body["messages"].as_array().map_or(0, |m| m.len());
+        let answer = if turns <= 2 {
+            tool_call(
+                "c1",
+                "str_replace",
+                &json!({"path": file, "old_str": buggy, "new_str": fixed}).to_string(),
+            )
+        } else {
+            tool_call("c2", "submit", "{}")
+        };
+        Response::new(200, "application/json", answer.to_string())
+    })
+    .await;
+    (task, server)
+}
+
+fn llm(server: &TestServer) -> LlmClient {
+    LlmClient::new(LlmConfig::new(&format!("{}/v1", server.url), "gpt-4o-mini"))
+}
+
+fn agent(run: &str) -> AgentConfig {
+    AgentConfig {
+        protocol: Protocol::ToolCalls,
+        max_steps: 4,
+        run_id: run.to_owned(),
+        ..AgentConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn a_local_round_goes_over_the_wire_and_sets_weights() {
+    let (task, model) = task_and_model().await;
+    let engine = engine().await;
+    let run = run_id("round-local");
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("tasks.db");
+    TaskStore::open(&store).unwrap().put(&task).unwrap();
+    let mut records = RecordStore::open(&dir.path().join("records.jsonl")).unwrap();
+    let cfg = RoundConfig {
+        packages: Vec::new(),
+        forge: ForgeConfig::new(dir.path()),
+        agent: agent(&run),
+        eval: EvalConfig {
+            run_id: run.clone(),
+            ..EvalConfig::default()
+        },
+        data_dir: dir.path().to_path_buf(),
+        netuid: 62,
+        store,
+    };
+    let report = run_round(&engine, &task, &llm(&model), &mut records, &cfg, "r1")
+        .await
+        .unwrap();
+
+    let miner = Wallet::new(&dir.path().join("wallets"), "miner", "default")
+        .load_hotkey()
+        .unwrap()
+        .ss58();
+    let validator = Wallet::new(&dir.path().join("wallets"), "validator", "default")
+        .load_hotkey()
+        .unwrap()
+        .ss58();
+    assert_eq!(report.validator_hotkey, validator);
+    assert_eq!(report.miners.len(), 1);
+    let m = &report.miners[0];
+    assert_eq!((m.hotkey.as_str(), m.status_code), (miner.as_str(), 200));
+    assert_eq!(m.outcome, Outcome::Resolved, "{report:?}");
+    assert!(m.score > 0.9 && m.score <= 1.0, "{report:?}");
+
+    // The chain: both registered, the validator with its permit; the weights went to the miner.
+    let chain = LocalChain::new(&dir.path().join("chain"), 62);
+    let mg = chain.metagraph().await.unwrap();
+    assert_eq!(mg.neurons.len(), 2);
+    assert!(mg.by_hotkey(&validator).unwrap().validator_permit);
+    let miner_uid = mg.by_hotkey(&miner).unwrap().uid;
+    assert_eq!(report.weights, [(miner_uid, 65535)]);
+    let log = std::fs::read_to_string(dir.path().join("chain/weights.log")).unwrap();
+    assert!(log.contains(&validator) && log.contains("65535"), "{log}");
+
+    // The record carries what came over the wire.
+    let records = RecordStore::open(&dir.path().join("records.jsonl")).unwrap();
+    let all: Vec<_> = records.iter().unwrap().map(|r| r.unwrap()).collect();
+    assert_eq!(all.len(), 1);
+    let r = &all[0];
+    assert_eq!(
+        (r.miner_hotkey.as_str(), r.miner_uid),
+        (miner.as_str(), miner_uid as i64)
+    );
+    assert!(r.resolved && !r.patch.is_empty());
+    assert_eq!(r.model, "gpt-4o-mini");
+    assert_eq!(r.agent, "agentao-tools");
+    assert_eq!(
+        r.prompt_tokens, 2000,
+        "two model calls of 1000 prompt tokens"
+    );
+    assert!(r.cost_usd > 0.0 && r.response_seconds > 0.0);
+
+    // The moving average moved by alpha from zero, and a second round moves it again.
+    let scores = Scores::load(&dir.path().join("validator/scores.json"));
+    assert!((scores.by_hotkey[&miner] - EMA_ALPHA * m.score).abs() < 1e-12);
+    let mut records = RecordStore::open(&dir.path().join("records.jsonl")).unwrap();
+    let again = run_round(&engine, &task, &llm(&model), &mut records, &cfg, "r2")
+        .await
+        .unwrap();
+    let s2 = again.miners[0].score;
+    let scores = Scores::load(&dir.path().join("validator/scores.json"));
+    let expected = EMA_ALPHA * s2 + (1.0 - EMA_ALPHA) * EMA_ALPHA * m.score;
+    assert!((scores.by_hotkey[&miner] - expected).abs() < 1e-12);
+    assert_eq!(
+        LocalChain::new(&dir.path().join("chain"), 62)
+            .metagraph()
+            .await
+            .unwrap()
+            .neurons
+            .len(),
+        2
+    );
+    assert_no_containers(&run, 20);
+}
+
+#[tokio::test]
+async fn identical_patches_get_the_floor_and_silent_miners_keep_their_average() {
+    let (task, model) = task_and_model().await;
+    let engine = engine().await;
+    let run = run_id("round-dup");
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("tasks.db");
+    TaskStore::open(&store).unwrap().put(&task).unwrap();
+    let validator = Keypair::generate().0;
+    let neuron = |key: &Keypair, port: u16, permit: bool| Neuron {
+        uid: 0,
+        hotkey: key.ss58(),
+        coldkey: String::new(),
+        stake: 10.0,
+        ip: "127.0.0.1".into(),
+        port,
+        validator_permit: permit,
+    };
+    // Two miners with the same agent and model send the same patch; a third is not listening.
+    let keys: Vec<Keypair> = (0..3).map(|_| Keypair::generate().0).collect();
+    let mut listeners = Vec::new();
+    for _ in 0..2 {
+        listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let dead_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut neurons = vec![neuron(&validator, 0, true)];
+    for (i, key) in keys.iter().enumerate() {
+        let port = listeners
+            .get(i)
+            .map_or(dead_port, |l| l.local_addr().unwrap().port());
+        let mut n = neuron(key, port, false);
+        n.uid = i as u16 + 1;
+        neurons.push(n);
+    }
+    let mg = Metagraph {
+        netuid: 62,
+        neurons: neurons.clone(),
+    };
+    let mut servers = Vec::new();
+    for (key, listener) in keys.iter().zip(listeners) {
+        let miner = Miner {
+            engine: engine.clone(),
+            llm: llm(&model),
+            agent: agent(&run),
+            store: store.clone(),
+        };
+        let axon = miner.serve_on(Axon::new(key.clone(), mg.clone(), AxonConfig::default()));
+        servers.push(axon.serve(listener));
+    }
+    let v = Validator {
+        engine: engine.clone(),
+        dendrite: Dendrite::new(validator),
+        eval: EvalConfig {
+            run_id: run.clone(),
+            ..EvalConfig::default()
+        },
+        time_limit: Duration::from_secs(240),
+    };
+    let mut scores = Scores::load(&dir.path().join("scores.json"));
+    scores.by_hotkey.insert(keys[2].ss58(), 0.5);
+    let mut records = RecordStore::open(&dir.path().join("records.jsonl")).unwrap();
+    let results = v
+        .round(&task, &neurons[1..], &mut scores, &mut records, "dup")
+        .await
+        .unwrap();
+    for s in &servers {
+        s.abort();
+    }
+    assert_eq!(results.len(), 3);
+    for r in &results[..2] {
+        assert_eq!(r.status_code, 200);
+        assert!(r.resolved && r.duplicate, "{r:?}");
+        assert_eq!(r.score, DUPLICATE_FLOOR);
+        assert!((scores.by_hotkey[&r.hotkey] - EMA_ALPHA * DUPLICATE_FLOOR).abs() < 1e-12);
+    }
+    let silent = &results[2];
+    assert_ne!(silent.status_code, 200);
+    assert!(!silent.resolved && !silent.duplicate && silent.score == 0.0);
+    assert_eq!(
+        scores.by_hotkey[&keys[2].ss58()],
+        0.5,
+        "no answer, no change"
+    );
+    assert_eq!(records.len(), 3);
+    assert_no_containers(&run, 20);
+}
