@@ -11,6 +11,7 @@ mod doctor;
 mod eval_cmd;
 mod image;
 mod local_cmd;
+mod neuron_cmd;
 mod progress;
 mod sandbox_cmd;
 mod subnet_cmd;
@@ -110,9 +111,9 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a validator: forge tasks, query miners, score, set weights, record the dataset.
-    Validator,
+    Validator(neuron_cmd::ValidatorArgs),
     /// Run a miner: answer validators' coding tasks with an SWE agent in a sandbox.
-    Miner,
+    Miner(neuron_cmd::MinerArgs),
     /// Forge, list, show and export coding tasks.
     #[command(subcommand)]
     Tasks(tasks_cmd::TasksCmd),
@@ -301,30 +302,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Dataset(cmd) => dataset_cmd::run(cmd, &settings).await,
         Command::Local(args) => local_cmd::run(args, &settings).await,
         Command::Subnet(cmd) => subnet_cmd::run(cmd, &settings).await,
-        Command::Validator | Command::Miner => Err(UserError::new(format!(
-            "`agentao {}` is not built yet in this version",
-            command_name(&command)
-        ))
-        .hint("available now: image, sandbox, tasks add, eval, doctor, bench")
-        .into()),
-    }
-}
-
-fn command_name(c: &Command) -> &'static str {
-    match c {
-        Command::Validator => "validator",
-        Command::Miner => "miner",
-        Command::Tasks(_) => "tasks",
-        Command::Agent(_) => "agent",
-        Command::Llm(_) => "llm",
-        Command::Eval(_) => "eval",
-        Command::Dataset(_) => "dataset",
-        Command::Local(_) => "local",
-        Command::Subnet(_) => "subnet",
-        Command::Image(_) => "image",
-        Command::Sandbox(_) => "sandbox",
-        Command::Doctor => "doctor",
-        Command::Bench(_) => "bench",
+        Command::Validator(args) => neuron_cmd::validator(args, &settings).await,
+        Command::Miner(args) => neuron_cmd::miner(args, &settings).await,
     }
 }
 

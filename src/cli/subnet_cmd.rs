@@ -98,7 +98,7 @@ pub fn local_chain(settings: &Settings) -> LocalChain {
     LocalChain::new(&settings.data_dir.join("chain"), settings.netuid)
 }
 
-fn wallet(settings: &Settings) -> Wallet {
+pub fn wallet(settings: &Settings) -> Wallet {
     Wallet::new(
         &settings.wallet.path,
         &settings.wallet.name,

@@ -60,7 +60,7 @@ pub struct AxonStats {
 
 struct Inner {
     keypair: Keypair,
-    metagraph: RwLock<Metagraph>,
+    metagraph: Arc<RwLock<Metagraph>>,
     nonces: Mutex<HashMap<String, i64>>,
     cfg: AxonConfig,
     gate: Gate,
@@ -80,7 +80,7 @@ impl Axon {
         Axon {
             inner: Inner {
                 keypair,
-                metagraph: RwLock::new(metagraph),
+                metagraph: Arc::new(RwLock::new(metagraph)),
                 nonces: Mutex::new(HashMap::new()),
                 gate: Gate::new(permits),
                 cfg,
@@ -109,6 +109,11 @@ impl Axon {
     {
         self.inner.forecast = Some(Arc::new(move |s| Box::pin(f(s))));
         self
+    }
+
+    /// The metagraph the blacklist reads; replace its contents to follow the chain.
+    pub fn metagraph_handle(&self) -> Arc<RwLock<Metagraph>> {
+        self.inner.metagraph.clone()
     }
 
     pub fn stats(&self) -> Arc<AxonStats> {

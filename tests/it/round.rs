@@ -250,3 +250,89 @@ async fn identical_patches_get_the_floor_and_silent_miners_keep_their_average() 
     assert_eq!(records.len(), 3);
     assert_no_containers(&run, 20);
 }
+
+/// `agentao miner` and `agentao validator` as two processes on the local chain: the validator's
+/// round reaches the miner's axon, the patch resolves, and the weights land in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_miner_and_validator_commands_run_a_round_between_two_processes() {
+    let (task, model) = task_and_model().await;
+    let run = run_id("round-cli");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    TaskStore::open(&data.join("tasks.db"))
+        .unwrap()
+        .put(&task)
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let command = |hotkey: &str| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_agentao"));
+        c.env("AGENTAO_DATA_DIR", &data)
+            .env("AGENTAO_WALLET_PATH", dir.path().join("wallets"))
+            .env("AGENTAO_WALLET_HOTKEY", hotkey)
+            .env("AGENTAO_RUN_ID", &run)
+            .env("AGENTAO_LOG_FORMAT", "json")
+            .env("OPENAI_API_KEY", "test")
+            .env("OPENAI_BASE_URL", format!("{}/v1", model.url))
+            .env("AGENTAO_MODEL", "gpt-4o-mini")
+            .env_remove("AGENTAO_SUBTENSOR_NETWORK");
+        c
+    };
+    let ok = |c: &mut std::process::Command| {
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let miner_key = ok(command("miner").args(["subnet", "create-hotkey"]));
+    ok(command("validator").args(["subnet", "create-hotkey"]));
+    ok(command("miner").args(["subnet", "register", "--port", &port.to_string()]));
+    ok(command("validator").args(["subnet", "register", "--validator", "--stake", "100"]));
+
+    // Not registered: the validator says how to register, with exit code 2.
+    let out = command("nobody")
+        .args(["subnet", "create-hotkey"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = command("nobody")
+        .args(["validator", "--rounds", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not registered"));
+
+    let mut miner = command("miner")
+        .args([
+            "miner",
+            "--axon.ip",
+            "127.0.0.1",
+            "--axon.port",
+            &port.to_string(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the axon to listen.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the miner never listened"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = ok(command("validator").args(["validator", "--rounds", "1", "--timeout", "240"]));
+    let _ = miner.kill();
+    let _ = miner.wait();
+    let round: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let m = &round["miners"][0];
+    assert_eq!(m["hotkey"], miner_key.trim());
+    assert_eq!(m["status_code"], 200, "{round}");
+    assert_eq!(m["resolved"], true, "{round}");
+    let log = std::fs::read_to_string(data.join("chain/weights.log")).unwrap();
+    assert!(log.contains("65535"), "{log}");
+    assert_no_containers(&run, 20);
+}

@@ -1,0 +1,192 @@
+//! `agentao miner` and `agentao validator`: the networked roles on the chain named by
+//! `--subtensor.network` (the local chain by default), with this wallet's hotkey.
+//!
+//! The miner serves its axon until interrupted, following the metagraph. The validator loops:
+//! metagraph, a task (from the store, forged when empty), up to `--sample` miners, evaluation and
+//! scores, moving averages, weights (a rate-limited or refused `set_weights` is logged and the
+//! loop goes on), the dataset.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::UserError;
+use super::agent_cmd::{ProtocolArg, llm_for, protocol_for};
+use super::subnet_cmd::{chain, wallet};
+use super::tasks_cmd::{StoreArg, forge_config, ranking_queue};
+use crate::agent::AgentConfig;
+use crate::config::Settings;
+use crate::dataset::RecordStore;
+use crate::eval::EvalConfig;
+use crate::neurons::local::{RoundConfig, WEIGHTS_VERSION_KEY, pick_task};
+use crate::neurons::miner::Miner;
+use crate::neurons::validator::{Scores, Validator};
+use crate::subnet::{Axon, AxonConfig, Chain, Dendrite, Metagraph, Neuron};
+
+#[derive(Debug, Args)]
+pub struct MinerArgs {
+    /// Port of the axon.
+    #[arg(long = "axon.port", default_value_t = 8091)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long = "axon.ip", default_value = "0.0.0.0")]
+    pub ip: String,
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Agent steps per task.
+    #[arg(long, default_value_t = 30)]
+    pub max_steps: u32,
+    /// Minimum stake (TAO) of a validator this miner answers.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_stake: f64,
+    /// Seconds between metagraph refreshes.
+    #[arg(long, default_value_t = 300)]
+    pub sync_every: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidatorArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Miners asked per task (the original asked at most 15).
+    #[arg(long, default_value_t = 15)]
+    pub sample: usize,
+    /// Seconds a miner has to answer (the original gave 600).
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// Rounds to run, then stop (default: until interrupted).
+    #[arg(long)]
+    pub rounds: Option<u64>,
+    /// Seconds to wait between rounds.
+    #[arg(long, default_value_t = 60)]
+    pub interval: u64,
+}
+
+/// The neuron of `hotkey`, or a clear error saying how to register.
+fn registered<'a>(mg: &'a Metagraph, hotkey: &str, netuid: u16) -> anyhow::Result<&'a Neuron> {
+    mg.by_hotkey(hotkey).ok_or_else(|| {
+        UserError::new(format!(
+            "hotkey {hotkey} is not registered on netuid {netuid}"
+        ))
+        .hint("register it: `agentao subnet register` on the local chain, btcli on a real network")
+        .into()
+    })
+}
+
+pub async fn miner(args: MinerArgs, settings: &Settings) -> anyhow::Result<()> {
+    let key = wallet(settings).load_hotkey()?;
+    let chain = chain(settings, None, false)?;
+    let mg = chain.metagraph().await?;
+    let me = registered(&mg, &key.ss58(), settings.netuid)?;
+    tracing::info!(uid = me.uid, hotkey = %key.ss58(), "miner registered");
+    let engine = super::engine(settings).await?;
+    let (llm, _server) = llm_for(settings).await?;
+    let miner = Miner {
+        engine,
+        agent: AgentConfig {
+            protocol: protocol_for(ProtocolArg::Auto, llm.model()),
+            max_steps: args.max_steps,
+            budget: settings.llm.instance_cost,
+            limits: settings.limits.clone(),
+            run_id: settings.run_id.clone(),
+            ..AgentConfig::default()
+        },
+        llm,
+        store: args.store.path(settings),
+    };
+    let cfg = AxonConfig {
+        min_stake: args.min_stake,
+        ..AxonConfig::default()
+    };
+    let axon = miner.serve_on(Axon::new(key, mg, cfg));
+    let metagraph = axon.metagraph_handle();
+    let listener = tokio::net::TcpListener::bind((args.ip.as_str(), args.port))
+        .await
+        .map_err(|e| UserError::new(format!("cannot listen on {}:{}: {e}", args.ip, args.port)))?;
+    eprintln!("miner axon on {}:{}", args.ip, args.port);
+    let serving = axon.serve(listener);
+    loop {
+        tokio::time::sleep(Duration::from_secs(args.sync_every.max(1))).await;
+        match chain.metagraph().await {
+            Ok(mg) => *metagraph.write().expect("metagraph lock") = mg,
+            Err(e) => tracing::warn!(error = %e, "metagraph refresh failed; keeping the last one"),
+        }
+        if serving.is_finished() {
+            anyhow::bail!("the axon stopped");
+        }
+    }
+}
+
+pub async fn validator(args: ValidatorArgs, settings: &Settings) -> anyhow::Result<()> {
+    let key = wallet(settings).load_hotkey()?;
+    let hotkey = key.ss58();
+    let chain = chain(settings, Some(key.clone()), true)?;
+    let engine = super::engine(settings).await?;
+    super::image::ensure_base_image(&engine, settings, false).await?;
+    let store_path = args.store.path(settings);
+    let store = args.store.open(settings)?;
+    let mut records = RecordStore::open(&super::dataset_cmd::records_path(settings))?;
+    let mut scores = Scores::load(&settings.data_dir.join("validator").join("scores.json"));
+    let validator = Validator {
+        engine: engine.clone(),
+        dendrite: Dendrite::new(key),
+        eval: EvalConfig {
+            limits: settings.limits.clone(),
+            run_id: settings.run_id.clone(),
+            ..EvalConfig::default()
+        },
+        time_limit: Duration::from_secs(args.timeout),
+    };
+    let mut forge = forge_config(settings);
+    forge.per_package = 1;
+    let picking = RoundConfig {
+        packages: ranking_queue(0),
+        forge,
+        agent: AgentConfig::default(),
+        eval: validator.eval.clone(),
+        data_dir: settings.data_dir.clone(),
+        netuid: settings.netuid,
+        store: store_path,
+    };
+    let mut round = 0u64;
+    while args.rounds.is_none_or(|n| round < n) {
+        if round > 0 {
+            tokio::time::sleep(Duration::from_secs(args.interval)).await;
+        }
+        let mg = chain.metagraph().await?;
+        registered(&mg, &hotkey, settings.netuid)?;
+        let miners: Vec<Neuron> = mg
+            .neurons
+            .iter()
+            .filter(|n| {
+                n.hotkey != hotkey && !n.validator_permit && n.port != 0 && !n.ip.is_empty()
+            })
+            .take(args.sample)
+            .cloned()
+            .collect();
+        let round_id = format!("{}-{round}", settings.run_id);
+        round += 1;
+        if miners.is_empty() {
+            tracing::warn!("no miner serves an axon on this subnet; waiting");
+            continue;
+        }
+        let task = pick_task(&engine, &store, &picking, records.len()).await?;
+        let results = validator
+            .round(&task, &miners, &mut scores, &mut records, &round_id)
+            .await?;
+        println!(
+            "{}",
+            serde_json::json!({"round_id": round_id, "instance_id": task.instance_id, "miners": results})
+        );
+        let (uids, weights) = scores.weights(&mg);
+        match chain
+            .set_weights(&hotkey, &uids, &weights, WEIGHTS_VERSION_KEY)
+            .await
+        {
+            Ok(()) => tracing::info!(round = %round_id, "weights set"),
+            Err(e) if e.is_refusal() => tracing::warn!(error = %e, "weights not set this round"),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
