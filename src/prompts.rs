@@ -15,6 +15,8 @@ const PROMPTS: &[(&str, &str)] = prompts![
     "agent_instance",
     "agent_format_error",
     "dataset_card",
+    "judge_system",
+    "judge_instance",
 ];
 
 /// The template called `name`. Panics only for a name not in `prompts/` (a programming error

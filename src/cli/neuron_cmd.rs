@@ -127,8 +127,10 @@ pub async fn validator(args: ValidatorArgs, settings: &Settings) -> anyhow::Resu
     let store = args.store.open(settings)?;
     let mut records = RecordStore::open(&super::dataset_cmd::records_path(settings))?;
     let mut scores = Scores::load(&settings.data_dir.join("validator").join("scores.json"));
+    let (judge, _server) = llm_for(settings).await?;
     let validator = Validator {
         engine: engine.clone(),
+        judge: Some((judge, settings.llm.instance_cost)),
         dendrite: Dendrite::new(key),
         eval: EvalConfig {
             limits: settings.limits.clone(),

@@ -1,8 +1,9 @@
 //! Language models: the model table (aliases, prices), the OpenAI-compatible chat client with
-//! retries, token and dollar accounting and budgets (`client`), and the embedded local model
-//! server (`local`). **Only `llm/` imports async-openai.**
+//! retries, token and dollar accounting and budgets (`client`), the embedded local model
+//! server (`local`), and the patch judge (`judge`). **Only `llm/` imports async-openai.**
 
 pub mod client;
+pub mod judge;
 pub mod local;
 pub mod models;
 

@@ -165,6 +165,7 @@ pub async fn run_round(
         dendrite: Dendrite::new(validator_key.clone()),
         eval: cfg.eval.clone(),
         time_limit: cfg.agent.wall + Duration::from_secs(150),
+        judge: Some((llm.clone(), cfg.agent.budget)),
     };
     let mut scores = Scores::load(&cfg.data_dir.join("validator").join("scores.json"));
     let miners: Vec<Neuron> = metagraph

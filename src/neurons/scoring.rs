@@ -1,7 +1,7 @@
 //! Scores, as the original subnet paid them: `(9 · quality + 1 · speed) / 10`, where speed is
 //! `exp(−t / (T − t))` for a response after `t` of the allowed `T` seconds. Quality is the
-//! judge's when there is one, else correctness alone (1 resolved, 0 not). An unresolved patch
-//! earns nothing for speed.
+//! judge's when there is one (`(2 · quality + brevity) / 3`), else correctness alone (1
+//! resolved, 0 not). An unresolved patch earns nothing for speed.
 
 /// The speed term for a response after `t` seconds of `limit`.
 pub fn time_score(t: f64, limit: f64) -> f64 {
@@ -10,6 +10,11 @@ pub fn time_score(t: f64, limit: f64) -> f64 {
     }
     let t = t.max(0.0);
     (-t / (limit - t)).exp()
+}
+
+/// The quality term of a judged patch: the judge's quality counts twice its brevity.
+pub fn judged_quality(quality: f64, brevity: f64) -> f64 {
+    (2.0 * quality.clamp(0.0, 1.0) + brevity.clamp(0.0, 1.0)) / 3.0
 }
 
 /// The final score of one response.
@@ -38,5 +43,6 @@ mod tests {
         assert_eq!(final_score(false, Some(1.0), 1.0), 0.0);
         assert!((final_score(true, None, 0.5) - 0.95).abs() < 1e-12);
         assert!((final_score(true, Some(0.5), 0.0) - 0.45).abs() < 1e-12);
+        assert!((judged_quality(0.5, 1.0) - 2.0 / 3.0).abs() < 1e-12);
     }
 }

@@ -4,7 +4,8 @@
 //! the dataset.
 //!
 //! Scores: `(9·quality + speed)/10` for a resolved patch (speed from the dendrite's measured
-//! latency against the time limit), 0 otherwise; identical non-empty patches from two or more
+//! latency against the time limit; quality from the LLM judge when one is set and answers
+//! readably, else 1), 0 otherwise; identical non-empty patches from two or more
 //! miners all get the floor; the moving average (alpha 0.1) moves only for miners that
 //! answered, so an unreachable miner keeps its average rather than being punished for the
 //! network.
@@ -15,9 +16,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::scoring::{final_score, time_score};
+use super::scoring::{final_score, judged_quality, time_score};
 use crate::dataset::{Record, RecordStore};
 use crate::eval::{EvalConfig, evaluate};
+use crate::llm::{Budget, LlmClient, judge::judge};
 use crate::sandbox::Engine;
 use crate::subnet::{AxonTarget, CodingTask, Dendrite, Metagraph, Neuron};
 use crate::tasks::Task;
@@ -102,6 +104,8 @@ pub struct MinerResult {
     pub patch_bytes: usize,
     pub resolved: bool,
     pub outcome: crate::eval::Outcome,
+    /// The judge's (quality, brevity), when it judged.
+    pub judged: Option<(f64, f64)>,
     pub duplicate: bool,
     pub score: f64,
     pub record_seq: u64,
@@ -114,6 +118,8 @@ pub struct Validator {
     pub eval: EvalConfig,
     /// How long a miner has to answer.
     pub time_limit: Duration,
+    /// The LLM judge of resolved patches, and dollars it may spend on one.
+    pub judge: Option<(LlmClient, f64)>,
 }
 
 impl Validator {
@@ -171,7 +177,29 @@ impl Validator {
             let verdict = evaluate(&self.engine, task, patch, &self.eval).await;
             let speed = time_score(answer.latency_s, self.time_limit.as_secs_f64());
             let duplicate = seen.get(patch.as_str()).is_some_and(|n| *n > 1);
-            let mut score = final_score(verdict.resolved, None, speed);
+            let judged = match (&self.judge, verdict.resolved) {
+                (Some((llm, dollars)), true) => {
+                    let mut budget = Budget::new(*dollars);
+                    match judge(
+                        llm,
+                        &task.problem_statement,
+                        patch,
+                        &task.patch,
+                        &mut budget,
+                    )
+                    .await
+                    {
+                        Ok(j) => Some((j.quality, j.brevity)),
+                        Err(e) => {
+                            tracing::warn!(uid = miner.uid, error = %e, "no judgement; scoring on correctness");
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let quality = judged.map(|(q, b)| judged_quality(q, b));
+            let mut score = final_score(verdict.resolved, quality, speed);
             if duplicate {
                 score = score.min(DUPLICATE_FLOOR);
             }
@@ -197,6 +225,8 @@ impl Validator {
                 tests.insert(k.clone(), serde_json::to_value(v).unwrap_or_default());
             }
             record.tests_status = serde_json::Value::Object(tests).to_string();
+            record.judge_quality = judged.map(|(q, _)| q);
+            record.judge_brevity = judged.map(|(_, b)| b);
             record.time_score = speed;
             record.final_score = score;
             record.cost_usd = reply.map_or(0.0, |r| r.cost);
@@ -221,6 +251,7 @@ impl Validator {
                 patch_bytes: patch.len(),
                 resolved: verdict.resolved,
                 outcome: verdict.outcome,
+                judged,
                 duplicate,
                 score,
                 record_seq: seq,

@@ -11,6 +11,7 @@ use agentao::eval::{EvalConfig, Outcome};
 use agentao::llm::{LlmClient, LlmConfig};
 use agentao::neurons::local::{RoundConfig, run_round};
 use agentao::neurons::miner::Miner;
+use agentao::neurons::scoring::{final_score, judged_quality, time_score};
 use agentao::neurons::validator::{DUPLICATE_FLOOR, EMA_ALPHA, Scores, Validator};
 use agentao::subnet::{
     Axon, AxonConfig, Chain, Dendrite, Keypair, LocalChain, Metagraph, Neuron, Wallet,
@@ -23,6 +24,8 @@ use crate::forge::forged_tinycalc;
 use crate::support::{Response, TestServer, assert_no_containers, engine, run_id};
 
 /// A forged task whose bug is one line, and a model that fixes it: str_replace, then submit.
+/// Asked as the judge (a request without tools), it answers a judgement the first time and
+/// prose after that.
 async fn task_and_model() -> (Task, TestServer) {
     let task = forged_tinycalc()
         .await
@@ -38,11 +41,21 @@ async fn task_and_model() -> (Task, TestServer) {
         })
         .expect("a one-line forged bug");
     let (file, buggy, fixed) = one_line_fix(&task);
+    let judged = std::sync::atomic::AtomicUsize::new(0);
     let server = TestServer::start(move |req| {
         // Each episode is a fresh conversation: the first answer edits, the next submits.
         let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
         let turns = body["messages"].as_array().map_or(0, |m| m.len());
-        let answer = if turns <= 2 {
+        let answer = if body.get("tools").is_none() {
+            let content = match judged.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 => r#"{"quality": 0.8, "brevity": 1.0, "reason": "minimal fix"}"#,
+                _ => "Looks fine to me.",
+            };
+            json!({"id": "j", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini",
+                "choices": [{"index": 0, "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": content}}],
+                "usage": {"prompt_tokens": 500, "completion_tokens": 20, "total_tokens": 520}})
+        } else if turns <= 2 {
             tool_call(
                 "c1",
                 "str_replace",
@@ -108,7 +121,12 @@ async fn a_local_round_goes_over_the_wire_and_sets_weights() {
     let m = &report.miners[0];
     assert_eq!((m.hotkey.as_str(), m.status_code), (miner.as_str(), 200));
     assert_eq!(m.outcome, Outcome::Resolved, "{report:?}");
-    assert!(m.score > 0.9 && m.score <= 1.0, "{report:?}");
+    // The judge's quality and brevity went into the score; speed is from the measured latency.
+    assert_eq!(m.judged, Some((0.8, 1.0)), "{report:?}");
+    let limit = (cfg.agent.wall + Duration::from_secs(150)).as_secs_f64();
+    let speed = time_score(m.latency_s, limit);
+    let expected = final_score(true, Some(judged_quality(0.8, 1.0)), speed);
+    assert!((m.score - expected).abs() < 1e-12, "{report:?}");
 
     // The chain: both registered, the validator with its permit; the weights went to the miner.
     let chain = LocalChain::new(&dir.path().join("chain"), 62);
@@ -130,6 +148,7 @@ async fn a_local_round_goes_over_the_wire_and_sets_weights() {
         (miner.as_str(), miner_uid as i64)
     );
     assert!(r.resolved && !r.patch.is_empty());
+    assert_eq!((r.judge_quality, r.judge_brevity), (Some(0.8), Some(1.0)));
     assert_eq!(r.model, "gpt-4o-mini");
     assert_eq!(r.agent, "agentao-tools");
     assert_eq!(
@@ -145,7 +164,11 @@ async fn a_local_round_goes_over_the_wire_and_sets_weights() {
     let again = run_round(&engine, &task, &llm(&model), &mut records, &cfg, "r2")
         .await
         .unwrap();
-    let s2 = again.miners[0].score;
+    // This time the judge answers prose: no judgement, the score falls back to correctness.
+    let m2 = &again.miners[0];
+    assert_eq!(m2.judged, None);
+    let s2 = m2.score;
+    assert!((s2 - final_score(true, None, time_score(m2.latency_s, limit))).abs() < 1e-12);
     let scores = Scores::load(&dir.path().join("validator/scores.json"));
     let expected = EMA_ALPHA * s2 + (1.0 - EMA_ALPHA) * EMA_ALPHA * m.score;
     assert!((scores.by_hotkey[&miner] - expected).abs() < 1e-12);
@@ -221,6 +244,7 @@ async fn identical_patches_get_the_floor_and_silent_miners_keep_their_average() 
             ..EvalConfig::default()
         },
         time_limit: Duration::from_secs(240),
+        judge: Some((llm(&model), 1.0)),
     };
     let mut scores = Scores::load(&dir.path().join("scores.json"));
     scores.by_hotkey.insert(keys[2].ss58(), 0.5);
@@ -233,6 +257,11 @@ async fn identical_patches_get_the_floor_and_silent_miners_keep_their_average() 
         s.abort();
     }
     assert_eq!(results.len(), 3);
+    assert_eq!(results[0].judged, Some((0.8, 1.0)));
+    assert_eq!(
+        results[1].judged, None,
+        "the judge's second answer is prose"
+    );
     for r in &results[..2] {
         assert_eq!(r.status_code, 200);
         assert!(r.resolved && r.duplicate, "{r:?}");

@@ -1,0 +1,118 @@
+//! The LLM judge: rates a patch that already resolved its task for quality (would a maintainer
+//! merge it) and brevity (no more change than the fix needs), each in [0, 1], with the prompts
+//! `judge_system` and `judge_instance`. The answer must hold one JSON object with both numbers in
+//! range; anything else is an error, and the caller scores on correctness alone.
+
+use serde::{Deserialize, Serialize};
+
+use super::client::{Budget, LlmClient, LlmError, Message};
+use crate::prompts;
+
+/// Longest patch text sent to the judge (characters); longer ones are cut, which the judge
+/// sees.
+const MAX_PATCH_CHARS: usize = 24_000;
+
+/// What the judge said.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Judgement {
+    pub quality: f64,
+    pub brevity: f64,
+    #[serde(default)]
+    pub reason: String,
+    /// Dollars the judgement cost.
+    #[serde(default)]
+    pub cost: f64,
+}
+
+/// Why there is no judgement.
+#[derive(Debug, thiserror::Error)]
+pub enum JudgeError {
+    #[error(transparent)]
+    Llm(#[from] LlmError),
+    #[error("the judge's answer is not a judgement: {0}")]
+    Unreadable(String),
+}
+
+fn cut(text: &str) -> String {
+    if text.len() <= MAX_PATCH_CHARS {
+        return text.to_owned();
+    }
+    let mut end = MAX_PATCH_CHARS;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}\n... [cut: {} more bytes]",
+        &text[..end],
+        text.len() - end
+    )
+}
+
+/// Asks `llm` to judge `patch` for the issue `problem_statement`, against `reference`.
+pub async fn judge(
+    llm: &LlmClient,
+    problem_statement: &str,
+    patch: &str,
+    reference: &str,
+    budget: &mut Budget,
+) -> Result<Judgement, JudgeError> {
+    let messages = [
+        Message::system(prompts::get("judge_system")),
+        Message::user(prompts::render(
+            prompts::get("judge_instance"),
+            &[
+                ("problem_statement", problem_statement),
+                ("patch", &cut(patch)),
+                ("reference", &cut(reference)),
+            ],
+        )),
+    ];
+    let completion = llm.chat(&messages, &[], budget).await?;
+    let mut j = parse(&completion.message.content)?;
+    j.cost = completion.cost;
+    Ok(j)
+}
+
+/// The judgement in a model's answer: the outermost `{…}` (fences and prose around it are
+/// ignored), with `quality` and `brevity` numbers in [0, 1].
+pub fn parse(answer: &str) -> Result<Judgement, JudgeError> {
+    let unreadable = || JudgeError::Unreadable(answer.chars().take(120).collect());
+    let (start, end) = answer
+        .find('{')
+        .zip(answer.rfind('}'))
+        .filter(|(s, e)| s < e)
+        .ok_or_else(unreadable)?;
+    let j: Judgement = serde_json::from_str(&answer[start..=end]).map_err(|_| unreadable())?;
+    let in_range = |x: f64| (0.0..=1.0).contains(&x);
+    if !(in_range(j.quality) && in_range(j.brevity)) {
+        return Err(unreadable());
+    }
+    Ok(j)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn judgements_are_read_strictly() {
+        let j =
+            parse("```json\n{\"quality\": 0.8, \"brevity\": 1, \"reason\": \"ok\"}\n```").unwrap();
+        assert_eq!((j.quality, j.brevity, j.reason.as_str()), (0.8, 1.0, "ok"));
+        assert!(
+            parse("{\"quality\": 8, \"brevity\": 1}").is_err(),
+            "out of range"
+        );
+        assert!(parse("{\"quality\": 0.5}").is_err(), "brevity missing");
+        assert!(parse("I think it is good").is_err());
+        assert!(parse("} {").is_err());
+    }
+
+    #[test]
+    fn long_patches_are_cut_on_a_char_boundary() {
+        let long = "é".repeat(MAX_PATCH_CHARS);
+        let c = cut(&long);
+        assert!(c.len() < long.len() && c.contains("[cut: "));
+        assert_eq!(cut("short"), "short");
+    }
+}
