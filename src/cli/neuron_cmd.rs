@@ -73,6 +73,18 @@ fn registered<'a>(mg: &'a Metagraph, hotkey: &str, netuid: u16) -> anyhow::Resul
     })
 }
 
+/// Up to `k` of `items`, chosen uniformly at random (a partial Fisher-Yates shuffle).
+fn sample<T>(mut items: Vec<T>, k: usize) -> Vec<T> {
+    use rand_core::RngCore;
+    let k = k.min(items.len());
+    for i in 0..k {
+        let j = i + (rand_core::OsRng.next_u64() % (items.len() - i) as u64) as usize;
+        items.swap(i, j);
+    }
+    items.truncate(k);
+    items
+}
+
 pub async fn miner(args: MinerArgs, settings: &Settings) -> anyhow::Result<()> {
     let key = wallet(settings).load_hotkey()?;
     let chain = chain(settings, None, false)?;
@@ -157,15 +169,15 @@ pub async fn validator(args: ValidatorArgs, settings: &Settings) -> anyhow::Resu
         }
         let mg = chain.metagraph().await?;
         registered(&mg, &hotkey, settings.netuid)?;
-        let miners: Vec<Neuron> = mg
+        let serving: Vec<Neuron> = mg
             .neurons
             .iter()
             .filter(|n| {
                 n.hotkey != hotkey && !n.validator_permit && n.port != 0 && !n.ip.is_empty()
             })
-            .take(args.sample)
             .cloned()
             .collect();
+        let miners = sample(serving, args.sample);
         let round_id = format!("{}-{round}", settings.run_id);
         round += 1;
         if miners.is_empty() {
@@ -191,4 +203,24 @@ pub async fn validator(args: ValidatorArgs, settings: &Settings) -> anyhow::Resu
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sample;
+
+    #[test]
+    fn sampling_takes_k_distinct_items_and_reaches_them_all() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let mut s = sample((0..20).collect::<Vec<u32>>(), 3);
+            assert_eq!(s.len(), 3);
+            s.sort();
+            s.dedup();
+            assert_eq!(s.len(), 3, "distinct");
+            seen.extend(s);
+        }
+        assert_eq!(seen.len(), 20, "every miner gets asked sometimes");
+        assert_eq!(sample(vec![1, 2], 15).len(), 2);
+    }
 }
