@@ -73,7 +73,9 @@ pub enum RoundError {
     Axon(std::io::Error),
 }
 
-/// Picks a stored task (the `rotation`-th, cycling), forging one when the store is empty.
+/// Picks a stored task (the `rotation`-th, cycling), forging one when the store is empty. A
+/// stored task whose environment image is gone (after `image gc`, or on another machine) gets
+/// it rebuilt first (`Forge::prepare_store`).
 pub async fn pick_task(
     engine: &Engine,
     store: &TaskStore,
@@ -81,11 +83,18 @@ pub async fn pick_task(
     rotation: u64,
 ) -> Result<Task, RoundError> {
     let stored = store.all(None)?;
-    if !stored.is_empty() {
-        let i = (rotation % stored.len() as u64) as usize;
-        return Ok(stored[i].clone());
-    }
     let forge = Forge::new(engine, cfg.forge.clone())?;
+    if !stored.is_empty() {
+        let task = &stored[(rotation % stored.len() as u64) as usize];
+        if engine.image_exists(&task.image).await.unwrap_or(false) {
+            return Ok(task.clone());
+        }
+        tracing::info!(task = %task.instance_id, image = %task.image, "environment image missing; rebuilding");
+        forge.prepare_store(store).await?;
+        return store
+            .get(&task.instance_id)?
+            .ok_or_else(|| RoundError::NoTask(format!("{} left the store", task.instance_id)));
+    }
     let mut reasons = Vec::new();
     for (name, version) in &cfg.packages {
         let report = forge
