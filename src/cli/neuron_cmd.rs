@@ -31,6 +31,10 @@ pub struct MinerArgs {
     /// Address to listen on.
     #[arg(long = "axon.ip", default_value = "0.0.0.0")]
     pub ip: String,
+    /// Address validators reach this axon at, published on the chain (`serve_axon`) when it
+    /// differs from the chain's entry (default: --axon.ip, unless that is 0.0.0.0 or ::).
+    #[arg(long = "axon.external_ip")]
+    pub external_ip: Option<std::net::IpAddr>,
     #[command(flatten)]
     pub store: StoreArg,
     /// Agent steps per task.
@@ -87,10 +91,22 @@ fn sample<T>(mut items: Vec<T>, k: usize) -> Vec<T> {
 
 pub async fn miner(args: MinerArgs, settings: &Settings) -> anyhow::Result<()> {
     let key = wallet(settings).load_hotkey()?;
-    let chain = chain(settings, None, false)?;
-    let mg = chain.metagraph().await?;
-    let me = registered(&mg, &key.ss58(), settings.netuid)?;
-    tracing::info!(uid = me.uid, hotkey = %key.ss58(), "miner registered");
+    let hotkey = key.ss58();
+    let chain = chain(settings, Some(key.clone()), true)?;
+    let mut mg = chain.metagraph().await?;
+    let me = registered(&mg, &hotkey, settings.netuid)?;
+    tracing::info!(uid = me.uid, %hotkey, "miner registered");
+    let listen_ip: Option<std::net::IpAddr> = args.ip.parse().ok();
+    let publish = args
+        .external_ip
+        .or(listen_ip.filter(|ip| !ip.is_unspecified()));
+    if let Some(ip) = publish
+        && (me.ip != ip.to_string() || me.port != args.port)
+    {
+        chain.serve_axon(&hotkey, ip, args.port).await?;
+        tracing::info!(%ip, port = args.port, "axon address published");
+        mg = chain.metagraph().await?;
+    }
     let engine = super::engine(settings).await?;
     let (llm, _server) = llm_for(settings).await?;
     let miner = Miner {

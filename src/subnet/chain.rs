@@ -3,6 +3,7 @@
 //! `agentao subnet register` edits and appends weights to a log: the embedded default and
 //! what tests use.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -97,6 +98,8 @@ impl Metagraph {
 #[allow(async_fn_in_trait)]
 pub trait Chain {
     async fn metagraph(&self) -> Result<Metagraph, ChainError>;
+    /// Publishes where `hotkey`'s axon listens.
+    async fn serve_axon(&self, hotkey: &str, ip: IpAddr, port: u16) -> Result<(), ChainError>;
     /// Sets this validator's weights (any non-negative floats; normalised on the way).
     async fn set_weights(
         &self,
@@ -119,6 +122,13 @@ impl Chain for AnyChain {
         match self {
             AnyChain::Local(c) => c.metagraph().await,
             AnyChain::Subtensor(c) => c.metagraph().await,
+        }
+    }
+
+    async fn serve_axon(&self, hotkey: &str, ip: IpAddr, port: u16) -> Result<(), ChainError> {
+        match self {
+            AnyChain::Local(c) => c.serve_axon(hotkey, ip, port).await,
+            AnyChain::Subtensor(c) => c.serve_axon(hotkey, ip, port).await,
         }
     }
 
@@ -239,6 +249,20 @@ impl Chain for LocalChain {
         self.read()
     }
 
+    async fn serve_axon(&self, hotkey: &str, ip: IpAddr, port: u16) -> Result<(), ChainError> {
+        let mut neuron =
+            self.read()?
+                .by_hotkey(hotkey)
+                .cloned()
+                .ok_or_else(|| ChainError::NotRegistered {
+                    hotkey: hotkey.into(),
+                    netuid: self.netuid,
+                })?;
+        neuron.ip = ip.to_string();
+        neuron.port = port;
+        self.register(neuron).map(|_| ())
+    }
+
     async fn set_weights(
         &self,
         hotkey: &str,
@@ -296,6 +320,18 @@ mod tests {
         assert_eq!(chain.register(n("b")).unwrap(), 1);
         assert_eq!(chain.register(n("a")).unwrap(), 0);
         assert_eq!(chain.metagraph().await.unwrap().neurons.len(), 2);
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        chain.serve_axon("b", ip, 9000).await.unwrap();
+        let b = chain
+            .metagraph()
+            .await
+            .unwrap()
+            .by_hotkey("b")
+            .cloned()
+            .unwrap();
+        assert_eq!((b.uid, b.ip.as_str(), b.port), (1, "10.1.2.3", 9000));
+        let err = chain.serve_axon("c", ip, 9000).await.unwrap_err();
+        assert!(matches!(err, ChainError::NotRegistered { .. }), "{err}");
         chain
             .set_weights("a", &[0, 1], &[1.0, 3.0], 7)
             .await

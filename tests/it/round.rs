@@ -280,8 +280,9 @@ async fn identical_patches_get_the_floor_and_silent_miners_keep_their_average() 
     assert_no_containers(&run, 20);
 }
 
-/// `agentao miner` and `agentao validator` as two processes on the local chain: the validator's
-/// round reaches the miner's axon, the patch resolves, and the weights land in the log.
+/// `agentao miner` and `agentao validator` as two processes on the local chain: the miner
+/// publishes its axon's address, the validator's round reaches it, the patch resolves, and the
+/// weights land in the log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_miner_and_validator_commands_run_a_round_between_two_processes() {
     let (task, model) = task_and_model().await;
@@ -317,7 +318,8 @@ async fn the_miner_and_validator_commands_run_a_round_between_two_processes() {
     };
     let miner_key = ok(command("miner").args(["subnet", "create-hotkey"]));
     ok(command("validator").args(["subnet", "create-hotkey"]));
-    ok(command("miner").args(["subnet", "register", "--port", &port.to_string()]));
+    // Registered with a stale address: the miner publishes its real one when it starts.
+    ok(command("miner").args(["subnet", "register", "--ip", "10.9.9.9", "--port", "1"]));
     ok(command("validator").args(["subnet", "register", "--validator", "--stake", "100"]));
 
     // Not registered: the validator says how to register, with exit code 2.
@@ -353,6 +355,19 @@ async fn the_miner_and_validator_commands_run_a_round_between_two_processes() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    let mg: serde_json::Value =
+        serde_json::from_str(&ok(command("miner").args(["subnet", "metagraph"]))).unwrap();
+    let published = mg["neurons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["hotkey"] == miner_key.trim())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (published["ip"].as_str(), published["port"].as_u64()),
+        (Some("127.0.0.1"), Some(port as u64))
+    );
     let out = ok(command("validator").args(["validator", "--rounds", "1", "--timeout", "240"]));
     let _ = miner.kill();
     let _ = miner.wait();

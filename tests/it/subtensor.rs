@@ -221,6 +221,36 @@ async fn set_weights_matches_the_python_sdk_byte_for_byte() {
 }
 
 #[tokio::test]
+async fn serve_axon_matches_the_python_sdk_byte_for_byte() {
+    let signer = Keypair::from_phrase(DEV_PHRASE).unwrap();
+    let hotkey = signer.ss58();
+    let keys = sdk_keys(&hotkey).await;
+    let (server, state) = node(&keys, Fate::Lands).await;
+    let ip = std::net::Ipv4Addr::new(203, 0, 113, 7);
+    chain(&server.url, Some(signer), false)
+        .serve_axon(&hotkey, ip.into(), 8091)
+        .await
+        .unwrap();
+    let submitted = state.lock().unwrap().submitted.clone();
+    assert_eq!(submitted.len(), 1);
+    let answer = sdk(json!({
+        "op": "extrinsic", "metadata": METADATA, "spec_version": SPEC, "transaction_version": 1,
+        "genesis_hash": GENESIS, "birth_hash": HEAD, "current": CURRENT, "period": 4,
+        "nonce": 5, "hotkey": hotkey, "extrinsic": submitted[0],
+        "call_function": "serve_axon",
+        "call_args": {"netuid": NETUID, "version": 10_005_000, "ip": u32::from(ip), "port": 8091,
+                      "ip_type": 4, "protocol": 4, "placeholder1": 0, "placeholder2": 0},
+    }))
+    .await;
+    assert_eq!(answer["sdk_extrinsic"], submitted[0], "{answer}");
+    assert_eq!(answer["signature_verifies"], true, "{answer}");
+    let d = &answer["decoded"];
+    assert_eq!(d["call_function"], "serve_axon");
+    assert_eq!(d["call_args"]["ip"], u32::from(ip));
+    assert_eq!(d["call_args"]["port"], 8091);
+}
+
+#[tokio::test]
 async fn set_weights_waits_until_the_weights_land() {
     let signer = Keypair::from_phrase(DEV_PHRASE).unwrap();
     let hotkey = signer.ss58();

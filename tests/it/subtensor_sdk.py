@@ -5,7 +5,8 @@ code: async_substrate_interface's compose_call / generate_signature_payload /
 create_signed_extrinsic and StorageKey, cyscale's decoders, bt_decode and bittensor_wallet.
 
   {"op": "keys", ...}        storage keys the SDK would read for set_weights
-  {"op": "extrinsic", ...}   the SDK's extrinsic for the same call with our signature, and
+  {"op": "extrinsic", ...}   the SDK's extrinsic for the same call (`call_function`,
+                             set_weights by default) with our signature, and
                              whether our signature verifies over the SDK's payload
   {"op": "neurons", ...}     bt_decode's reading of a get_neurons_lite answer
 """
@@ -75,7 +76,7 @@ def extrinsic(req):
     v = decoded.value
     signature = bytes.fromhex(v["signature"]["Sr25519"][2:])
     call = SubstrateInterface.compose_call(
-        fake, "SubtensorModule", "set_weights", req["call_args"]
+        fake, "SubtensorModule", req.get("call_function", "set_weights"), req["call_args"]
     )
     era = {"period": req["period"], "current": req["current"]}
     payload = SubstrateInterface.generate_signature_payload(

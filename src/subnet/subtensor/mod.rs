@@ -14,6 +14,7 @@ pub mod neurons;
 pub mod rpc;
 pub mod runtime;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 
 use crate::subnet::chain::{Chain, ChainError, Metagraph, normalize_weights};
+use crate::subnet::synapse::PROTOCOL_VERSION;
 use crate::subnet::wallet::{Keypair, ss58_decode};
 use extrinsic::{Era, SigningContext};
 use rpc::{Rpc, from_hex, hash32, to_hex};
@@ -206,6 +208,17 @@ impl Chain for SubtensorChain {
         })
     }
 
+    async fn serve_axon(&self, hotkey: &str, ip: IpAddr, port: u16) -> Result<(), ChainError> {
+        let signer = self.signer(hotkey)?;
+        let head = self.head().await?;
+        let version = self.runtime_version(&head).await?;
+        let rt = self.runtime(&head, version.spec_version).await?;
+        let call = serve_axon_call(&rt, self.config.netuid, ip, port)?;
+        let (hash, nonce) = self.submit(&rt, &head, &version, signer, &call).await?;
+        tracing::info!(%hash, nonce, %ip, port, "serve_axon submitted");
+        Ok(())
+    }
+
     async fn set_weights(
         &self,
         hotkey: &str,
@@ -213,13 +226,7 @@ impl Chain for SubtensorChain {
         weights: &[f32],
         version_key: u64,
     ) -> Result<(), ChainError> {
-        let signer = self.signer.as_ref().ok_or(ChainError::NoSigner)?;
-        if signer.ss58() != hotkey {
-            return Err(ChainError::WrongSigner {
-                signer: signer.ss58(),
-                hotkey: hotkey.into(),
-            });
-        }
+        let signer = self.signer(hotkey)?;
         let (uids, weights) = normalize_weights(uids, weights)?;
         let netuid = self.config.netuid;
         let head = self.head().await?;
@@ -257,22 +264,7 @@ impl Chain for SubtensorChain {
         }
 
         let call = set_weights_call(&rt, netuid, &uids, &weights, version_key)?;
-        let nonce = self.next_nonce(hotkey).await?;
-        let genesis: String = self.rpc.call("chain_getBlockHash", json!([0])).await?;
-        let ctx = SigningContext {
-            spec_version: version.spec_version,
-            transaction_version: version.transaction_version,
-            genesis_hash: hash32(&genesis)?,
-            era: Era::mortal(self.config.period, head.number),
-            birth_hash: head.hash,
-            nonce,
-            tip: 0,
-        };
-        let (xt, _) = extrinsic::sign(&rt, &call, &ctx, signer)?;
-        let hash: String = self
-            .rpc
-            .call("author_submitExtrinsic", json!([to_hex(&xt)]))
-            .await?;
+        let (hash, nonce) = self.submit(&rt, &head, &version, signer, &call).await?;
         tracing::info!(%hash, netuid, uid, nonce, weights = uids.len(), "set_weights submitted");
         if !self.config.wait {
             return Ok(());
@@ -283,6 +275,47 @@ impl Chain for SubtensorChain {
 }
 
 impl SubtensorChain {
+    /// The signing key, which must be `hotkey`'s.
+    fn signer(&self, hotkey: &str) -> Result<&Keypair, ChainError> {
+        let signer = self.signer.as_ref().ok_or(ChainError::NoSigner)?;
+        if signer.ss58() != hotkey {
+            return Err(ChainError::WrongSigner {
+                signer: signer.ss58(),
+                hotkey: hotkey.into(),
+            });
+        }
+        Ok(signer)
+    }
+
+    /// Signs `call` (mortal from `head`, the account's next nonce) and submits it; returns the
+    /// extrinsic's hash and the nonce used.
+    async fn submit(
+        &self,
+        rt: &Runtime,
+        head: &Head,
+        version: &RuntimeVersion,
+        signer: &Keypair,
+        call: &[u8],
+    ) -> Result<(String, u32), ChainError> {
+        let nonce = self.next_nonce(&signer.ss58()).await?;
+        let genesis: String = self.rpc.call("chain_getBlockHash", json!([0])).await?;
+        let ctx = SigningContext {
+            spec_version: version.spec_version,
+            transaction_version: version.transaction_version,
+            genesis_hash: hash32(&genesis)?,
+            era: Era::mortal(self.config.period, head.number),
+            birth_hash: head.hash,
+            nonce,
+            tip: 0,
+        };
+        let (xt, _) = extrinsic::sign(rt, call, &ctx, signer)?;
+        let hash: String = self
+            .rpc
+            .call("author_submitExtrinsic", json!([to_hex(&xt)]))
+            .await?;
+        Ok((hash, nonce))
+    }
+
     /// Polls once a block until `LastUpdate[uid]` moves past `last_update` in the finalized
     /// state (success). If the account's nonce has moved but the weights have not after a few
     /// more blocks, the call failed on chain; if neither moves while the era lasts, the
@@ -340,6 +373,35 @@ pub fn set_weights_call(
             ("dests", seq(uids)),
             ("weights", seq(weights)),
             ("version_key", Arg::U(version_key as u128)),
+        ],
+    )
+}
+
+/// `SubtensorModule::serve_axon(netuid, version, ip, port, ip_type, protocol, 0, 0)`: the
+/// address validators find this hotkey's axon at (protocol 4 and the SDK version our wire
+/// protocol matches, as the SDK sends them).
+pub fn serve_axon_call(
+    rt: &Runtime,
+    netuid: u16,
+    ip: IpAddr,
+    port: u16,
+) -> Result<Vec<u8>, ChainError> {
+    let (ip, ip_type) = match ip {
+        IpAddr::V4(v4) => (u32::from(v4) as u128, 4),
+        IpAddr::V6(v6) => (u128::from(v6), 6),
+    };
+    rt.encode_call(
+        PALLET,
+        "serve_axon",
+        &[
+            ("netuid", Arg::U(netuid as u128)),
+            ("version", Arg::U(PROTOCOL_VERSION as u128)),
+            ("ip", Arg::U(ip)),
+            ("port", Arg::U(port as u128)),
+            ("ip_type", Arg::U(ip_type)),
+            ("protocol", Arg::U(4)),
+            ("placeholder1", Arg::U(0)),
+            ("placeholder2", Arg::U(0)),
         ],
     )
 }
