@@ -181,6 +181,25 @@ async fn sdk_keys(hotkey: &str) -> Value {
     sdk(json!({"op": "keys", "metadata": METADATA, "netuid": NETUID, "hotkey": hotkey})).await
 }
 
+/// The SDK's rebuild of `extrinsic` (our submission: nonce 5, mortal for 4 blocks from the
+/// node's head) as `SubtensorModule::call(args)` with our signature; checks that the bytes are
+/// equal and our signature verifies over the SDK's payload, and returns its decoding.
+async fn sdk_rebuilds(hotkey: &str, extrinsic: &str, call: &str, args: Value) -> Value {
+    let answer = sdk(json!({
+        "op": "extrinsic", "metadata": METADATA, "spec_version": SPEC, "transaction_version": 1,
+        "genesis_hash": GENESIS, "birth_hash": HEAD, "current": CURRENT, "period": 4,
+        "nonce": 5, "hotkey": hotkey, "extrinsic": extrinsic,
+        "call_function": call, "call_args": args,
+    }))
+    .await;
+    assert_eq!(answer["sdk_extrinsic"], extrinsic, "{answer}");
+    assert_eq!(answer["signature_verifies"], true, "{answer}");
+    let decoded = answer["decoded"].clone();
+    assert_eq!(decoded["call_module"], "SubtensorModule");
+    assert_eq!(decoded["call_function"], call);
+    decoded
+}
+
 #[tokio::test]
 async fn set_weights_matches_the_python_sdk_byte_for_byte() {
     let signer = Keypair::from_phrase(DEV_PHRASE).unwrap();
@@ -195,20 +214,9 @@ async fn set_weights_matches_the_python_sdk_byte_for_byte() {
     let submitted = state.lock().unwrap().submitted.clone();
     assert_eq!(submitted.len(), 1);
 
-    let (period, current) = (4, CURRENT);
-    let answer = sdk(json!({
-        "op": "extrinsic", "metadata": METADATA, "spec_version": SPEC, "transaction_version": 1,
-        "genesis_hash": GENESIS, "birth_hash": HEAD, "current": current, "period": period,
-        "nonce": 5, "hotkey": hotkey, "extrinsic": submitted[0],
-        "call_args": {"netuid": NETUID, "dests": [0, 1, 3], "weights": [9362, 18724, 65535],
-                      "version_key": 7},
-    }))
-    .await;
-    assert_eq!(answer["sdk_extrinsic"], submitted[0], "{answer}");
-    assert_eq!(answer["signature_verifies"], true, "{answer}");
-    let d = &answer["decoded"];
-    assert_eq!(d["call_module"], "SubtensorModule");
-    assert_eq!(d["call_function"], "set_weights");
+    let args = json!({"netuid": NETUID, "dests": [0, 1, 3], "weights": [9362, 18724, 65535],
+                      "version_key": 7});
+    let d = &sdk_rebuilds(&hotkey, &submitted[0], "set_weights", args).await;
     assert_eq!(d["call_args"]["netuid"], NETUID);
     assert_eq!(d["call_args"]["dests"], json!([0, 1, 3]));
     assert_eq!(d["call_args"]["weights"], json!([9362, 18724, 65535]));
@@ -233,19 +241,9 @@ async fn serve_axon_matches_the_python_sdk_byte_for_byte() {
         .unwrap();
     let submitted = state.lock().unwrap().submitted.clone();
     assert_eq!(submitted.len(), 1);
-    let answer = sdk(json!({
-        "op": "extrinsic", "metadata": METADATA, "spec_version": SPEC, "transaction_version": 1,
-        "genesis_hash": GENESIS, "birth_hash": HEAD, "current": CURRENT, "period": 4,
-        "nonce": 5, "hotkey": hotkey, "extrinsic": submitted[0],
-        "call_function": "serve_axon",
-        "call_args": {"netuid": NETUID, "version": 10_005_000, "ip": u32::from(ip), "port": 8091,
-                      "ip_type": 4, "protocol": 4, "placeholder1": 0, "placeholder2": 0},
-    }))
-    .await;
-    assert_eq!(answer["sdk_extrinsic"], submitted[0], "{answer}");
-    assert_eq!(answer["signature_verifies"], true, "{answer}");
-    let d = &answer["decoded"];
-    assert_eq!(d["call_function"], "serve_axon");
+    let args = json!({"netuid": NETUID, "version": 10_005_000, "ip": u32::from(ip), "port": 8091,
+                      "ip_type": 4, "protocol": 4, "placeholder1": 0, "placeholder2": 0});
+    let d = &sdk_rebuilds(&hotkey, &submitted[0], "serve_axon", args).await;
     assert_eq!(d["call_args"]["ip"], u32::from(ip));
     assert_eq!(d["call_args"]["port"], 8091);
 }
