@@ -108,20 +108,16 @@ pub fn assemble(public: &[u8; 32], signature: &[u8; 64], extra: &[u8], call: &[u
     out
 }
 
-/// Signs `call` with `signer` and returns the extrinsic and the payload that was signed.
+/// Signs `call` with `signer` and returns the extrinsic.
 pub fn sign(
     rt: &Runtime,
     call: &[u8],
     ctx: &SigningContext,
     signer: &Keypair,
-) -> Result<(Vec<u8>, Vec<u8>), ChainError> {
+) -> Result<Vec<u8>, ChainError> {
     let (extra, additional) = extensions(rt, ctx)?;
-    let payload = signing_payload(call, &extra, &additional);
-    let signature = signer.sign(&payload);
-    Ok((
-        assemble(&signer.public(), &signature, &extra, call),
-        payload,
-    ))
+    let signature = signer.sign(&signing_payload(call, &extra, &additional));
+    Ok(assemble(&signer.public(), &signature, &extra, call))
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use tokio::sync::Mutex;
 
 use crate::subnet::chain::{Chain, ChainError, Metagraph, normalize_weights};
 use crate::subnet::synapse::PROTOCOL_VERSION;
-use crate::subnet::wallet::{Keypair, ss58_decode};
+use crate::subnet::wallet::Keypair;
 use extrinsic::{Era, SigningContext};
 use rpc::{Rpc, from_hex, hash32, to_hex};
 use runtime::{Arg, Runtime};
@@ -162,23 +162,41 @@ impl SubtensorChain {
             .await
     }
 
-    /// The blocks left before `uid` may set weights again (0 when it may now).
+    /// The head, its runtime version and the runtime's metadata: what every extrinsic needs.
+    async fn at_head(&self) -> Result<(Head, RuntimeVersion, Arc<Runtime>), ChainError> {
+        let head = self.head().await?;
+        let version = self.runtime_version(&head).await?;
+        let rt = self.runtime(&head, version.spec_version).await?;
+        Ok((head, version, rt))
+    }
+
+    /// The block `uid` last set weights at (`LastUpdate`, 0 when never).
+    async fn last_update(&self, rt: &Runtime, at: &Head, uid: u16) -> Result<u64, ChainError> {
+        Ok(self
+            .storage::<Vec<u64>>(rt, at, "LastUpdate", &[self.config.netuid.encode()])
+            .await?
+            .unwrap_or_default()
+            .get(uid as usize)
+            .copied()
+            .unwrap_or(0))
+    }
+
+    /// `uid`'s last update and the blocks left before it may set weights again (0 when it may
+    /// now).
     async fn rate_limit(
         &self,
         rt: &Runtime,
         at: &Head,
         uid: u16,
     ) -> Result<(u64, u64), ChainError> {
-        let netuid = self.config.netuid.encode();
-        let last = self
-            .storage::<Vec<u64>>(rt, at, "LastUpdate", std::slice::from_ref(&netuid))
-            .await?
-            .unwrap_or_default()
-            .get(uid as usize)
-            .copied()
-            .unwrap_or(0);
+        let last = self.last_update(rt, at, uid).await?;
         let limit = self
-            .storage::<u64>(rt, at, "WeightsSetRateLimit", &[netuid])
+            .storage::<u64>(
+                rt,
+                at,
+                "WeightsSetRateLimit",
+                &[self.config.netuid.encode()],
+            )
             .await?
             .unwrap_or(0);
         // The SDK sets weights only while `blocks since last update > rate limit`.
@@ -210,9 +228,7 @@ impl Chain for SubtensorChain {
 
     async fn serve_axon(&self, hotkey: &str, ip: IpAddr, port: u16) -> Result<(), ChainError> {
         let signer = self.signer(hotkey)?;
-        let head = self.head().await?;
-        let version = self.runtime_version(&head).await?;
-        let rt = self.runtime(&head, version.spec_version).await?;
+        let (head, version, rt) = self.at_head().await?;
         let call = serve_axon_call(&rt, self.config.netuid, ip, port)?;
         let (hash, nonce) = self.submit(&rt, &head, &version, signer, &call).await?;
         tracing::info!(%hash, nonce, %ip, port, "serve_axon submitted");
@@ -229,13 +245,14 @@ impl Chain for SubtensorChain {
         let signer = self.signer(hotkey)?;
         let (uids, weights) = normalize_weights(uids, weights)?;
         let netuid = self.config.netuid;
-        let head = self.head().await?;
-        let version = self.runtime_version(&head).await?;
-        let rt = self.runtime(&head, version.spec_version).await?;
-
-        let account = ss58_decode(hotkey).map_err(|e| ChainError::BadWeights(e.to_string()))?;
+        let (head, version, rt) = self.at_head().await?;
         let uid = self
-            .storage::<u16>(&rt, &head, "Uids", &[netuid.encode(), account.to_vec()])
+            .storage::<u16>(
+                &rt,
+                &head,
+                "Uids",
+                &[netuid.encode(), signer.public().to_vec()],
+            )
             .await?
             .ok_or_else(|| ChainError::NotRegistered {
                 hotkey: hotkey.into(),
@@ -308,7 +325,7 @@ impl SubtensorChain {
             nonce,
             tip: 0,
         };
-        let (xt, _) = extrinsic::sign(rt, call, &ctx, signer)?;
+        let xt = extrinsic::sign(rt, call, &ctx, signer)?;
         let hash: String = self
             .rpc
             .call("author_submitExtrinsic", json!([to_hex(&xt)]))
@@ -335,7 +352,7 @@ impl SubtensorChain {
         for _ in 0..self.config.period + FINALITY_BLOCKS as u64 + 1 {
             tokio::time::sleep(self.config.block_time).await;
             let head = self.head().await?;
-            let (now, _) = self.rate_limit(rt, &head, uid).await?;
+            let now = self.last_update(rt, &head, uid).await?;
             if now > last_update {
                 tracing::info!(%hash, block = now, "weights set");
                 return Ok(());
