@@ -15,7 +15,7 @@ use crate::agent::AgentConfig;
 use crate::config::Settings;
 use crate::dataset::{ExportOptions, RecordStore, export};
 use crate::eval::EvalConfig;
-use crate::neurons::local::{RoundConfig, pick_task, run_round};
+use crate::neurons::local::{RoundConfig, TaskSource, pick_task, run_round};
 
 #[derive(Debug, Args)]
 pub struct LocalArgs {
@@ -54,9 +54,8 @@ pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
     forge.suite_timeout = Duration::from_secs(180);
 
     let steps = Steps::new("choosing a task (forging one if the store is empty)");
+    let source = TaskSource { packages, forge };
     let mut cfg = RoundConfig {
-        packages,
-        forge,
         agent: AgentConfig {
             max_steps: args.max_steps,
             wall: Duration::from_secs(args.wall),
@@ -74,7 +73,7 @@ pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
         netuid: settings.netuid,
         store: args.store.path(settings),
     };
-    let task = pick_task(&engine, &store, &cfg, records.len()).await;
+    let task = pick_task(&engine, &store, &source, records.len()).await;
     steps.finish();
     let task = task?;
     eprintln!(

@@ -18,7 +18,7 @@ use crate::agent::AgentConfig;
 use crate::config::Settings;
 use crate::dataset::RecordStore;
 use crate::eval::EvalConfig;
-use crate::neurons::local::{RoundConfig, WEIGHTS_VERSION_KEY, pick_task};
+use crate::neurons::local::{TaskSource, WEIGHTS_VERSION_KEY, pick_task};
 use crate::neurons::miner::Miner;
 use crate::neurons::validator::{Scores, Validator};
 use crate::subnet::{Axon, AxonConfig, Chain, Dendrite, Metagraph, Neuron};
@@ -151,10 +151,9 @@ pub async fn validator(args: ValidatorArgs, settings: &Settings) -> anyhow::Resu
     let chain = chain(settings, Some(key.clone()), true)?;
     let engine = super::engine(settings).await?;
     super::image::ensure_base_image(&engine, settings, false).await?;
-    let store_path = args.store.path(settings);
     let store = args.store.open(settings)?;
     let mut records = RecordStore::open(&super::dataset_cmd::records_path(settings))?;
-    let mut scores = Scores::load(&settings.data_dir.join("validator").join("scores.json"));
+    let mut scores = Scores::load_in(&settings.data_dir);
     let (judge, _server) = llm_for(settings).await?;
     let validator = Validator {
         engine: engine.clone(),
@@ -169,14 +168,9 @@ pub async fn validator(args: ValidatorArgs, settings: &Settings) -> anyhow::Resu
     };
     let mut forge = forge_config(settings);
     forge.per_package = 1;
-    let picking = RoundConfig {
+    let source = TaskSource {
         packages: ranking_queue(0),
         forge,
-        agent: AgentConfig::default(),
-        eval: validator.eval.clone(),
-        data_dir: settings.data_dir.clone(),
-        netuid: settings.netuid,
-        store: store_path,
     };
     let mut round = 0u64;
     while args.rounds.is_none_or(|n| round < n) {
@@ -200,7 +194,7 @@ pub async fn validator(args: ValidatorArgs, settings: &Settings) -> anyhow::Resu
             tracing::warn!("no miner serves an axon on this subnet; waiting");
             continue;
         }
-        let task = pick_task(&engine, &store, &picking, records.len()).await?;
+        let task = pick_task(&engine, &store, &source, records.len()).await?;
         let results = validator
             .round(&task, &miners, &mut scores, &mut records, &round_id)
             .await?;

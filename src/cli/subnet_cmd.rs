@@ -95,7 +95,7 @@ pub fn chain(settings: &Settings, signer: Option<Keypair>, wait: bool) -> anyhow
 }
 
 pub fn local_chain(settings: &Settings) -> LocalChain {
-    LocalChain::new(&settings.data_dir.join("chain"), settings.netuid)
+    LocalChain::in_data_dir(&settings.data_dir, settings.netuid)
 }
 
 pub fn wallet(settings: &Settings) -> Wallet {

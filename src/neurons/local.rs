@@ -21,12 +21,17 @@ use crate::subnet::{
 };
 use crate::tasks::{Forge, ForgeConfig, Task, TaskStore};
 
+/// Where a round's task comes from when the store has none.
+#[derive(Debug, Clone)]
+pub struct TaskSource {
+    /// Packages to forge from (`name` or `name==version`), in order.
+    pub packages: Vec<(String, Option<String>)>,
+    pub forge: ForgeConfig,
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct RoundConfig {
-    /// Packages to forge from when the store has no task (`name` or `name==version`).
-    pub packages: Vec<(String, Option<String>)>,
-    pub forge: ForgeConfig,
     pub agent: AgentConfig,
     pub eval: EvalConfig,
     /// Where the local subnet lives: `wallets/` (the validator's and the miner's hotkeys),
@@ -79,11 +84,11 @@ pub enum RoundError {
 pub async fn pick_task(
     engine: &Engine,
     store: &TaskStore,
-    cfg: &RoundConfig,
+    source: &TaskSource,
     rotation: u64,
 ) -> Result<Task, RoundError> {
     let stored = store.all(None)?;
-    let forge = Forge::new(engine, cfg.forge.clone())?;
+    let forge = Forge::new(engine, source.forge.clone())?;
     if !stored.is_empty() {
         let task = &stored[(rotation % stored.len() as u64) as usize];
         if engine.image_exists(&task.image).await.unwrap_or(false) {
@@ -96,7 +101,7 @@ pub async fn pick_task(
             .ok_or_else(|| RoundError::NoTask(format!("{} left the store", task.instance_id)));
     }
     let mut reasons = Vec::new();
-    for (name, version) in &cfg.packages {
+    for (name, version) in &source.packages {
         let report = forge
             .forge_package(name, version.as_deref(), Some(store))
             .await?;
@@ -138,7 +143,7 @@ pub async fn run_round(
 ) -> Result<RoundReport, RoundError> {
     let validator_key = local_key(&cfg.data_dir, "validator")?;
     let miner_key = local_key(&cfg.data_dir, "miner")?;
-    let chain = LocalChain::new(&cfg.data_dir.join("chain"), cfg.netuid);
+    let chain = LocalChain::in_data_dir(&cfg.data_dir, cfg.netuid);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(RoundError::Axon)?;
@@ -176,7 +181,7 @@ pub async fn run_round(
         time_limit: cfg.agent.wall + Duration::from_secs(150),
         judge: Some((llm.clone(), cfg.agent.budget)),
     };
-    let mut scores = Scores::load(&cfg.data_dir.join("validator").join("scores.json"));
+    let mut scores = Scores::load_in(&cfg.data_dir);
     let miners: Vec<Neuron> = metagraph
         .neurons
         .iter()

@@ -16,7 +16,7 @@ use agentao::neurons::validator::{DUPLICATE_FLOOR, EMA_ALPHA, Scores, Validator}
 use agentao::subnet::{
     Axon, AxonConfig, Chain, Dendrite, Keypair, LocalChain, Metagraph, Neuron, Wallet,
 };
-use agentao::tasks::{ForgeConfig, Task, TaskStore};
+use agentao::tasks::{Task, TaskStore};
 use serde_json::json;
 
 use crate::agent::{one_line_fix, tool_call};
@@ -93,8 +93,6 @@ async fn a_local_round_goes_over_the_wire_and_sets_weights() {
     TaskStore::open(&store).unwrap().put(&task).unwrap();
     let mut records = RecordStore::open(&dir.path().join("records.jsonl")).unwrap();
     let cfg = RoundConfig {
-        packages: Vec::new(),
-        forge: ForgeConfig::new(dir.path()),
         agent: agent(&run),
         eval: EvalConfig {
             run_id: run.clone(),
