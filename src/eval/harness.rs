@@ -95,6 +95,25 @@ pub enum Outcome {
     EnvironmentError { message: String },
 }
 
+impl Outcome {
+    /// The outcome's name, as serialised (`resolved`, `patch_rejected`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Resolved => "resolved",
+            Outcome::Unresolved => "unresolved",
+            Outcome::EmptyPatch => "empty_patch",
+            Outcome::PatchRejected { .. } => "patch_rejected",
+            Outcome::ApplyFailed => "apply_failed",
+            Outcome::TimedOut => "timed_out",
+            Outcome::OutOfMemory => "out_of_memory",
+            Outcome::DiskLimitExceeded => "disk_limit_exceeded",
+            Outcome::Tampered { .. } => "tampered",
+            Outcome::Crashed { .. } => "crashed",
+            Outcome::EnvironmentError { .. } => "environment_error",
+        }
+    }
+}
+
 /// How the patch went in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -7,6 +7,7 @@
 //! SWE-bench-shaped reports (`run.rs`).
 //! Uses `sandbox/` and the task model; knows nothing of miners, scores or the subnet.
 
+pub mod adversarial;
 pub mod harness;
 pub mod patch;
 pub mod policy;

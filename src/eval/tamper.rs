@@ -51,7 +51,6 @@ const RULES: &[(&str, &str, bool)] = &[
     ("junit", FRAMEWORK, true),
     ("xunit", FRAMEWORK, true),
     ("agentao", FRAMEWORK, false),
-    ("AGENTAO", FRAMEWORK, false),
     ("atexit", EXIT, false),
     ("_exit", EXIT, false),
     ("sys.exit", EXIT, false),
@@ -82,6 +81,9 @@ const RULES: &[(&str, &str, bool)] = &[
     ("__code__", INTROSPECTION, false),
     ("__globals__", INTROSPECTION, false),
     ("__closure__", INTROSPECTION, false),
+    ("cell_contents", INTROSPECTION, false),
+    ("__defaults__", INTROSPECTION, false),
+    ("__kwdefaults__", INTROSPECTION, false),
     ("__subclasses__", INTROSPECTION, false),
     ("__builtins__", INTROSPECTION, false),
     ("builtins", INTROSPECTION, false),
@@ -131,6 +133,10 @@ fn is_ident(b: u8) -> bool {
 /// Whether `token` occurs in `line` as a name (not inside a longer identifier; a call token
 /// such as `exec(` not as a method, `re.compile(` is fine).
 fn occurs(line: &str, token: &str) -> bool {
+    if token == "agentao" {
+        // The harness's names, in any case and inside longer words (`AGENTAO1`).
+        return line.to_ascii_lowercase().contains(token);
+    }
     let bytes = line.as_bytes();
     let t = token.as_bytes();
     let starts_ident = t.first().copied().is_some_and(is_ident);
@@ -250,6 +256,7 @@ mod tests {
         assert!(!occurs("if empty:", "pty"));
         assert!(occurs("os._exit(0)", "_exit"));
         assert!(occurs("sys.modules['x'] = y", "sys.modules"));
+        assert!(occurs("print('AGENTAO1 1 ab')", "agentao"));
     }
 
     #[test]
