@@ -86,7 +86,7 @@ fn parse_gold(patch: &str) -> Result<Gold<'_>, String> {
     // Code goes in before the first changed line, so it runs whether or not the fix is kept.
     let fix_line = lines
         .iter()
-        .position(|l| is_change(l))
+        .position(is_change)
         .ok_or("the reference fix changes no line")?;
     let fix = lines
         .iter()
