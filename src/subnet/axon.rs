@@ -200,8 +200,7 @@ impl Axon {
                 http.timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(cfg.header_timeout);
                 tokio::spawn(async move {
-                    let conn =
-                        http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
                     if let Err(e) = conn.await {
                         tracing::debug!("axon connection ended: {e}");
                     }
@@ -433,10 +432,7 @@ async fn read_body(
     if let Some(len) = declared
         && len > max as u64
     {
-        return Err(Refusal(
-            413,
-            format!("body of {len} bytes exceeds {max}"),
-        ));
+        return Err(Refusal(413, format!("body of {len} bytes exceeds {max}")));
     }
     let read = async {
         let mut out = Vec::with_capacity(declared.map_or(0, |l| l as usize));
@@ -450,12 +446,9 @@ async fn read_body(
         }
         Ok(out)
     };
-    tokio::time::timeout(deadline, read).await.map_err(|_| {
-        Refusal(
-            408,
-            format!("body not received within {:?}", deadline),
-        )
-    })?
+    tokio::time::timeout(deadline, read)
+        .await
+        .map_err(|_| Refusal(408, format!("body not received within {:?}", deadline)))?
 }
 
 async fn handle<T: SynapseBody>(

@@ -128,7 +128,8 @@ pub fn py_float(v: f64) -> String {
 /// The body hash of a synapse that hashes no fields (SHA3-256 of the empty string): what every
 /// SDK class without `required_hash_fields` computes, the original subnet's `CodingTask` among
 /// them.
-pub const HASH_OF_NOTHING: &str = "a7ffc6f8bf1ed76651c14756a061d662f580ff4de43b49fa82d80a4b80f8434a";
+pub const HASH_OF_NOTHING: &str =
+    "a7ffc6f8bf1ed76651c14756a061d662f580ff4de43b49fa82d80a4b80f8434a";
 
 /// A synapse's own fields.
 pub trait SynapseBody:
@@ -489,7 +490,11 @@ mod tests {
         let get = |k: &str| h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("bt_header_input_obj_repo"), Some("IiI="));
         assert_eq!(get("bt_header_input_obj_problem_statement"), Some("IiI="));
-        assert_eq!(get("bt_header_input_obj_patch"), None, "patch is None: no header");
+        assert_eq!(
+            get("bt_header_input_obj_patch"),
+            None,
+            "patch is None: no header"
+        );
         assert_eq!(get("bt_header_input_obj_time_limit"), Some("MC4w"), "0.0");
         assert_eq!(get("bt_header_input_obj_prompt_tokens"), Some("MA=="), "0");
         assert_eq!(get("computed_body_hash"), Some(s.body_hash().as_str()));

@@ -316,3 +316,222 @@ async fn bad_requests_never_reach_the_handler() {
     );
     server.abort();
 }
+
+/// The original subnet's class exactly as published: no defaults for `repo` and
+/// `problem_statement`, no hash fields.
+const ORIGINAL: &str = r#"
+import asyncio, json, sys, time, typing
+import requests
+import bittensor as bt
+import bittensor.utils.networking as net
+net.get_external_ip = lambda: "127.0.0.1"
+
+class CodingTask(bt.Synapse):
+    repo: str
+    problem_statement: str
+    patch: typing.Optional[str] = ""
+"#;
+
+/// agentao's `CodingTask` as a Python SDK class: the original three fields, ours with
+/// defaults, and the fields the body hash covers.
+const AGENTAO: &str = r#"
+import asyncio, json, sys, time, typing
+import requests
+import bittensor as bt
+import bittensor.utils.networking as net
+net.get_external_ip = lambda: "127.0.0.1"
+
+class CodingTask(bt.Synapse):
+    required_hash_fields: typing.ClassVar[tuple[str, ...]] = (
+        "repo", "problem_statement", "task_id", "version", "hints", "time_limit")
+    repo: str = ""
+    problem_statement: str = ""
+    patch: typing.Optional[str] = ""
+    task_id: str = ""
+    version: str = ""
+    hints: str = ""
+    time_limit: float = 0.0
+    agent_name: str = ""
+"#;
+
+/// Runs a Python script (the SDK's venv) with `args`; asserts it succeeded and returns its last
+/// stdout line as JSON.
+async fn python_json(script: String, args: Vec<String>) -> serde_json::Value {
+    let python = bittensor().await;
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .args(["-c", &script])
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("")).unwrap()
+}
+
+/// A validator wallet for the Python side, and our axon that lets it in.
+async fn axon_for_python(
+    cfg: AxonConfig,
+) -> (
+    tempfile::TempDir,
+    Wallet,
+    Keypair,
+    u16,
+    Arc<AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let caller = Wallet::new(dir.path(), "validator", "default");
+    let key = caller.create_hotkey().unwrap();
+    let (ours, _) = Keypair::generate();
+    let metagraph = Metagraph {
+        netuid: 62,
+        neurons: vec![neuron(0, &key.ss58(), true, 100.0)],
+    };
+    let (port, calls, server) = our_axon(ours.clone(), metagraph, cfg).await;
+    (dir, caller, ours, port, calls, server)
+}
+
+/// Issue 17, item 3: an SDK dendrite's concurrent calls carry increasing nonces that arrive
+/// out of order; the SDK's axon answers them all, and so must ours. Replays and forged
+/// signatures are still refused. The axon runs on several threads, as in `agentao miner`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_calls_from_one_sdk_dendrite_are_all_answered() {
+    let (dir, _, ours, port, calls, server) = axon_for_python(AxonConfig::default()).await;
+    let script = format!(
+        r#"{ORIGINAL}
+w = bt.Wallet(name="validator", hotkey="default", path=sys.argv[1])
+d = bt.Dendrite(wallet=w)
+info = bt.AxonInfo(version=1, ip="127.0.0.1", port={port}, ip_type=4, hotkey=sys.argv[2], coldkey=sys.argv[2])
+runs = []
+for _ in range(3):
+    rs = d.query([info] * 20, CodingTask(repo="pypi/idna", problem_statement="fix it"), timeout=20)
+    runs.append([[r.axon.status_code, r.axon.status_message, r.patch] for r in rs])
+url = "http://127.0.0.1:{port}/CodingTask"
+s = d.preprocess_synapse_for_request(info, CodingTask(repo="pypi/x", problem_statement="p"), 20)
+h, body = s.to_headers(), s.model_dump()
+first = requests.post(url, headers=h, json=body).status_code
+replay = requests.post(url, headers=h, json=body)
+s = d.preprocess_synapse_for_request(info, CodingTask(repo="pypi/x", problem_statement="p"), 20)
+h = s.to_headers()
+h["bt_header_dendrite_signature"] = "0x" + "11" * 64
+forged = requests.post(url, headers=h, json=s.model_dump())
+print(json.dumps({{"runs": runs, "first": first,
+    "replay": [replay.status_code, replay.json()["message"]],
+    "forged": [forged.status_code, forged.json()["message"]]}}))
+"#
+    );
+    let got = python_json(script, vec![dir.path().display().to_string(), ours.ss58()]).await;
+    server.abort();
+    for (i, run) in got["runs"].as_array().unwrap().iter().enumerate() {
+        let answers = run.as_array().unwrap();
+        assert_eq!(answers.len(), 20);
+        for a in answers {
+            assert_eq!(a[0], 200, "run {i}: {a}");
+            assert_eq!(a[2], "patch for pypi/idna", "run {i}: {a}");
+        }
+    }
+    assert_eq!(got["first"], 200);
+    assert_eq!(got["replay"][0], 401, "{}", got["replay"]);
+    assert_eq!(got["forged"][0], 401, "{}", got["forged"]);
+    assert!(
+        got["forged"][1]
+            .as_str()
+            .unwrap()
+            .contains("signature mismatch")
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 61, "60 calls and one request");
+}
+
+/// Issue 17, item 5: what an SDK dendrite reads from our refusals and answers: a body over
+/// the limit is a 413 with our message (not "unexpected mimetype"), a body that does not
+/// match its signed hash and a tampered hash are 401, and an answer carries the axon's
+/// address and the size headers, so `r.axon.ip` is set.
+#[tokio::test]
+async fn the_sdk_dendrite_reads_our_refusals_and_answers() {
+    let (dir, _, ours, port, calls, server) = axon_for_python(AxonConfig::default()).await;
+    let script = format!(
+        r#"{AGENTAO}
+class OtherHash(bt.Synapse):
+    required_hash_fields: typing.ClassVar[tuple[str, ...]] = ("repo",)
+    repo: str = ""
+    problem_statement: str = ""
+    task_id: str = ""
+OtherHash.__name__ = "CodingTask"
+w = bt.Wallet(name="validator", hotkey="default", path=sys.argv[1])
+d = bt.Dendrite(wallet=w)
+info = bt.AxonInfo(version=1, ip="127.0.0.1", port={port}, ip_type=4, hotkey=sys.argv[2], coldkey=sys.argv[2])
+url = "http://127.0.0.1:{port}/CodingTask"
+out = {{}}
+r = d.query(info, CodingTask(repo="pypi/x", problem_statement="x" * 2_000_000), timeout=20)
+out["big"] = [r.axon.status_code, r.dendrite.status_code, r.axon.status_message]
+r = d.query(info, CodingTask(repo="pypi/x", problem_statement="p", task_id="t1", time_limit=5.0), timeout=20)
+out["ok"] = [r.axon.status_code, r.patch, r.axon.ip, r.axon.port, r.axon.hotkey]
+r = d.query(info, OtherHash(repo="pypi/x", problem_statement="p", task_id="t2"), timeout=20)
+out["other_hash"] = [r.axon.status_code, r.axon.status_message]
+s = d.preprocess_synapse_for_request(info, CodingTask(repo="pypi/x", problem_statement="p", task_id="t3"), 20)
+body = s.model_dump()
+body["problem_statement"] = "something else"
+r = requests.post(url, headers=s.to_headers(), json=body)
+out["altered"] = [r.status_code, r.headers.get("content-type"), r.json()["message"]]
+s = d.preprocess_synapse_for_request(info, CodingTask(repo="pypi/x", problem_statement="p", task_id="t4"), 20)
+h = s.to_headers()
+h["computed_body_hash"] = "00" * 32
+r = requests.post(url, headers=h, json=s.model_dump())
+out["tampered"] = [r.status_code, r.json()["message"]]
+s = d.preprocess_synapse_for_request(info, CodingTask(repo="pypi/x", problem_statement="p", task_id="t5"), 20)
+r = requests.post(url, headers=s.to_headers(), json=s.model_dump())
+out["headers"] = {{k: r.headers.get(k) for k in ["bt_header_axon_ip", "bt_header_axon_port", "header_size", "total_size", "computed_body_hash", "name"]}}
+out["content_length"] = len(r.content)
+r = requests.get("http://127.0.0.1:{port}/Nope")
+out["unknown"] = [r.status_code, r.headers.get("content-type"), r.json()["message"]]
+print(json.dumps(out))
+"#
+    );
+    let got = python_json(script, vec![dir.path().display().to_string(), ours.ss58()]).await;
+    server.abort();
+    assert_eq!(got["big"][0], 413, "{got}");
+    assert_eq!(got["big"][1], 413, "{got}");
+    assert!(got["big"][2].as_str().unwrap().contains("exceeds"), "{got}");
+    assert_eq!(got["ok"][0], 200, "{got}");
+    assert_eq!(got["ok"][1], "patch for pypi/x");
+    assert_eq!(got["ok"][2], "127.0.0.1", "r.axon.ip is set");
+    assert_eq!(got["ok"][3], port);
+    assert_eq!(got["ok"][4], ours.ss58());
+    assert_eq!(got["other_hash"][0], 401, "{got}");
+    assert_eq!(got["altered"][0], 401, "{got}");
+    assert_eq!(got["altered"][1], "application/json");
+    assert!(
+        got["altered"][2]
+            .as_str()
+            .unwrap()
+            .contains("does not match")
+    );
+    assert_eq!(got["tampered"][0], 401, "{got}");
+    assert!(got["tampered"][1].as_str().unwrap().contains("signature"));
+    let h = &got["headers"];
+    assert_eq!(h["bt_header_axon_ip"], "127.0.0.1", "{got}");
+    assert_eq!(h["bt_header_axon_port"], port.to_string());
+    assert_eq!(h["name"], "CodingTask");
+    assert_eq!(
+        h["total_size"],
+        got["content_length"].to_string(),
+        "total_size is the answer's length"
+    );
+    assert!(h["header_size"].as_str().unwrap().parse::<u64>().unwrap() > 0);
+    assert_eq!(h["computed_body_hash"].as_str().unwrap().len(), 64);
+    assert_eq!(got["unknown"][0], 404, "{got}");
+    assert_eq!(got["unknown"][1], "application/json");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "only the two good requests"
+    );
+}
