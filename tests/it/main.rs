@@ -13,3 +13,4 @@ mod sandbox;
 mod subnet;
 mod subtensor;
 mod support;
+mod validator;

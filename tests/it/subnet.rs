@@ -28,7 +28,7 @@ class CodingTask(bt.Synapse):
     cost: float = 0.0
 "#;
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -319,7 +319,7 @@ async fn bad_requests_never_reach_the_handler() {
 
 /// The original subnet's class exactly as published: no defaults for `repo` and
 /// `problem_statement`, no hash fields.
-const ORIGINAL: &str = r#"
+pub(crate) const ORIGINAL: &str = r#"
 import asyncio, json, sys, time, typing
 import requests
 import bittensor as bt
@@ -842,7 +842,7 @@ async fn slow_clients_are_cut_off_and_connections_are_capped() {
 
 /// A miner that answers 200 with a huge body, with or without its length announced;
 /// counts the bytes it managed to send.
-async fn hostile_axon(chunked: bool) -> (u16, Arc<AtomicUsize>) {
+pub(crate) async fn hostile_axon(chunked: bool) -> (u16, Arc<AtomicUsize>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -900,6 +900,9 @@ async fn hostile_axon(chunked: bool) -> (u16, Arc<AtomicUsize>) {
                     }
                     written += piece.len();
                     counter.fetch_add(piece.len(), Ordering::SeqCst);
+                }
+                if chunked {
+                    let _ = sock.write_all(b"0\r\n\r\n").await;
                 }
             });
         }
