@@ -19,8 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::scoring::{final_score, judged_quality, time_score};
 use crate::dataset::{Record, RecordStore};
-use crate::eval::Outcome;
-use crate::eval::{EvalConfig, evaluate};
+use crate::eval::{EvalConfig, Outcome, evaluate};
 use crate::llm::{Budget, LlmClient, judge::judge};
 use crate::sandbox::Engine;
 use crate::subnet::{AxonTarget, CallFailure, CodingTask, Dendrite, Metagraph, Neuron};

@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -74,6 +75,8 @@ pub struct Dendrite {
     max_answer_bytes: usize,
     /// Hotkeys whose axons took only the original protocol's hash of nothing last time.
     original: Mutex<HashSet<String>>,
+    /// The last nonce used: each call gets a larger one, even within one clock tick.
+    last_nonce: AtomicI64,
 }
 
 impl Dendrite {
@@ -87,6 +90,7 @@ impl Dendrite {
                 .unwrap_or_default(),
             max_answer_bytes: DEFAULT_MAX_ANSWER_BYTES,
             original: Mutex::new(HashSet::new()),
+            last_nonce: AtomicI64::new(0),
         }
     }
 
@@ -120,7 +124,14 @@ impl Dendrite {
         hash_nothing: bool,
     ) -> (Synapse<T>, Vec<(String, String)>) {
         let mut synapse = Synapse::new(body, timeout.as_secs_f64());
-        let nonce = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+        let nonce = match self
+            .last_nonce
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
+                Some(now.max(last.saturating_add(1)))
+            }) {
+            Ok(last) | Err(last) => now.max(last.saturating_add(1)),
+        };
         let body_hash = if hash_nothing {
             HASH_OF_NOTHING.to_owned()
         } else {

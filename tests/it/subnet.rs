@@ -465,6 +465,11 @@ class OtherHash(bt.Synapse):
     problem_statement: str = ""
     task_id: str = ""
 OtherHash.__name__ = "CodingTask"
+class Unbound(bt.Synapse):
+    repo: str = ""
+    problem_statement: str = ""
+    task_id: str = ""
+Unbound.__name__ = "CodingTask"
 w = bt.Wallet(name="validator", hotkey="default", path=sys.argv[1])
 d = bt.Dendrite(wallet=w)
 info = bt.AxonInfo(version=1, ip="127.0.0.1", port={port}, ip_type=4, hotkey=sys.argv[2], coldkey=sys.argv[2])
@@ -476,6 +481,8 @@ r = d.query(info, CodingTask(repo="pypi/x", problem_statement="p", task_id="t1",
 out["ok"] = [r.axon.status_code, r.patch, r.axon.ip, r.axon.port, r.axon.hotkey]
 r = d.query(info, OtherHash(repo="pypi/x", problem_statement="p", task_id="t2"), timeout=20)
 out["other_hash"] = [r.axon.status_code, r.axon.status_message]
+r = d.query(info, Unbound(repo="pypi/x", problem_statement="p", task_id="t6"), timeout=20)
+out["unbound"] = [r.axon.status_code, r.axon.status_message]
 s = d.preprocess_synapse_for_request(info, CodingTask(repo="pypi/x", problem_statement="p", task_id="t3"), 20)
 body = s.model_dump()
 body["problem_statement"] = "something else"
@@ -506,6 +513,9 @@ print(json.dumps(out))
     assert_eq!(got["ok"][3], port);
     assert_eq!(got["ok"][4], ours.ss58());
     assert_eq!(got["other_hash"][0], 401, "{got}");
+    // The hash of nothing (the original class's) binds nothing: taken only for a body of the
+    // original shape, not for one that carries our task id.
+    assert_eq!(got["unbound"][0], 401, "{got}");
     assert_eq!(got["altered"][0], 401, "{got}");
     assert_eq!(got["altered"][1], "application/json");
     assert!(
