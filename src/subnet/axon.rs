@@ -18,7 +18,8 @@
 //! was never used, is above the floor and is fresh. A replay is refused exactly as in the SDK;
 //! an out-of-order arrival is taken, as the SDK's dendrite expects. Two more rules than the
 //! SDK: the freshness window applies to every nonce, not just the first, and the `timeout`
-//! that widens it (an unsigned header) is capped at [`AxonConfig::max_timeout`]; and a nonce
+//! that widens it (an unsigned header) counts for at most [`AxonConfig::max_window_timeout`]
+//! (60 s: no never-seen request older than 64 s is taken, whatever it claims); and a nonce
 //! older than the axon's own start is refused, so a request captured before a restart cannot be
 //! replayed after it. The book lives in memory: refusing what predates the start needs no disk
 //! write per request and loses nothing a restart could replay (a clock behind ours by `d`
@@ -67,9 +68,12 @@ pub struct AxonConfig {
     pub min_stake: f64,
     /// Requests handled at once; more wait, highest stake first.
     pub max_concurrent: usize,
-    /// The largest `timeout` honoured: a request's handler budget and the widening of its
-    /// nonce window are capped at this (the original validator gave miners 600 s).
+    /// The largest `timeout` honoured as the handler's budget (the original validator gave
+    /// miners 600 s).
     pub max_timeout: Duration,
+    /// The most a request's `timeout` widens its nonce window (4 s + timeout). The header is
+    /// unsigned, so this bounds how old a request never seen before may be.
+    pub max_window_timeout: Duration,
     /// Connections open at once; more wait in the listen backlog.
     pub max_connections: usize,
     /// A request's headers must arrive within this; an idle keep-alive connection is closed
@@ -86,7 +90,8 @@ impl Default for AxonConfig {
             require_validator_permit: true,
             min_stake: 0.0,
             max_concurrent: 16,
-            max_timeout: Duration::from_secs(900),
+            max_timeout: Duration::from_secs(3600),
+            max_window_timeout: Duration::from_secs(60),
             max_connections: 256,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
@@ -480,14 +485,13 @@ async fn handle<T: SynapseBody>(
     };
     let claimed = header(headers, "computed_body_hash").unwrap_or("");
     let endpoint = format!("{hotkey}:{uuid}");
+    let widest = cfg.max_window_timeout.as_nanos().min(i64::MAX as u128) as i64;
+    let widening = ((timeout * 1e9) as i64).min(widest);
     let window = |now: i64| {
         now.saturating_sub(ALLOWED_DELTA_NS)
-            .saturating_sub((timeout * 1e9) as i64)
+            .saturating_sub(widening)
     };
-    let horizon = |now: i64| {
-        now.saturating_sub(ALLOWED_DELTA_NS)
-            .saturating_sub(cfg.max_timeout.as_nanos().min(i64::MAX as u128) as i64)
-    };
+    let horizon = |now: i64| now.saturating_sub(ALLOWED_DELTA_NS).saturating_sub(widest);
     {
         let now = now_ns();
         let book = state.nonces.lock().expect("nonce lock");

@@ -601,7 +601,7 @@ fn now_ns() -> i64 {
 
 /// Issue 13: the unsigned `timeout` header widened the nonce window (`1e9`), overflowed it
 /// (`-1e12`) and panicked a connection (`1e300`). Any value now gets an answer; nonsense is a
-/// 400, and the widening is capped at `max_timeout`.
+/// 400, and the widening is capped at `max_window_timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_header_value_panics_and_the_timeout_cannot_widen_the_nonce_window() {
     let (ours, _) = Keypair::generate();
@@ -613,7 +613,7 @@ async fn no_header_value_panics_and_the_timeout_cannot_widen_the_nonce_window() 
     let (port, calls, server) =
         our_axon(ours.clone(), metagraph.clone(), AxonConfig::default()).await;
     let capped = AxonConfig {
-        max_timeout: Duration::from_secs(1),
+        max_window_timeout: Duration::from_secs(1),
         ..AxonConfig::default()
     };
     let (capped_port, capped_calls, capped_server) =
@@ -687,7 +687,7 @@ async fn no_header_value_panics_and_the_timeout_cannot_widen_the_nonce_window() 
     assert_eq!(calls.load(Ordering::SeqCst), answered);
 
     // A nonce 5.5 s old, never used, with `timeout: 1e9`: the capped axon's window is
-    // 4 s + 1 s, the default one's 4 s + 900 s.
+    // 4 s + 1 s, the default one's 4 s + 60 s.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let old = started + 500_000_000;
     for (p, want) in [(capped_port, 401), (port, 200)] {
