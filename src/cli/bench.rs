@@ -193,9 +193,15 @@ import bittensor as bt
 import bittensor.utils.networking as net
 net.get_external_ip = lambda: "127.0.0.1"
 class CodingTask(bt.Synapse):
+    required_hash_fields: typing.ClassVar[tuple[str, ...]] = (
+        "repo", "problem_statement", "task_id", "version", "hints", "time_limit")
     repo: str = ""
     problem_statement: str = ""
     patch: typing.Optional[str] = ""
+    task_id: str = ""
+    version: str = ""
+    hints: str = ""
+    time_limit: float = 0.0
 def forward(s: CodingTask) -> CodingTask:
     s.patch = "patch for " + s.repo
     return s

@@ -14,3 +14,4 @@ mod sandbox;
 mod subnet;
 mod subtensor;
 mod support;
+mod validator;
