@@ -116,10 +116,7 @@ impl AnswerOutcome {
     /// `protocol_error`).
     pub fn kind(&self) -> String {
         match self {
-            AnswerOutcome::Evaluated(o) => serde_json::to_value(o)
-                .ok()
-                .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
-                .unwrap_or_default(),
+            AnswerOutcome::Evaluated(o) => o.kind().to_owned(),
             AnswerOutcome::NoAnswer { kind, .. } => kind.as_str().to_owned(),
         }
     }
