@@ -96,6 +96,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Why, for the outcomes that carry a reason.
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            Outcome::PatchRejected { reason } => Some(reason.to_string()),
+            Outcome::Tampered { reason } | Outcome::Crashed { reason } => Some(reason.clone()),
+            Outcome::EnvironmentError { message } => Some(message.clone()),
+            _ => None,
+        }
+    }
+
     /// The outcome's name, as serialised (`resolved`, `patch_rejected`, ...).
     pub fn kind(&self) -> &'static str {
         match self {

@@ -231,6 +231,7 @@ impl Validator {
                     message: answer.status_message.clone(),
                 };
                 record.outcome = outcome.kind();
+                record.outcome_reason = answer.status_message.clone();
                 let seq = records.append(&mut record)?;
                 tracing::warn!(
                     uid = miner.uid,
@@ -300,6 +301,7 @@ impl Validator {
             }
             record.resolved = verdict.resolved;
             record.outcome = outcome.kind();
+            record.outcome_reason = verdict.outcome.reason().unwrap_or_default();
             let mut tests = serde_json::Map::new();
             for (k, v) in verdict.fail_to_pass.iter().chain(&verdict.pass_to_pass) {
                 tests.insert(k.clone(), serde_json::to_value(v).unwrap_or_default());

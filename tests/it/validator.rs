@@ -295,3 +295,134 @@ async fn a_200_mb_answer_leaves_the_validator_small_and_the_store_clean() {
     );
     assert!(bytes < base_bytes + 4096, "{bytes} bytes stored");
 }
+
+/// Starts an SDK axon on the original class that answers every task with the patch in
+/// `patch_file`; returns the child and the miner's hotkey once it listens.
+async fn python_miner(
+    dir: &std::path::Path,
+    name: &str,
+    patch_file: &std::path::Path,
+    port: u16,
+) -> (std::process::Child, String) {
+    let python = bittensor().await;
+    let key = Wallet::new(dir, name, "default").create_hotkey().unwrap();
+    let script = format!(
+        r#"{ORIGINAL}
+w = bt.Wallet(name=sys.argv[2], hotkey="default", path=sys.argv[1])
+answer = open(sys.argv[3]).read()
+def forward(s: CodingTask) -> CodingTask:
+    s.patch = answer
+    return s
+ax = bt.Axon(wallet=w, port={port}, ip="127.0.0.1", external_ip="127.0.0.1")
+ax.attach(forward_fn=forward)
+ax.start()
+time.sleep(600)
+"#
+    );
+    let child = Command::new(python)
+        .args(["-c", &script])
+        .arg(dir)
+        .arg(name)
+        .arg(patch_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Python axon did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    (child, key.ss58())
+}
+
+/// Issue 13: miners answering with harness bypasses (one refused on what applying changed,
+/// one forging results at run time) score 0, are charged for it, and the record says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn miners_answering_with_bypasses_score_zero_with_the_reason_recorded() {
+    let tasks = forged_tinycalc().await;
+    let (task, cases) = tasks
+        .iter()
+        .find_map(|t| agentao::eval::adversarial::corpus(t).ok().map(|c| (t, c)))
+        .expect("a forged task the corpus can aim at");
+    let engine = engine().await;
+    let run = run_id("validator-bypass");
+    let dir = tempfile::tempdir().unwrap();
+    let pick = |name: &str| {
+        cases
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no case {name}"))
+            .patch
+            .clone()
+    };
+    let bypasses = [
+        (
+            "prefix",
+            pick("test file behind an arbitrary -p1 prefix"),
+            "patch_rejected",
+            "tests that judge",
+        ),
+        (
+            "records",
+            pick("fake records printed, marker built at run time"),
+            "tampered",
+            "forged signature",
+        ),
+    ];
+    let mut children = Vec::new();
+    let mut miners = Vec::new();
+    for (i, (name, patch, ..)) in bypasses.iter().enumerate() {
+        let file = dir.path().join(format!("{name}.diff"));
+        std::fs::write(&file, patch).unwrap();
+        let port = free_port();
+        let (child, hotkey) = python_miner(dir.path(), name, &file, port).await;
+        children.push(child);
+        miners.push(miner(i as u16 + 1, &hotkey, port));
+    }
+    let v = Validator {
+        engine: engine.clone(),
+        dendrite: Dendrite::new(Keypair::generate().0),
+        eval: EvalConfig {
+            run_id: run.clone(),
+            test_timeout: Duration::from_secs(30),
+            ..EvalConfig::default()
+        },
+        time_limit: Duration::from_secs(120),
+        judge: None,
+    };
+    let mut scores = Scores::load(&dir.path().join("scores.json"));
+    for m in &miners {
+        scores.by_hotkey.insert(m.hotkey.clone(), 0.5);
+    }
+    let mut records = RecordStore::open(&dir.path().join("records.jsonl")).unwrap();
+    let results = v
+        .round(task, &miners, &mut scores, &mut records, "bypass")
+        .await
+        .unwrap();
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let stored: Vec<_> = records.iter().unwrap().map(Result::unwrap).collect();
+    assert_eq!(stored.len(), bypasses.len());
+    for ((_, _, kind, why), (r, rec)) in bypasses.iter().zip(results.iter().zip(&stored)) {
+        assert_eq!(r.status_code, 200, "{r:?}");
+        assert!(!r.resolved && r.score == 0.0 && r.charged, "{r:?}");
+        assert!(
+            (scores.by_hotkey[&r.hotkey] - 0.45).abs() < 1e-12,
+            "average moved toward 0"
+        );
+        assert_eq!(rec.outcome, *kind, "{rec:?}");
+        assert!(rec.outcome_reason.contains(why), "{}", rec.outcome_reason);
+        assert_eq!(rec.final_score, 0.0);
+        assert!(!rec.resolved);
+    }
+    assert_no_containers(&run, 20);
+}
