@@ -524,14 +524,33 @@ pub fn corpus(task: &crate::tasks::Task) -> Result<Vec<Case>, String> {
             h = "1".repeat(40)
         ),
     );
+    let shadow: String = {
+        let top = gold
+            .file
+            .split('/')
+            .next()
+            .unwrap_or("pkg")
+            .trim_end_matches(".py");
+        format!("def __getattr__(name):\n    return lambda *a, **k: None\n# shadows {top}")
+    };
+    let top_module = gold
+        .file
+        .split('/')
+        .next()
+        .unwrap_or("pkg")
+        .trim_end_matches(".py")
+        .to_owned();
     add(
-        "a new test file in the tests folder",
+        "a module in the tests' folder shadowing the package",
         Paths,
         Refused,
-        format!(
-            "{fix}{}",
-            new_file(&in_tests("test_zz_extra.py"), "def test_x():\n    pass")
-        ),
+        new_file(&in_tests(&format!("{top_module}.py")), &shadow),
+    );
+    add(
+        "a package in the tests' folder shadowing the package",
+        Paths,
+        Refused,
+        new_file(&in_tests(&format!("{top_module}/__init__.py")), &shadow),
     );
 
     // --- Forgery: results faked from inside the test process. -------------------------------

@@ -28,6 +28,15 @@ for f in bug test; do
 done
 rm -f "$W/bug.diff" "$W/test.diff"
 mkdir -m 0700 -p "$R"
+# Where pytest will put test folders on sys.path (its rootdir-less "prepend" import mode):
+# for each selected test's folder, the first folder upwards that is not a package. A new
+# module there shadows whatever the tests import by that name.
+if [ -s "$W/testdirs" ]; then
+  while IFS= read -r d; do
+    while [ "$d" != "." ] && [ -f "/repo/$d/__init__.py" ]; do d=$(dirname "$d"); done
+    mark "AGENTAO_BASEDIR $d"
+  done <"$W/testdirs"
+fi
 
 S=$W/scratch
 G=$W/scratch.git

@@ -241,6 +241,20 @@ async fn run_in_sandbox(
     removed
 }
 
+/// The folders of the selected tests, one per line (`.` for the root).
+fn test_dirs(task: &Task) -> String {
+    let tests = task.selected_tests();
+    let mut dirs: Vec<&str> = tests
+        .iter()
+        .map(|id| id.split("::").next().unwrap_or(id))
+        .map(|file| file.rsplit_once('/').map_or(".", |(d, _)| d))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    dirs.retain(|d| !d.contains('\n'));
+    dirs.join("\n") + "\n"
+}
+
 /// What the apply phase reported.
 enum Applied {
     /// The task's own patches failed: the task is broken, not the patch.
@@ -251,6 +265,8 @@ enum Applied {
         method: Option<ApplyMethod>,
         listing: Vec<u8>,
         canonical: String,
+        /// Folders pytest puts on `sys.path` for the selected tests.
+        basedirs: Vec<String>,
     },
 }
 
@@ -258,6 +274,7 @@ fn read_markers(stdout: &str) -> Applied {
     let mut method = None;
     let mut listing = None;
     let mut canonical = None;
+    let mut basedirs = Vec::new();
     let b64 = base64::engine::general_purpose::STANDARD;
     for line in stdout.lines() {
         let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
@@ -274,6 +291,7 @@ fn read_markers(stdout: &str) -> Applied {
                 }
             }
             "AGENTAO_LISTING" => listing = b64.decode(rest.trim()).ok(),
+            "AGENTAO_BASEDIR" => basedirs.push(rest.to_owned()),
             "AGENTAO_DIFF" => {
                 canonical = b64
                     .decode(rest.trim())
@@ -288,6 +306,7 @@ fn read_markers(stdout: &str) -> Applied {
             method,
             listing,
             canonical,
+            basedirs,
         },
         _ => Applied::TaskBroken("the apply phase reported no change list".into()),
     }
@@ -321,6 +340,7 @@ async fn evaluate_inside(
             0o644,
         ),
         ("agentao/model.diff".into(), patch.to_owned().into(), 0o644),
+        ("agentao/testdirs".into(), test_dirs(task).into(), 0o644),
     ];
     files.extend(run.files());
     sandbox.write_files("/", &files).await?;
@@ -350,7 +370,7 @@ async fn evaluate_inside(
         }
         ExecStatus::Exited(_) => read_markers(&out.stdout),
     };
-    let (method, listing, canonical) = match applied {
+    let (method, listing, canonical, basedirs) = match applied {
         Applied::TaskBroken(step) => {
             return Err(SandboxError::Tool {
                 tool: "applying the task's own patches".into(),
@@ -374,7 +394,8 @@ async fn evaluate_inside(
             method,
             listing,
             canonical,
-        } => (method, listing, canonical),
+            basedirs,
+        } => (method, listing, canonical, basedirs),
     };
     verdict.apply_method = method;
 
@@ -392,7 +413,7 @@ async fn evaluate_inside(
         verdict.outcome = Outcome::EmptyPatch;
         return Ok(());
     }
-    if let Err(reason) = policy::check_changes(&changes, &task.protected_files()) {
+    if let Err(reason) = policy::check_changes(&changes, &task.protected_files(), &basedirs) {
         verdict.outcome = Outcome::PatchRejected { reason };
         return Ok(());
     }
@@ -511,6 +532,7 @@ mod tests {
             method,
             listing,
             canonical,
+            ..
         } = read_markers(&out)
         else {
             panic!("not read");

@@ -13,7 +13,8 @@
 //!   files (`pytest.ini`, `pyproject.toml`, `tox.ini`, `setup.cfg`), `.gitattributes`;
 //! - package metadata (`*.egg-info/`, `*.dist-info/`, `*.egg-link`): entry points there can
 //!   load a pytest plugin;
-//! - a new Python module at the repository root (it could shadow a module the runner imports).
+//! - a new Python module or package at the repository root, or in a folder pytest puts on
+//!   `sys.path` for the selected tests (it would shadow what the tests import by that name).
 
 use super::patch::PatchError;
 
@@ -79,8 +80,13 @@ pub fn parse_listing(raw: &[u8]) -> Result<Vec<Change>, String> {
 }
 
 /// Refuses a change list that touches what a patch may not touch; `protected` are the task's
-/// protected entries (see [`super::patch::protects`]).
-pub fn check_changes(changes: &[Change], protected: &[String]) -> Result<(), PatchError> {
+/// protected entries (see [`super::patch::protects`]), `basedirs` the folders pytest puts on
+/// `sys.path` for the selected tests (`.` is the root).
+pub fn check_changes(
+    changes: &[Change],
+    protected: &[String],
+    basedirs: &[String],
+) -> Result<(), PatchError> {
     for c in changes {
         let forbid = |reason: &str| PatchError::ForbiddenPath {
             path: c.path.clone(),
@@ -117,13 +123,31 @@ pub fn check_changes(changes: &[Change], protected: &[String]) -> Result<(), Pat
                 "package metadata can load plugins into the test run",
             ));
         }
-        if c.status == 'A' && parts.len() == 1 && name.ends_with(".py") {
+        if c.status == 'A' && shadows(&c.path, basedirs) {
             return Err(forbid(
-                "a new module at the repository root can shadow the test tools",
+                "a new module where the tests import from can shadow what they import",
             ));
         }
     }
     Ok(())
+}
+
+/// Whether an added `path` is a new module (`B/x.py`) or package (`B/x/__init__.py`) directly
+/// in the root or one of `basedirs`.
+fn shadows(path: &str, basedirs: &[String]) -> bool {
+    let roots = std::iter::once(".").chain(basedirs.iter().map(String::as_str));
+    roots.into_iter().any(|b| {
+        let rel = if b == "." || b.is_empty() {
+            Some(path)
+        } else {
+            path.strip_prefix(b).and_then(|r| r.strip_prefix('/'))
+        };
+        rel.is_some_and(|r| {
+            let parts: Vec<&str> = r.split('/').collect();
+            (parts.len() == 1 && (r.ends_with(".py") || r.ends_with(".so")))
+                || (parts.len() == 2 && parts[1] == "__init__.py")
+        })
+    })
 }
 
 #[cfg(test)]
@@ -149,6 +173,7 @@ mod tests {
     #[test]
     fn the_rules_hold() {
         let protected = ["tests/".to_owned(), "*/conftest.py".to_owned()];
+        let basedirs = ["tests".to_owned(), "src".to_owned()];
         let change = |status: char, mode: u32, path: &str| Change {
             status,
             old_mode: if status == 'A' { 0 } else { 0o100644 },
@@ -171,10 +196,12 @@ mod tests {
                 change('A', 0o100644, "pkg.egg-info/entry_points.txt"),
                 "metadata",
             ),
-            (change('A', 0o100644, "shadow.py"), "repository root"),
+            (change('A', 0o100644, "shadow.py"), "shadow"),
+            (change('A', 0o100644, "src/pkg2/__init__.py"), "shadow"),
+            (change('A', 0o100644, "src/json.py"), "shadow"),
             (change('A', 0o100644, "x/.git/config"), "git directory"),
         ] {
-            let err = check_changes(std::slice::from_ref(&c), &protected)
+            let err = check_changes(std::slice::from_ref(&c), &protected, &basedirs)
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(why), "{c:?}: {err}");
@@ -183,10 +210,14 @@ mod tests {
             change('M', 0o100644, "pkg/core.py"),
             change('M', 0o100644, "module.py"),
             change('A', 0o100644, "pkg/new_helper.py"),
+            change('A', 0o100644, "src/pkg/new_helper.py"),
             change('D', 0, "pkg/old.py"),
             change('M', 0o100755, "bin/tool"),
         ] {
-            assert_eq!(check_changes(std::slice::from_ref(&ok), &protected), Ok(()));
+            assert_eq!(
+                check_changes(std::slice::from_ref(&ok), &protected, &basedirs),
+                Ok(())
+            );
         }
     }
 }
