@@ -516,9 +516,9 @@ pub fn corpus(task: &crate::tasks::Task) -> Result<Vec<Case>, String> {
         ),
     );
     add(
-        "submodule entry (dropped: it changes nothing git would list)",
+        "submodule entry",
         Paths,
-        Resolved,
+        Refused,
         format!(
             "{fix}diff --git a/sub b/sub\nnew file mode 160000\nindex 0000000..{h}\n--- /dev/null\n+++ b/sub\n@@ -0,0 +1 @@\n+Subproject commit {h}\n",
             h = "1".repeat(40)

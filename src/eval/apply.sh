@@ -4,9 +4,9 @@
 #
 # 1. The task's hidden bug and test patch are applied to /repo and committed.
 # 2. The submitted patch is applied with SWE-bench's fallback chain (git apply, git apply
-#    --3way, patch --fuzz) in a scratch clone whose git directory lives outside its work tree,
-#    so nothing the patch writes can reach /repo, a git directory, or a hook or config git
-#    would run.
+#    --3way, patch --fuzz) to a scratch index, or for `patch` to a scratch clone whose git
+#    directory lives outside its work tree, so nothing the patch writes can reach /repo, a git
+#    directory, or a hook or config git would run.
 # 3. What applying changed is read from git itself (every file, with its mode, ignored files
 #    included) and written as the canonical diff; that diff, not the submitted text, goes into
 #    /repo. The host refuses the evaluation on what the change list shows before any test runs.
@@ -38,37 +38,50 @@ if [ -s "$W/testdirs" ]; then
   done <"$W/testdirs"
 fi
 
-S=$W/scratch
-G=$W/scratch.git
-git clone -q --shared --separate-git-dir="$G" /repo "$S" \
-  && git --git-dir="$G" config core.hooksPath /dev/null \
-  && git --git-dir="$G" config core.fsmonitor false \
-  || { mark "AGENTAO_TASK_BROKEN scratch"; exit 90; }
-# From here git reads only $G, whatever the patch writes into the work tree (a `.git` there
-# is just a file to git, and shows in the change list).
-export GIT_DIR=$G GIT_WORK_TREE=$S
-cd "$S" || { mark "AGENTAO_TASK_BROKEN scratch"; exit 90; }
-undo() { git reset -q --hard && git clean -ffdqx; }
-if git apply -v "$W/model.diff"; then
+# git's own methods apply to a scratch index only (nothing is written to any work tree);
+# GNU patch needs files, so it gets a scratch clone whose git directory lives outside its
+# work tree. Either way git lists what changed, ignored files included.
+list_changes() {
+  git diff --cached --raw -z --no-renames --no-abbrev HEAD >"$R/listing" \
+    && git diff --cached --binary --no-renames --full-index --function-context HEAD >"$R/canonical.diff" \
+    || { mark "AGENTAO_TASK_BROKEN listing"; exit 90; }
+}
+export GIT_INDEX_FILE=$W/model.index
+if git read-tree HEAD && git apply --cached -v "$W/model.diff"; then
   method=git_apply
-elif undo && git apply -v --3way "$W/model.diff"; then
+elif git read-tree HEAD && git apply --cached -v --3way "$W/model.diff"; then
   method=git_apply3way
-elif undo && patch --batch --forward --fuzz=5 -p1 -i "$W/model.diff"; then
-  method=patch_fuzz
-else
-  mark "AGENTAO_APPLY_FAILED"
-  exit 91
 fi
-git add -A -f \
-  && git diff --cached --raw -z --no-renames --no-abbrev HEAD >"$R/listing" \
-  && git diff --cached --binary --no-renames --full-index --function-context HEAD >"$R/canonical.diff" \
-  || { mark "AGENTAO_TASK_BROKEN listing"; exit 90; }
+if [ -n "${method:-}" ]; then
+  list_changes
+  unset GIT_INDEX_FILE
+else
+  unset GIT_INDEX_FILE
+  S=$W/scratch
+  G=$W/scratch.git
+  git clone -q --shared --separate-git-dir="$G" /repo "$S" \
+    && git --git-dir="$G" config core.hooksPath /dev/null \
+    && git --git-dir="$G" config core.fsmonitor false \
+    || { mark "AGENTAO_TASK_BROKEN scratch"; exit 90; }
+  # From here git reads only $G, whatever the patch writes into the work tree (a `.git`
+  # there is just a file to git, and shows in the change list).
+  export GIT_DIR=$G GIT_WORK_TREE=$S
+  cd "$S" || { mark "AGENTAO_TASK_BROKEN scratch"; exit 90; }
+  if patch --batch --forward --fuzz=5 -p1 -i "$W/model.diff"; then
+    method=patch_fuzz
+  else
+    mark "AGENTAO_APPLY_FAILED"
+    exit 91
+  fi
+  git add -A -f || { mark "AGENTAO_TASK_BROKEN listing"; exit 90; }
+  list_changes
+  unset GIT_DIR GIT_WORK_TREE
+fi
 size=$(stat -c %s "$R/canonical.diff")
 if [ "$size" -gt "${AGENTAO_MAX_CHANGE_BYTES:-2097152}" ]; then
   mark "AGENTAO_TOO_LARGE $size"
   exit 93
 fi
-unset GIT_DIR GIT_WORK_TREE
 cd /repo || exit 92
 if [ -s "$R/canonical.diff" ] && ! git apply --index --binary "$R/canonical.diff"; then
   mark "AGENTAO_APPLY_FAILED repo"
