@@ -155,7 +155,15 @@ def _install_audit_hook(added, write):
     watched = direct | called
     stdlib = (os.path.dirname(os.__file__), "<frozen")
     inspect_py = os.path.join(stdlib[0], "inspect.py")
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    framework = tuple({paths["purelib"].rstrip("/") + "/", paths["platlib"].rstrip("/") + "/"})
     busy = [False]
+
+    def is_added(frame):
+        lines = added.get(frame.f_code.co_filename)
+        return bool(lines) and frame.f_lineno in lines
 
     def hook(event, args):
         if event not in watched or busy[0]:
@@ -163,18 +171,28 @@ def _install_audit_hook(added, write):
         busy[0] = True
         try:
             frame = getframe(1)
-            if event == "sys._getframe" and frame.f_code.co_filename == inspect_py:
-                # inspect.currentframe()/stack() on behalf of the caller.
-                while frame is not None and frame.f_code.co_filename.startswith(stdlib):
-                    frame = frame.f_back
-            elif event not in direct:
-                while frame is not None and frame.f_code.co_filename.startswith(stdlib):
-                    frame = frame.f_back
-            if frame is None:
-                return
-            lines = added.get(frame.f_code.co_filename)
-            if lines and frame.f_lineno in lines:
-                where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+            culprit = None
+            if event in called:
+                # Library code doing it for someone: anyone on the stack who is an added line.
+                f = frame
+                while f is not None:
+                    if is_added(f):
+                        culprit = f
+                        break
+                    f = f.f_back
+            else:
+                # Raised by the calling line itself; the installed tools' own frames (pytest,
+                # pluggy: a callable handed to them) and inspect's do not launder it.
+                f = frame
+                while f is not None and (
+                    f.f_code.co_filename.startswith(framework)
+                    or f.f_code.co_filename == inspect_py
+                ):
+                    f = f.f_back
+                if f is not None and is_added(f):
+                    culprit = f
+            if culprit is not None:
+                where = f"{culprit.f_code.co_filename}:{culprit.f_lineno}"
                 write({"t": "tamper", "why": f"{event} from {where}"})
         finally:
             busy[0] = False
@@ -225,9 +243,13 @@ def _make_integrity_check(write):
     import sysconfig
     import types
 
+    import os
+
     paths = sysconfig.get_paths()
+    harness = os.path.dirname(os.path.abspath(__file__))
     trusted = tuple(
-        p.rstrip("/") + "/" for p in {paths["purelib"], paths["platlib"], paths["stdlib"]}
+        p.rstrip("/") + "/"
+        for p in {paths["purelib"], paths["platlib"], paths["stdlib"], harness}
     )
     function_type, method_type = types.FunctionType, types.MethodType
 
@@ -259,7 +281,63 @@ def _make_integrity_check(write):
                 return True
         return False
 
+    # The session's state: every hook implementation and every collected item.
+    session_state = {}
+    # Item attributes that are methods of the class; set on an instance, they replace how
+    # the test runs or reports.
+    item_methods = frozenset({
+        "runtest", "setup", "teardown", "repr_failure", "reportinfo", "_prunetraceback",
+        "ihook", "obj", "function", "_obj",
+    })
+
+    def hookimpls(pm):
+        out = {}
+        for name, caller in list(vars(pm.hook).items()):
+            get = getattr(caller, "get_hookimpls", None)
+            if get is None:
+                continue
+            for impl in get():
+                out[(name, id(impl))] = impl
+        return out
+
+    def conftest(plugin):
+        name = getattr(plugin, "__file__", "") or ""
+        return type(plugin) is types.ModuleType and name.endswith("/conftest.py")
+
+    def watch_session(pm, items):
+        session_state["pm"] = pm
+        session_state["impls"] = hookimpls(pm)
+        session_state["items"] = [(item, dict(vars(item))) for item in items]
+
+    def check_session():
+        pm = session_state.get("pm")
+        if pm is None:
+            return
+        for key, impl in hookimpls(pm).items():
+            if key in session_state["impls"] or key in reported:
+                continue
+            # New since the session started: conftests of the tree (which no patch may touch)
+            # and the installed tools may register; nothing else may.
+            if conftest(impl.plugin) or not foreign(impl.function):
+                session_state["impls"][key] = impl
+                continue
+            reported.add(key)
+            where = code_file(impl.function) or repr(impl.function)
+            write({"t": "tamper", "why": f"a {key[0]} implementation from {where} was registered during the run"})
+        for item, before in session_state["items"]:
+            now = vars(item)
+            for k, v in list(now.items()):
+                old = before.get(k, before)
+                if old is v or (id(item), k) in reported:
+                    continue
+                if (k in item_methods and k not in before and k != "_obj") or (
+                    old is not before and k in item_methods and foreign(v)
+                ) or (callable(v) and foreign(v) and k not in ("_obj", "obj")):
+                    reported.add((id(item), k))
+                    write({"t": "tamper", "why": f"{item.nodeid}.{k} was set during the run"})
+
     def check():
+        check_session()
         if not original:
             return
         now = entries()
@@ -275,7 +353,7 @@ def _make_integrity_check(write):
                 reported.add(where)
                 write({"t": "tamper", "why": f"{where[0]}.{where[1]} was removed during the run"})
 
-    return check, arm
+    return check, arm, watch_session
 
 
 def _hooks():
@@ -283,16 +361,23 @@ def _hooks():
     default argument the tested code could swap."""
     import os
 
+    import _pytest.reports
+
     write = _make_writer()
-    check, arm = (lambda: None), (lambda: None)
+    check, arm, watch_session = (lambda: None), (lambda: None), (lambda pm, items: None)
     added_file = os.environ.get("AGENTAO_ADDED_FILE", "")
     if added_file:
         added = _added_lines(added_file)
         if added:
             _install_audit_hook(added, write)
-        check, arm = _make_integrity_check(write)
+        check, arm, watch_session = _make_integrity_check(write)
     write({"t": "start"})
     statvfs = os.statvfs
+    test_report = _pytest.reports.TestReport
+    pm_box = []
+
+    def pytest_configure(config):
+        pm_box.append(config.pluginmanager)
 
     def pytest_collectreport(report):
         if report.failed:
@@ -301,14 +386,19 @@ def _hooks():
     def pytest_collection_finish(session):
         if session.config.option.collectonly:
             for item in session.items:
-                write({"t": "item", "id": item.nodeid})
+                write({"t": "item", "id": _cap(item.nodeid, 4000)})
+        if pm_box:
+            watch_session(pm_box[0], session.items)
 
     def pytest_runtest_logreport(report):
+        if type(report) is not test_report:
+            write({"t": "tamper", "why": "a report pytest did not make was handed to the reporter"})
+            return
         if report.when == "call":
             check()
         record = {
             "t": "report",
-            "id": report.nodeid,
+            "id": _cap(report.nodeid, 4000),
             "w": report.when,
             "o": report.outcome,
             "d": round(float(getattr(report, "duration", 0.0) or 0.0), 4),
@@ -332,6 +422,7 @@ def _hooks():
         write({"t": "end", "exit": int(exitstatus), "tmp_free": free})
 
     return (
+        pytest_configure,
         pytest_collectreport,
         pytest_collection_finish,
         pytest_runtest_logreport,
@@ -341,6 +432,7 @@ def _hooks():
 
 
 (
+    pytest_configure,
     pytest_collectreport,
     pytest_collection_finish,
     pytest_runtest_logreport,

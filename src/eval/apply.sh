@@ -12,6 +12,8 @@
 #    /repo. The host refuses the evaluation on what the change list shows before any test runs.
 #
 # Tool output goes to $W/apply.log; stdout carries only this script's marker lines.
+# AGENTAO_TASK_BROKEN (the task's fault, an environment error) is only ever said before the
+# submitted patch is touched; every failure after that is the patch's.
 set -u
 W=/agentao
 R=$W/r
@@ -35,8 +37,15 @@ if [ -s "$W/testdirs" ]; then
   while IFS= read -r d; do
     while [ "$d" != "." ] && [ -f "/repo/$d/__init__.py" ]; do d=$(dirname "$d"); done
     mark "AGENTAO_BASEDIR $d"
+    # What already lives there: a new name next to these can shadow an import.
+    for e in "/repo/$d"/* "/repo/$d"/.[!.]*; do
+      [ -e "$e" ] && mark "AGENTAO_EXISTS $d/$(basename "$e")"
+    done
   done <"$W/testdirs"
 fi
+for e in /repo/* /repo/.[!.]*; do
+  [ -e "$e" ] && mark "AGENTAO_EXISTS ./$(basename "$e")"
+done
 
 # git's own methods apply to a scratch index only (nothing is written to any work tree);
 # GNU patch needs files, so it gets a scratch clone whose git directory lives outside its
@@ -44,7 +53,7 @@ fi
 list_changes() {
   git diff --cached --raw -z --no-renames --no-abbrev HEAD >"$R/listing" \
     && git diff --cached --binary --no-renames --full-index --function-context HEAD >"$R/canonical.diff" \
-    || { mark "AGENTAO_TASK_BROKEN listing"; exit 90; }
+    || { mark "AGENTAO_APPLY_FAILED listing"; exit 91; }
 }
 export GIT_INDEX_FILE=$W/model.index
 if git read-tree HEAD && git apply --cached -v "$W/model.diff"; then
@@ -57,8 +66,10 @@ if [ -n "${method:-}" ]; then
   unset GIT_INDEX_FILE
 else
   unset GIT_INDEX_FILE
-  S=$W/scratch
-  G=$W/scratch.git
+  # On the capped tmpfs: whatever `patch` writes (copies included) stops at its size.
+  S=/tmp/agentao-scratch/tree
+  G=/tmp/agentao-scratch/git
+  mkdir -m 0700 -p /tmp/agentao-scratch
   git clone -q --shared --separate-git-dir="$G" /repo "$S" \
     && git --git-dir="$G" config core.hooksPath /dev/null \
     && git --git-dir="$G" config core.fsmonitor false \
@@ -73,7 +84,8 @@ else
     mark "AGENTAO_APPLY_FAILED"
     exit 91
   fi
-  git add -A -f || { mark "AGENTAO_TASK_BROKEN listing"; exit 90; }
+  # Failures from here on are the patch's doing (a path git refuses, a full scratch space).
+  git add -A -f || { mark "AGENTAO_APPLY_FAILED listing"; exit 91; }
   list_changes
   unset GIT_DIR GIT_WORK_TREE
 fi

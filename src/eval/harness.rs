@@ -255,6 +255,20 @@ fn test_dirs(task: &Task) -> String {
     dirs.join("\n") + "\n"
 }
 
+/// Every folder holding a selected test, with all its ancestors (`.` is the root).
+fn test_dirs_and_ancestors(task: &Task) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::from([".".to_owned()]);
+    for id in task.selected_tests() {
+        let file = id.split("::").next().unwrap_or(&id);
+        let mut dir = file;
+        while let Some((parent, _)) = dir.rsplit_once('/') {
+            out.insert(parent.to_owned());
+            dir = parent;
+        }
+    }
+    out
+}
+
 /// What the apply phase reported.
 enum Applied {
     /// The task's own patches failed: the task is broken, not the patch.
@@ -265,8 +279,8 @@ enum Applied {
         method: Option<ApplyMethod>,
         listing: Vec<u8>,
         canonical: String,
-        /// Folders pytest puts on `sys.path` for the selected tests.
-        basedirs: Vec<String>,
+        /// Where the tests import from.
+        roots: policy::ImportRoots,
     },
 }
 
@@ -274,7 +288,7 @@ fn read_markers(stdout: &str) -> Applied {
     let mut method = None;
     let mut listing = None;
     let mut canonical = None;
-    let mut basedirs = Vec::new();
+    let mut roots = policy::ImportRoots::default();
     let b64 = base64::engine::general_purpose::STANDARD;
     for line in stdout.lines() {
         let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
@@ -291,7 +305,10 @@ fn read_markers(stdout: &str) -> Applied {
                 }
             }
             "AGENTAO_LISTING" => listing = b64.decode(rest.trim()).ok(),
-            "AGENTAO_BASEDIR" => basedirs.push(rest.to_owned()),
+            "AGENTAO_BASEDIR" => roots.basedirs.push(rest.to_owned()),
+            "AGENTAO_EXISTS" => {
+                roots.existing.insert(rest.to_owned());
+            }
             "AGENTAO_DIFF" => {
                 canonical = b64
                     .decode(rest.trim())
@@ -306,7 +323,7 @@ fn read_markers(stdout: &str) -> Applied {
             method,
             listing,
             canonical,
-            basedirs,
+            roots,
         },
         _ => Applied::TaskBroken("the apply phase reported no change list".into()),
     }
@@ -370,7 +387,7 @@ async fn evaluate_inside(
         }
         ExecStatus::Exited(_) => read_markers(&out.stdout),
     };
-    let (method, listing, canonical, basedirs) = match applied {
+    let (method, listing, canonical, mut roots) = match applied {
         Applied::TaskBroken(step) => {
             return Err(SandboxError::Tool {
                 tool: "applying the task's own patches".into(),
@@ -394,26 +411,32 @@ async fn evaluate_inside(
             method,
             listing,
             canonical,
-            basedirs,
-        } => (method, listing, canonical, basedirs),
+            roots,
+        } => (method, listing, canonical, roots),
     };
     verdict.apply_method = method;
 
     // The host's judgement on what applying changed.
+    // The listing is git's, but the names in it are the patch's: an unreadable one is the
+    // patch's fault.
     let changes = match policy::parse_listing(&listing) {
         Ok(c) => c,
         Err(e) => {
-            return Err(SandboxError::Tool {
-                tool: "git diff --raw".into(),
-                reason: e,
-            });
+            verdict.outcome = Outcome::PatchRejected {
+                reason: PatchError::Malformed {
+                    line: 0,
+                    reason: format!("after applying: {e}"),
+                },
+            };
+            return Ok(());
         }
     };
+    roots.test_dirs = test_dirs_and_ancestors(task);
     if changes.is_empty() {
         verdict.outcome = Outcome::EmptyPatch;
         return Ok(());
     }
-    if let Err(reason) = policy::check_changes(&changes, &task.protected_files(), &basedirs) {
+    if let Err(reason) = policy::check_changes(&changes, &task.protected_files(), &roots) {
         verdict.outcome = Outcome::PatchRejected { reason };
         return Ok(());
     }
@@ -429,7 +452,7 @@ async fn evaluate_inside(
     // Phase 2, as the test user: the selected tests, results from signed records only.
     let tests = task.selected_tests();
     let t = Instant::now();
-    let mut reader = RecordReader::new(key.clone());
+    let mut reader = RecordReader::new(key.clone()).expecting(&tests);
     let out = sandbox
         .exec_with(&run.request(&key), |stream, bytes| {
             if stream == OutputStream::Stdout {

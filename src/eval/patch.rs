@@ -73,6 +73,9 @@ fn parse(patch: &str) -> Result<PatchSummary, PatchError> {
         if line.starts_with("GIT binary patch") || line.starts_with("Binary files ") {
             return Err(malformed(n, "binary patches are not accepted"));
         }
+        if line.starts_with("copy from ") || line.starts_with("copy to ") {
+            return Err(malformed(n, "file copies are not accepted"));
+        }
         if let Some(rest) = line.strip_prefix("diff --git ") {
             saw_header = true;
             if let Some((a, b)) = split_git_header(rest) {
@@ -82,8 +85,6 @@ fn parse(patch: &str) -> Result<PatchSummary, PatchError> {
         } else if let Some(rest) = line
             .strip_prefix("rename from ")
             .or_else(|| line.strip_prefix("rename to "))
-            .or_else(|| line.strip_prefix("copy from "))
-            .or_else(|| line.strip_prefix("copy to "))
         {
             push(rest.trim().to_owned());
         } else if let Some(old) = line.strip_prefix("--- ") {
@@ -231,7 +232,10 @@ fn check_path(path: &str, protected: &[String]) -> Result<(), PatchError> {
     if parts.contains(&"..") {
         return Err(forbid("`..` leaves the repository"));
     }
-    if parts.contains(&".git") {
+    if parts
+        .iter()
+        .any(|p| p.trim_end_matches('.').eq_ignore_ascii_case(".git"))
+    {
         return Err(forbid("the git directory is off limits"));
     }
     let normal: String = parts

@@ -13,8 +13,12 @@
 //!   files (`pytest.ini`, `pyproject.toml`, `tox.ini`, `setup.cfg`), `.gitattributes`;
 //! - package metadata (`*.egg-info/`, `*.dist-info/`, `*.egg-link`): entry points there can
 //!   load a pytest plugin;
-//! - a new Python module or package at the repository root, or in a folder pytest puts on
-//!   `sys.path` for the selected tests (it would shadow what the tests import by that name).
+//! - a new name (module, package, namespace folder) at the repository root or in a folder
+//!   pytest puts on `sys.path` for the selected tests (it would shadow what the tests import
+//!   by that name), and adding or deleting an `__init__.py` along a selected test's path (it
+//!   moves those folders);
+//! - paths outside a conservative character set (`A-Z a-z 0-9 . _ / + = @ , ~ -`): non-ASCII,
+//!   spaces, quotes and control characters make names that tools read differently.
 
 use super::patch::PatchError;
 
@@ -79,19 +83,38 @@ pub fn parse_listing(raw: &[u8]) -> Result<Vec<Change>, String> {
     Ok(out)
 }
 
+/// Where the tests import from, as the apply phase saw it before the patch.
+#[derive(Debug, Clone, Default)]
+pub struct ImportRoots {
+    /// Folders pytest puts on `sys.path` for the selected tests (`.` is the root, always in).
+    pub basedirs: Vec<String>,
+    /// Entries (`<basedir>/<name>`) that existed in those folders.
+    pub existing: std::collections::BTreeSet<String>,
+    /// Folders holding a selected test, with their ancestors.
+    pub test_dirs: std::collections::BTreeSet<String>,
+}
+
+fn allowed_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "._/+=@,~-".contains(c)
+}
+
 /// Refuses a change list that touches what a patch may not touch; `protected` are the task's
-/// protected entries (see [`super::patch::protects`]), `basedirs` the folders pytest puts on
-/// `sys.path` for the selected tests (`.` is the root).
+/// protected entries (see [`super::patch::protects`]).
 pub fn check_changes(
     changes: &[Change],
     protected: &[String],
-    basedirs: &[String],
+    roots: &ImportRoots,
 ) -> Result<(), PatchError> {
     for c in changes {
         let forbid = |reason: &str| PatchError::ForbiddenPath {
             path: c.path.clone(),
             reason: reason.to_owned(),
         };
+        if c.path.is_empty() || !c.path.chars().all(allowed_char) {
+            return Err(forbid(
+                "only ASCII letters, digits and . _ / + = @ , ~ - are accepted in paths",
+            ));
+        }
         if c.old_mode == SYMLINK || c.new_mode == SYMLINK {
             return Err(forbid("symbolic links are not accepted"));
         }
@@ -101,7 +124,11 @@ pub fn check_changes(
             ));
         }
         let parts: Vec<&str> = c.path.split('/').collect();
-        if parts.iter().any(|p| *p == ".git" || *p == "..") || c.path.starts_with('/') {
+        if parts.iter().any(|p| {
+            let t = p.trim_end_matches('.');
+            *p == ".." || t.eq_ignore_ascii_case(".git") || t.eq_ignore_ascii_case("git~1")
+        }) || c.path.starts_with('/')
+        {
             return Err(forbid("the git directory is off limits"));
         }
         if protected.iter().any(|t| super::patch::protects(t, &c.path)) {
@@ -123,29 +150,36 @@ pub fn check_changes(
                 "package metadata can load plugins into the test run",
             ));
         }
-        if c.status == 'A' && shadows(&c.path, basedirs) {
+        if c.status == 'A' && shadows(&c.path, roots) {
             return Err(forbid(
-                "a new module where the tests import from can shadow what they import",
+                "a new name where the tests import from can shadow what they import",
             ));
+        }
+        if matches!(c.status, 'A' | 'D') && name == "__init__.py" {
+            let dir = c.path.rsplit_once('/').map_or(".", |(d, _)| d);
+            if roots.test_dirs.contains(dir) {
+                return Err(forbid(
+                    "adding or removing a package marker on a test's path moves where the tests import from",
+                ));
+            }
         }
     }
     Ok(())
 }
 
-/// Whether an added `path` is a new module (`B/x.py`) or package (`B/x/__init__.py`) directly
-/// in the root or one of `basedirs`.
-fn shadows(path: &str, basedirs: &[String]) -> bool {
-    let roots = std::iter::once(".").chain(basedirs.iter().map(String::as_str));
-    roots.into_iter().any(|b| {
+/// Whether an added `path` brings a new top-level name into the root or a base folder.
+fn shadows(path: &str, roots: &ImportRoots) -> bool {
+    let bases = std::iter::once(".").chain(roots.basedirs.iter().map(String::as_str));
+    bases.into_iter().any(|b| {
         let rel = if b == "." || b.is_empty() {
             Some(path)
         } else {
             path.strip_prefix(b).and_then(|r| r.strip_prefix('/'))
         };
         rel.is_some_and(|r| {
-            let parts: Vec<&str> = r.split('/').collect();
-            (parts.len() == 1 && (r.ends_with(".py") || r.ends_with(".so")))
-                || (parts.len() == 2 && parts[1] == "__init__.py")
+            let first = r.split('/').next().unwrap_or(r);
+            let b = if b.is_empty() { "." } else { b };
+            !roots.existing.contains(&format!("{b}/{first}"))
         })
     })
 }
@@ -173,7 +207,25 @@ mod tests {
     #[test]
     fn the_rules_hold() {
         let protected = ["tests/".to_owned(), "*/conftest.py".to_owned()];
-        let basedirs = ["tests".to_owned(), "src".to_owned()];
+        let roots = ImportRoots {
+            basedirs: vec!["tests".into(), "src".into()],
+            existing: [
+                "./pkg",
+                "./module.py",
+                "./bin",
+                "./src",
+                "./tests",
+                "src/pkg",
+                "tests/test_a.py",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+            test_dirs: ["tests", "src/pkg/tests", "src/pkg", "src", "."]
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        };
         let change = |status: char, mode: u32, path: &str| Change {
             status,
             old_mode: if status == 'A' { 0 } else { 0o100644 },
@@ -199,9 +251,16 @@ mod tests {
             (change('A', 0o100644, "shadow.py"), "shadow"),
             (change('A', 0o100644, "src/pkg2/__init__.py"), "shadow"),
             (change('A', 0o100644, "src/json.py"), "shadow"),
-            (change('A', 0o100644, "x/.git/config"), "git directory"),
+            (change('A', 0o100644, "src/ns/mod.py"), "shadow"),
+            (change('A', 0o100644, "newtop/x.py"), "shadow"),
+            (change('D', 0, "src/pkg/__init__.py"), "package marker"),
+            (change('A', 0o100644, "pkg/\u{e9}.py"), "ASCII"),
+            (change('A', 0o100644, "pkg/a b.py"), "ASCII"),
+            (change('A', 0o100644, "x/.GIT/config"), "git directory"),
+            (change('A', 0o100644, "pkg/.git./x"), "git directory"),
+            (change('A', 0o100644, "pkg/.git/config"), "git directory"),
         ] {
-            let err = check_changes(std::slice::from_ref(&c), &protected, &basedirs)
+            let err = check_changes(std::slice::from_ref(&c), &protected, &roots)
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(why), "{c:?}: {err}");
@@ -215,7 +274,7 @@ mod tests {
             change('M', 0o100755, "bin/tool"),
         ] {
             assert_eq!(
-                check_changes(std::slice::from_ref(&ok), &protected, &basedirs),
+                check_changes(std::slice::from_ref(&ok), &protected, &roots),
                 Ok(())
             );
         }

@@ -44,6 +44,10 @@ const RECORD_PREFIX: &[u8] = b"AGENTAO1 ";
 const MAX_LINE: usize = 256 * 1024;
 /// More records than this is an anomaly, not more memory.
 const MAX_RECORDS: u64 = 2_000_000;
+/// Longest node id kept (longer ones are an anomaly).
+const MAX_ID: usize = 4096;
+/// Most tests followed in one run.
+const MAX_TESTS: usize = 200_000;
 /// `/tmp` with less free space than this at the end of a run means the run hit its disk limit.
 pub const DISK_FULL_BYTES: i64 = 1 << 20;
 
@@ -56,6 +60,8 @@ pub const PYTEST_ARGS: &[&str] = &[
     "no:cacheprovider",
     "-p",
     "no:randomly",
+    "-p",
+    "no:debugging",
     "--rootdir=/repo",
     "-o",
     "addopts=",
@@ -279,6 +285,8 @@ struct Phase {
 /// Reads the signed records out of a run's stdout as it streams.
 pub struct RecordReader {
     key: RunKey,
+    /// When set, reports may name only these tests.
+    expected: Option<std::collections::BTreeSet<String>>,
     line: Vec<u8>,
     overlong: bool,
     next_seq: u64,
@@ -290,12 +298,19 @@ impl RecordReader {
     pub fn new(key: RunKey) -> RecordReader {
         RecordReader {
             key,
+            expected: None,
             line: Vec::new(),
             overlong: false,
             next_seq: 1,
             phases: BTreeMap::new(),
             out: RunRecords::default(),
         }
+    }
+
+    /// Reports may name only `ids` (the tests that were asked for); any other is an anomaly.
+    pub fn expecting(mut self, ids: &[String]) -> RecordReader {
+        self.expected = Some(ids.iter().cloned().collect());
+        self
     }
 
     /// Feeds a chunk of stdout.
@@ -388,7 +403,33 @@ impl RecordReader {
         match v.get("t").and_then(|t| t.as_str()) {
             Some("start") => self.out.started = true,
             Some("report") => {
-                let p = self.phases.entry(text("id")).or_default();
+                let id = text("id");
+                if id.len() > MAX_ID {
+                    self.anomaly(format!("record {seq} names an oversized test id"));
+                    return;
+                }
+                if self.expected.as_ref().is_some_and(|e| !e.contains(&id)) {
+                    self.anomaly(format!(
+                        "record {seq} reports a test that was not asked for"
+                    ));
+                    return;
+                }
+                if !self.phases.contains_key(&id) && self.phases.len() >= MAX_TESTS {
+                    self.anomaly("too many tests reported".into());
+                    return;
+                }
+                let when = text("w");
+                let p = self.phases.entry(id.clone()).or_default();
+                let seen = match when.as_str() {
+                    "setup" => p.setup.is_some(),
+                    "call" => p.call.is_some(),
+                    _ => p.teardown.is_some(),
+                };
+                if seen {
+                    self.anomaly(format!("{id} was reported twice for its {when}"));
+                    return;
+                }
+                let p = self.phases.entry(id).or_default();
                 p.time += v.get("d").and_then(|d| d.as_f64()).unwrap_or(0.0);
                 let mut outcome = text("o");
                 if v.get("x").is_some() && outcome == "passed" && text("w") == "call" {
@@ -411,7 +452,11 @@ impl RecordReader {
                     self.out.collect_errors.push((text("id"), text("m")));
                 }
             }
-            Some("item") => self.out.items.push(text("id")),
+            Some("item") => {
+                if self.out.items.len() < MAX_TESTS {
+                    self.out.items.push(text("id"));
+                }
+            }
             Some("tamper") => self.out.tamper.push(text("why")),
             Some("end") => {
                 self.out.end = Some(RunEnd {
@@ -558,6 +603,26 @@ mod tests {
         let mut r = RecordReader::new(key.clone());
         r.feed(signed(&key, 1, r#"{"t":"start"}"#).as_bytes());
         assert!(r.finish().untrusted().unwrap().contains("final record"));
+    }
+
+    #[test]
+    fn duplicate_and_unasked_reports_are_anomalies() {
+        let key = RunKey::random();
+        let mut r = RecordReader::new(key.clone()).expecting(&["a".into()]);
+        let bodies = [
+            r#"{"t":"start"}"#,
+            r#"{"t":"report","id":"a","w":"call","o":"passed"}"#,
+            r#"{"t":"report","id":"a","w":"call","o":"failed"}"#,
+            r#"{"t":"report","id":"zzz","w":"call","o":"passed"}"#,
+            r#"{"t":"end","exit":0}"#,
+        ];
+        for (i, b) in bodies.iter().enumerate() {
+            r.feed(signed(&key, i as u64 + 1, b).as_bytes());
+        }
+        let out = r.finish();
+        assert_eq!(out.anomalies.len(), 2, "{:?}", out.anomalies);
+        assert!(out.anomalies[0].contains("twice"));
+        assert!(out.anomalies[1].contains("not asked for"));
     }
 
     #[test]
