@@ -7,8 +7,8 @@
 //! latency against the time limit; quality from the LLM judge when one is set and answers
 //! readably, else 1), 0 otherwise; identical non-empty patches from two or more
 //! miners all get the floor; the moving average (alpha 0.1) moves only for miners that
-//! answered, so an unreachable miner keeps its average rather than being punished for the
-//! network.
+//! answered (or failed on their side with a 500, e.g. a model that is down), so an
+//! unreachable miner keeps its average rather than being punished for the network.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -114,6 +114,9 @@ pub struct MinerResult {
     pub duplicate: bool,
     pub score: f64,
     pub record_seq: u64,
+    /// Why the miner's model failed, when its episode ended in a model error or it answered
+    /// that its model is down.
+    pub model_error: Option<String>,
 }
 
 /// What a validator needs for a round.
@@ -208,10 +211,18 @@ impl Validator {
             if duplicate {
                 score = score.min(DUPLICATE_FLOOR);
             }
-            if answer.status_code == 200 {
+            // 200, or the miner's own failure (500: its handler failed, e.g. its model is down).
+            if answer.status_code == 200 || answer.status_code == 500 {
                 scores.update(&miner.hotkey, score);
             }
             let reply = answer.synapse.as_ref().map(|s| &s.body);
+            let model_error = match reply {
+                Some(r) if !r.model_error.is_empty() => Some(r.model_error.clone()),
+                _ if answer.status_message.starts_with(super::miner::MODEL_DOWN) => {
+                    Some(answer.status_message.clone())
+                }
+                _ => None,
+            };
             let mut record = Record::for_task(task);
             record.round_id = round_id.to_owned();
             record.validator_hotkey = self.dendrite.hotkey();
@@ -239,6 +250,7 @@ impl Validator {
             record.completion_tokens = reply.map_or(0, |r| r.completion_tokens as i64);
             record.response_seconds = answer.latency_s;
             record.eval_seconds = verdict.timings.total_s;
+            record.model_error = model_error.is_some();
             let seq = records.append(&mut record)?;
             tracing::info!(
                 uid = miner.uid,
@@ -260,6 +272,7 @@ impl Validator {
                 duplicate,
                 score,
                 record_seq: seq,
+                model_error,
             });
         }
         scores.save()?;
