@@ -8,6 +8,7 @@ mod cli;
 mod dataset;
 pub mod eval;
 pub mod forge;
+mod llm;
 mod round;
 mod sandbox;
 mod subnet;
