@@ -123,9 +123,7 @@ async fn serve_returns_after_a_real_completion_and_a_killed_server_comes_back() 
     drop(server);
     // The handle owns the process: dropping it ends the server.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while Path::new(&format!("/proc/{new_pid}/cmdline")).exists()
-        && server_pid(port).is_some()
-    {
+    while server_pid(port).is_some() {
         assert!(Instant::now() < deadline, "the server outlived its handle");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -153,7 +151,7 @@ async fn a_server_that_dies_while_starting_says_so_in_one_line_with_its_log() {
     assert!(local.is_installed());
     let port = free_port();
     let started = Instant::now();
-    let err = local.serve(port).await.err().expect("a corrupt model fails");
+    let err = local.serve(port).await.expect_err("a corrupt model fails");
     let text = err.to_string();
     assert!(
         started.elapsed() < Duration::from_secs(60),
@@ -369,8 +367,9 @@ async fn a_model_server_that_cannot_restart_makes_the_miner_answer_an_error() {
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     let line = cause(&run);
     assert!(
-        line.contains("failed during the round: miner model unavailable: the local model server exited")
-            && line.contains("server-"),
+        line.contains(
+            "failed during the round: miner model unavailable: the local model server exited"
+        ) && line.contains("server-"),
         "{line}"
     );
     let report: serde_json::Value =
