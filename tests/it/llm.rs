@@ -106,7 +106,8 @@ async fn serve_returns_after_a_real_completion_and_a_killed_server_comes_back() 
         "a live server that answers is left alone"
     );
     kill9(pid);
-    let restarts = server.ensure_answering(3, false).await.unwrap();
+    // Probing: whether the process is already gone or not yet, it does not answer.
+    let restarts = server.ensure_answering(3, true).await.unwrap();
     assert_eq!(restarts, 1);
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists(),
@@ -123,8 +124,11 @@ async fn serve_returns_after_a_real_completion_and_a_killed_server_comes_back() 
     drop(server);
     // The handle owns the process: dropping it ends the server.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while server_pid(port).is_some() {
-        assert!(Instant::now() < deadline, "the server outlived its handle");
+    while let Some(left) = server_pid(port) {
+        assert!(
+            Instant::now() < deadline,
+            "the server outlived its handle: pid {left} (was {new_pid})"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
