@@ -422,7 +422,8 @@ def once(p):
     first = last = None
     k = 0
     for ch in m.create_chat_completion(messages=[{"role": "user", "content": p}],
-                                       max_tokens=max_tokens, temperature=0.0, stream=True):
+                                       max_tokens=max_tokens, temperature=0.0,
+                                       repeat_penalty=1.1, stream=True):
         if ch["choices"][0]["delta"].get("content") is not None:
             now = time.perf_counter()
             k += 1
@@ -448,6 +449,8 @@ async fn streamed_completion(
         "messages": [{"role": "user", "content": prompt}],
         "max_tokens": max_tokens,
         "temperature": 0.0,
+        // The server's default, stated so both sides sample alike (greedy, same penalty).
+        "repeat_penalty": 1.1,
         "stream": true,
     });
     let t0 = Instant::now();
