@@ -560,6 +560,7 @@ impl LocalServer {
         let http = reqwest::Client::new();
         let started = Instant::now();
         let mut reason = String::from("it never listened");
+        let mut listened = false;
         loop {
             let models_ok = http
                 .get(format!("{}/models", self.base_url))
@@ -568,6 +569,7 @@ impl LocalServer {
                 .await
                 .is_ok_and(|r| r.status().is_success());
             if models_ok {
+                listened = true;
                 // Listening: the completion is the real test. A crash during it shows below.
                 match completion_check(&self.base_url, EMBEDDED_MODEL).await {
                     Ok(reply) => return Ok(reply),
@@ -577,7 +579,7 @@ impl LocalServer {
             if let Some(status) = self.exit_status() {
                 return Err(LocalLlmError::Died {
                     status: describe_exit(status),
-                    when: if models_ok {
+                    when: if listened {
                         "during its first chat completion".into()
                     } else {
                         "while starting".into()
