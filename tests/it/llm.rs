@@ -238,12 +238,23 @@ struct LocalRun {
     data: tempfile::TempDir,
 }
 
-/// `agentao local` on a stored forged task with the embedded model on its own port; once the
-/// agent's sandbox exists (the episode has begun), `during_episode` runs and the model
-/// server is killed.
+/// Chat completions the model server on `port` has answered, from its access log.
+fn completions_served(cache: &Path, port: u16) -> usize {
+    std::fs::read_to_string(cache.join("llm").join(format!("server-{port}.log")))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("\"POST /v1/chat/completions HTTP/1.1\" 200"))
+        .count()
+}
+
+/// `agentao local` on a stored forged task with the embedded model (in `cache`) on its own
+/// port; once the agent's sandbox exists and the model has answered `steps` of the episode's
+/// requests (after the start-up check's), `during_episode` runs and the model server is
+/// killed.
 async fn local_round_with_a_killed_server(
     test: &str,
-    cache: Option<&Path>,
+    cache: &Path,
+    steps: usize,
     during_episode: impl FnOnce(),
 ) -> LocalRun {
     let task = forged_tinycalc().await[0].clone();
@@ -261,6 +272,7 @@ async fn local_round_with_a_killed_server(
         .env("AGENTAO_RUN_ID", &run)
         .env("AGENTAO_LLM_PORT", port.to_string())
         .env("AGENTAO_LOG_FORMAT", "json")
+        .env("AGENTAO_CACHE_DIR", cache)
         .env_remove("OPENAI_API_KEY")
         .env_remove("OPENAI_BASE_URL")
         .env_remove("AGENTAO_MODEL")
@@ -268,9 +280,6 @@ async fn local_round_with_a_killed_server(
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())
         .stderr(std::fs::File::create(&err).unwrap());
-    if let Some(cache) = cache {
-        cmd.env("AGENTAO_CACHE_DIR", cache);
-    }
     let mut child = cmd.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
@@ -279,8 +288,11 @@ async fn local_round_with_a_killed_server(
             "agentao local ended before the episode began: {}",
             std::fs::read_to_string(&err).unwrap()
         );
-        assert!(Instant::now() < deadline, "no agent sandbox appeared");
-        if !containers_of(&run).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no agent sandbox, or the model never answered {steps} step(s)"
+        );
+        if !containers_of(&run).is_empty() && completions_served(cache, port) > steps {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -318,9 +330,12 @@ fn cause(run: &LocalRun) -> &str {
 #[tokio::test]
 async fn a_model_server_killed_mid_episode_fails_the_local_round_and_is_restarted() {
     installed().await;
-    let run = local_round_with_a_killed_server("llm-killed", None, || {}).await;
+    let cache = agentao::config::default_cache_dir();
+    // Killed after the model answered the episode's first request: mid-episode for real.
+    let run = local_round_with_a_killed_server("llm-killed", &cache, 1, || {}).await;
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     let line = cause(&run);
+    eprintln!("agentao local said: {line}");
     assert!(
         line.starts_with("error: the model of miner uid ")
             && line.contains("failed during the round: cannot reach the model API"),
@@ -349,9 +364,15 @@ async fn a_model_server_killed_mid_episode_fails_the_local_round_and_is_restarte
             .contains("cannot reach the model API"),
         "{report}"
     );
-    // The dataset row says so, to be filtered.
+    // The dataset row says so, to be filtered; the tokens of the step answered before the
+    // kill came over the wire.
     assert_eq!(run.records.len(), 1);
     assert_eq!(run.records[0]["model_error"], true);
+    assert!(
+        run.records[0]["completion_tokens"].as_i64().unwrap() > 0,
+        "{}",
+        run.records[0]
+    );
     // The export happened before the non-zero exit.
     assert!(run.stdout.lines().count() >= 2, "{}", run.stdout);
     drop(run.data);
@@ -364,12 +385,13 @@ async fn a_model_server_that_cannot_restart_makes_the_miner_answer_an_error() {
     let cache = cache_with_model(cache_dir.path(), &real, Some(&real.gguf()));
     let model = LocalModel::new(&cache).gguf();
     // Mid-episode the weights vanish, so every restart fails.
-    let run = local_round_with_a_killed_server("llm-down", Some(&cache), || {
+    let run = local_round_with_a_killed_server("llm-down", &cache, 0, || {
         std::fs::remove_file(&model).unwrap();
     })
     .await;
     assert_eq!(run.code, Some(1), "{}", run.stderr);
     let line = cause(&run);
+    eprintln!("agentao local said: {line}");
     assert!(
         line.contains(
             "failed during the round: miner model unavailable: the local model server exited"
