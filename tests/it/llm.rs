@@ -178,6 +178,51 @@ async fn a_server_that_dies_while_starting_says_so_in_one_line_with_its_log() {
 }
 
 #[tokio::test]
+async fn an_old_native_install_is_replaced_by_the_portable_build() {
+    let real = installed().await;
+    let dir = tempfile::tempdir().unwrap();
+    let llm = dir.path().join("llm");
+    // What the old `llm install` left: a complete venv (llama.cpp built natively), no build
+    // marker. The weights and the portable wheel already built are shared with the real cache.
+    let venv = llm.join("venv");
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::fs::write(
+        venv.join(agentao::pyenv::MARKER),
+        "llama-cpp-python[server]",
+    )
+    .unwrap();
+    std::fs::create_dir_all(llm.join("models")).unwrap();
+    std::os::unix::fs::symlink(real.gguf(), LocalModel::new(dir.path()).gguf()).unwrap();
+    std::os::unix::fs::symlink(real.dir.join("wheels"), llm.join("wheels")).unwrap();
+    let local = LocalModel::new(dir.path());
+    assert!(
+        !local.is_installed(),
+        "an install without a build marker is not trusted"
+    );
+
+    let build = local
+        .install(std::env::var("PIP_INDEX_URL").ok().as_deref())
+        .await
+        .unwrap();
+    assert_eq!(build.variant, local.variant.name());
+    assert!(local.is_installed());
+    assert_eq!(local.installed_build().unwrap(), build);
+    assert!(
+        !build.system_info.contains("AVX512 = 1"),
+        "{}",
+        build.system_info
+    );
+    // The new venv runs the wheel of this variant: it serves.
+    let server = local.serve(free_port()).await.unwrap();
+    assert!(!server.first_reply.is_empty());
+}
+
+#[tokio::test]
 async fn doctor_checks_the_embedded_model_with_a_real_completion() {
     installed().await;
     let dir = tempfile::tempdir().unwrap();
