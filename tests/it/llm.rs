@@ -330,7 +330,7 @@ async fn local_round_with_a_killed_server(
     loop {
         assert!(
             child.try_wait().unwrap().is_none(),
-            "agentao local ended before the episode began: {}",
+            "agentao local ended before the server was killed: {}",
             std::fs::read_to_string(&err).unwrap()
         );
         assert!(
