@@ -29,6 +29,7 @@ bench: deps
 	$(RELEASE_BIN) tasks add --source tests/fixtures/tinycalc --task tests/fixtures/tinycalc.task.json --out $(BENCH)/tasks.jsonl
 	$(RELEASE_BIN) bench sandbox --iterations 10 --out $(BENCH)/sandbox.json
 	$(RELEASE_BIN) bench eval --tasks $(BENCH)/tasks.jsonl --iterations 5 --out $(BENCH)/eval.json
+	$(RELEASE_BIN) bench adversarial --tasks $(BENCH)/tasks.jsonl --out $(BENCH)/adversarial.json
 	$(RELEASE_BIN) bench dataset --records 100000 --out $(BENCH)/dataset.json
 	$(RELEASE_BIN) bench axon --requests 2000 --concurrency 32 --out $(BENCH)/axon.json
 	$(RELEASE_BIN) bench forge --package idna==3.20 --package jmespath==1.1.0 --candidates 8 --out $(BENCH)/forge.json

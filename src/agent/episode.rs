@@ -145,9 +145,9 @@ pub enum AgentError {
 /// rebuilt as one commit so the bug cannot be read back from it.
 const PREPARE: &str = r#"set -e
 cd /repo
-if [ -s /tmp/agentao/bug.diff ]; then git apply /tmp/agentao/bug.diff; fi
-if [ -s /tmp/agentao/test.diff ]; then git apply /tmp/agentao/test.diff; fi
-rm -rf .git /tmp/agentao
+if [ -s /agentao/bug.diff ]; then git apply /agentao/bug.diff; fi
+if [ -s /agentao/test.diff ]; then git apply /agentao/test.diff; fi
+rm -rf .git /agentao
 git init -q
 printf '*.egg-info/\n__pycache__/\n.pytest_cache/\nbuild/\n.coverage*\n' >> .git/info/exclude
 git add -A
@@ -165,8 +165,10 @@ pub async fn prepare_workspace(
     spec.limits = limits.clone();
     spec.workdir = Some("/repo".into());
     let sb = Sandbox::start(engine, &spec).await?;
+    // Uploads go to the container's own file system: the engine's copy API cannot see the
+    // tmpfs at /tmp.
     sb.write_files(
-        "/tmp",
+        "/",
         &[
             ("agentao/bug.diff", task.bug_patch.as_bytes(), 0o644),
             ("agentao/test.diff", task.test_patch.as_bytes(), 0o644),

@@ -276,18 +276,15 @@ async fn str_replace(
     let edited = text.replacen(old, new, 1);
     if full.ends_with(".py") {
         // The real interpreter decides: write a candidate copy and parse it.
-        sb.write_files(
-            "/tmp",
-            &[("agentao/edit_check.py", edited.as_bytes(), 0o644)],
-        )
-        .await?;
+        sb.write_files("/", &[("agentao/edit_check.py", edited.as_bytes(), 0o644)])
+            .await?;
         let check = sb
             .exec(
                 &ExecRequest::new([
                     "python",
                     "-c",
                     "import ast,sys; ast.parse(open(sys.argv[1]).read(), sys.argv[2])",
-                    "/tmp/agentao/edit_check.py",
+                    "/agentao/edit_check.py",
                     path,
                 ])
                 .timeout(Duration::from_secs(30)),

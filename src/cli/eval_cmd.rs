@@ -36,6 +36,9 @@ pub async fn run(args: EvalArgs, settings: &Settings) -> anyhow::Result<()> {
         UserError::new(e.to_string()).hint("--tasks takes a JSON Lines file of tasks")
     })?;
     let predictions = read_predictions(&args.predictions).map_err(|e| {
+        if e.is_bad_content() {
+            return UserError::new(e.to_string());
+        }
         UserError::new(e.to_string())
             .hint("--predictions takes rows of instance_id, model_name_or_path, model_patch")
     })?;

@@ -111,13 +111,13 @@ pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(&exported)?);
     for m in &report.miners {
         eprintln!(
-            "round {}: {} -> miner uid {} (status {}, {:.1}s): {:?}, score {:.3}",
+            "round {}: {} -> miner uid {} (status {}, {:.1}s): {}, score {:.3}",
             report.round_id,
             report.instance_id,
             m.uid,
             m.status_code,
             m.latency_s,
-            m.outcome,
+            m.outcome.kind(),
             m.score
         );
     }

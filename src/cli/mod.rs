@@ -91,6 +91,9 @@ pub struct GlobalArgs {
     /// Sandbox CPU limit.
     #[arg(long, global = true, env = ev::AGENTAO_SANDBOX_CPUS)]
     pub sandbox_cpus: Option<f64>,
+    /// Sandbox scratch space (`/tmp`, memory-backed) in MiB.
+    #[arg(long, global = true, env = ev::AGENTAO_SANDBOX_TMP_MB)]
+    pub sandbox_tmp_mb: Option<u64>,
     /// Sandbox process limit.
     #[arg(long, global = true, env = ev::AGENTAO_SANDBOX_PIDS)]
     pub sandbox_pids: Option<i64>,
@@ -158,6 +161,7 @@ impl GlobalArgs {
             pids: self.sandbox_pids.unwrap_or(d.limits.pids),
             wall: self.sandbox_wall_secs.map_or(d.limits.wall, config::secs),
             network: false,
+            tmp_mb: self.sandbox_tmp_mb.unwrap_or(d.limits.tmp_mb),
         };
         let model = match (&self.model, &self.openai_api_key) {
             (Some(m), _) => crate::llm::resolve_model(m),

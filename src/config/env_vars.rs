@@ -23,6 +23,8 @@ pub const AGENTAO_SANDBOX_CPUS: &str = "AGENTAO_SANDBOX_CPUS";
 pub const AGENTAO_SANDBOX_PIDS: &str = "AGENTAO_SANDBOX_PIDS";
 /// Wall-clock limit of a sandbox in seconds.
 pub const AGENTAO_SANDBOX_WALL_SECS: &str = "AGENTAO_SANDBOX_WALL_SECS";
+/// Size of a sandbox's writable scratch space (`/tmp`, memory-backed) in MiB.
+pub const AGENTAO_SANDBOX_TMP_MB: &str = "AGENTAO_SANDBOX_TMP_MB";
 /// How many sandboxes may run at once.
 pub const AGENTAO_MAX_SANDBOXES: &str = "AGENTAO_MAX_SANDBOXES";
 /// Python package index used by the host to fetch wheels and sdists.
@@ -75,6 +77,7 @@ pub const ALL: &[&str] = &[
     AGENTAO_SANDBOX_CPUS,
     AGENTAO_SANDBOX_PIDS,
     AGENTAO_SANDBOX_WALL_SECS,
+    AGENTAO_SANDBOX_TMP_MB,
     AGENTAO_MAX_SANDBOXES,
     PIP_INDEX_URL,
     AGENTAO_DEBIAN_MIRROR,

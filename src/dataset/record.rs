@@ -51,6 +51,10 @@ pub struct Record {
     pub resolved: bool,
     /// `resolved`, `unresolved`, `patch_rejected`, ...
     pub outcome: String,
+    /// Why, when the outcome has a reason (the refused path, the tampering seen, the call's
+    /// failure).
+    #[serde(default)]
+    pub outcome_reason: String,
     /// Per-test status (JSON object: node id -> status).
     pub tests_status: String,
     pub judge_quality: Option<f64>,
@@ -105,6 +109,7 @@ impl Record {
             trajectory: String::new(),
             resolved: false,
             outcome: String::new(),
+            outcome_reason: String::new(),
             tests_status: "{}".into(),
             judge_quality: None,
             judge_brevity: None,

@@ -99,30 +99,29 @@ impl RecordStore {
     }
 }
 
-/// Cuts a last line that lacks its newline (a write torn by a crash).
+/// Cuts a last line that lacks its newline (a write torn by a crash), however long: the file
+/// is searched backwards for the last newline in fixed-size blocks, so memory stays small.
 fn repair_torn_tail(f: &mut File, path: &Path) -> Result<(), DatasetError> {
+    const BLOCK: u64 = 64 << 10;
     let io = |e| DatasetError::io(path, e);
     let len = f.metadata().map_err(io)?.len();
-    if len == 0 {
-        return Ok(());
-    }
-    let window = len.min(1 << 20);
-    f.seek(SeekFrom::Start(len - window)).map_err(io)?;
-    let mut tail = Vec::with_capacity(window as usize);
-    f.take(window).read_to_end(&mut tail).map_err(io)?;
-    if tail.last() == Some(&b'\n') {
-        return Ok(());
-    }
-    let keep = match tail.iter().rposition(|b| *b == b'\n') {
-        Some(i) => len - window + i as u64 + 1,
-        None if window == len => 0,
-        None => {
-            return Err(DatasetError::Corrupt {
-                path: path.display().to_string(),
-                line: 0,
-                reason: "last line longer than 1 MiB and unterminated".into(),
-            });
+    let mut end = len;
+    let mut block = vec![0u8; BLOCK as usize];
+    let keep = loop {
+        if end == 0 {
+            break 0;
         }
+        let start = end.saturating_sub(BLOCK);
+        let buf = &mut block[..(end - start) as usize];
+        f.seek(SeekFrom::Start(start)).map_err(io)?;
+        f.read_exact(buf).map_err(io)?;
+        if end == len && buf.last() == Some(&b'\n') {
+            return Ok(());
+        }
+        if let Some(i) = buf.iter().rposition(|b| *b == b'\n') {
+            break start + i as u64 + 1;
+        }
+        end = start;
     };
     tracing::warn!(path = %path.display(), cut = len - keep, "cutting a torn last record");
     f.set_len(keep).map_err(io)
@@ -161,5 +160,37 @@ mod tests {
             .map(|r| r.unwrap().instance_id)
             .collect();
         assert_eq!(ids, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_torn_tail_of_any_length_is_cut() {
+        // Issue 13: a torn last record over 1 MiB made the store unopenable.
+        for torn in [1usize, (64 << 10) - 1, 64 << 10, (64 << 10) + 1, 3 << 20] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("records.jsonl");
+            let mut store = RecordStore::open(&path).unwrap();
+            for id in ["a", "b"] {
+                store.append(&mut record(id)).unwrap();
+            }
+            let whole = std::fs::metadata(&path).unwrap().len();
+            let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+            f.write_all(b"{\"seq\":2,\"patch\":\"").unwrap();
+            f.write_all(&vec![b'x'; torn]).unwrap();
+            drop(f);
+            let mut store = RecordStore::open(&path).unwrap();
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), whole, "{torn}");
+            assert_eq!(store.len(), 2);
+            assert_eq!(store.append(&mut record("c")).unwrap(), 2);
+            assert_eq!(store.iter().unwrap().count(), 3);
+        }
+        // A file that is one torn line, and an empty one.
+        for torn in [0usize, 5, 200 << 10] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("records.jsonl");
+            std::fs::write(&path, vec![b'{'; torn]).unwrap();
+            let store = RecordStore::open(&path).unwrap();
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+            assert!(store.is_empty());
+        }
     }
 }

@@ -1,27 +1,43 @@
 //! One evaluation: a fresh container from the task's image, the bug applied, the patch checked
-//! and applied, the selected tests run with JUnit output, a verdict out.
+//! and applied, the selected tests run, a verdict out.
+//!
+//! Two execs. The apply phase (`apply.sh`, root, before any code of the repository runs)
+//! applies the patch in a scratch clone and reports what applying changed; the host refuses
+//! forbidden changes (`policy.rs`) and tampering code (`tamper.rs`) on that change list, not on
+//! the patch's text. The test phase runs as an unprivileged user through `pytest_run.rs`,
+//! whose signed records are the only source of test results. Anything odd after the patch was
+//! applied (forged or missing records, tampering seen at run time, a full disk) counts against
+//! the patch; only the machine's own failures are environment errors.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::debug;
 
-use super::junit::{TestStatus, parse_junit, statuses_for};
 use super::patch::{PatchError, check_patch};
-use crate::sandbox::{Engine, ExecRequest, ExecStatus, Limits, Sandbox, SandboxError, SandboxSpec};
+use super::pytest_run::{PytestRun, RecordReader, RunKey};
+use super::results::TestStatus;
+use super::{policy, tamper};
+use crate::sandbox::{
+    Engine, ExecRequest, ExecStatus, Limits, OutputStream, Sandbox, SandboxError, SandboxSpec,
+};
 use crate::tasks::Task;
 
 /// Changes whenever a verdict for the same (task, patch) could come out differently; part of
 /// every cache key, so a new harness never serves an old verdict.
-pub const HARNESS_VERSION: &str = "agentao-eval-2";
+pub const HARNESS_VERSION: &str = "agentao-eval-3";
 
-const WORK: &str = "/tmp/agentao";
-/// The in-container script: bug, test patch, apply chain, pytest.
-const EVALUATE_SH: &str = include_str!("evaluate.sh");
-/// Time allowed for applying patches, on top of the test timeout.
+/// Where the harness files go (the container's own file system; see `pytest_run::HARNESS_DIR`).
+const WORK: &str = "/agentao";
+/// The in-container apply phase.
+const APPLY_SH: &str = include_str!("apply.sh");
+/// Time allowed for applying patches.
 const APPLY_BUDGET: Duration = Duration::from_secs(60);
+/// Largest change (the canonical diff) a patch may make once applied.
+const MAX_CHANGE_BYTES: usize = 2 << 20;
 const LOG_CAP: usize = 64 * 1024;
 
 /// How to evaluate.
@@ -67,8 +83,45 @@ pub enum Outcome {
     TimedOut,
     /// The test run was killed by the memory limit.
     OutOfMemory,
+    /// The test run filled its scratch space (`/tmp`, capped).
+    DiskLimitExceeded,
+    /// The test run's results cannot be trusted: forged or out-of-order records, or
+    /// tampering seen at run time. Counts against the patch.
+    Tampered { reason: String },
+    /// The test run ended without its final record (the interpreter died or exited early).
+    /// Counts against the patch.
+    Crashed { reason: String },
     /// The machine failed (engine, image, broken task), not the patch.
     EnvironmentError { message: String },
+}
+
+impl Outcome {
+    /// Why, for the outcomes that carry a reason.
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            Outcome::PatchRejected { reason } => Some(reason.to_string()),
+            Outcome::Tampered { reason } | Outcome::Crashed { reason } => Some(reason.clone()),
+            Outcome::EnvironmentError { message } => Some(message.clone()),
+            _ => None,
+        }
+    }
+
+    /// The outcome's name, as serialised (`resolved`, `patch_rejected`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Resolved => "resolved",
+            Outcome::Unresolved => "unresolved",
+            Outcome::EmptyPatch => "empty_patch",
+            Outcome::PatchRejected { .. } => "patch_rejected",
+            Outcome::ApplyFailed => "apply_failed",
+            Outcome::TimedOut => "timed_out",
+            Outcome::OutOfMemory => "out_of_memory",
+            Outcome::DiskLimitExceeded => "disk_limit_exceeded",
+            Outcome::Tampered { .. } => "tampered",
+            Outcome::Crashed { .. } => "crashed",
+            Outcome::EnvironmentError { .. } => "environment_error",
+        }
+    }
 }
 
 /// How the patch went in.
@@ -146,6 +199,7 @@ pub fn verdict_key(instance_id: &str, patch: &str) -> String {
 /// Evaluates `patch` on `task`. Never fails: every problem is an [`Outcome`].
 pub async fn evaluate(engine: &Engine, task: &Task, patch: &str, cfg: &EvalConfig) -> Verdict {
     let begun = Instant::now();
+    // A cheap first look at the text; what applying changes is judged later, in the sandbox.
     if let Err(reason) = check_patch(patch, cfg.max_patch_bytes, &task.protected_files()) {
         let outcome = match reason {
             PatchError::Empty => Outcome::EmptyPatch,
@@ -187,6 +241,77 @@ async fn run_in_sandbox(
     removed
 }
 
+/// The folders of the selected tests, one per line (`.` for the root).
+fn test_dirs(task: &Task) -> String {
+    let tests = task.selected_tests();
+    let mut dirs: Vec<&str> = tests
+        .iter()
+        .map(|id| id.split("::").next().unwrap_or(id))
+        .map(|file| file.rsplit_once('/').map_or(".", |(d, _)| d))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    dirs.retain(|d| !d.contains('\n'));
+    dirs.join("\n") + "\n"
+}
+
+/// What the apply phase reported.
+enum Applied {
+    /// The task's own patches failed: the task is broken, not the patch.
+    TaskBroken(String),
+    Failed,
+    TooLarge(usize),
+    Changed {
+        method: Option<ApplyMethod>,
+        listing: Vec<u8>,
+        canonical: String,
+        /// Folders pytest puts on `sys.path` for the selected tests.
+        basedirs: Vec<String>,
+    },
+}
+
+fn read_markers(stdout: &str) -> Applied {
+    let mut method = None;
+    let mut listing = None;
+    let mut canonical = None;
+    let mut basedirs = Vec::new();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for line in stdout.lines() {
+        let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match tag {
+            "AGENTAO_TASK_BROKEN" => return Applied::TaskBroken(rest.to_owned()),
+            "AGENTAO_APPLY_FAILED" => return Applied::Failed,
+            "AGENTAO_TOO_LARGE" => return Applied::TooLarge(rest.trim().parse().unwrap_or(0)),
+            "AGENTAO_APPLIED" => {
+                method = match rest.trim() {
+                    "git_apply" => Some(ApplyMethod::GitApply),
+                    "git_apply3way" => Some(ApplyMethod::GitApply3way),
+                    "patch_fuzz" => Some(ApplyMethod::PatchFuzz),
+                    _ => None,
+                }
+            }
+            "AGENTAO_LISTING" => listing = b64.decode(rest.trim()).ok(),
+            "AGENTAO_BASEDIR" => basedirs.push(rest.to_owned()),
+            "AGENTAO_DIFF" => {
+                canonical = b64
+                    .decode(rest.trim())
+                    .ok()
+                    .map(|d| String::from_utf8_lossy(&d).into_owned())
+            }
+            _ => {}
+        }
+    }
+    match (listing, canonical) {
+        (Some(listing), Some(canonical)) => Applied::Changed {
+            method,
+            listing,
+            canonical,
+            basedirs,
+        },
+        _ => Applied::TaskBroken("the apply phase reported no change list".into()),
+    }
+}
+
 async fn evaluate_inside(
     sandbox: &Sandbox,
     task: &Task,
@@ -194,56 +319,47 @@ async fn evaluate_inside(
     cfg: &EvalConfig,
     verdict: &mut Verdict,
 ) -> Result<(), SandboxError> {
-    // One upload and one exec: round trips to the engine are most of the overhead.
     let t = Instant::now();
-    sandbox
-        .write_files(
-            "/tmp",
-            &[
-                ("agentao/evaluate.sh", EVALUATE_SH.as_bytes(), 0o755),
-                ("agentao/bug.diff", task.bug_patch.as_bytes(), 0o644),
-                ("agentao/test.diff", task.test_patch.as_bytes(), 0o644),
-                ("agentao/model.diff", patch.as_bytes(), 0o644),
-            ],
-        )
-        .await?;
-    let mut cmd = vec!["bash".to_owned(), format!("{WORK}/evaluate.sh")];
-    let tests = task.selected_tests();
-    cmd.extend(tests.iter().cloned());
-    let mut applied_at = None;
+    let key = RunKey::random();
+    let mut run = PytestRun::new(
+        task.selected_tests(),
+        cfg.test_timeout.max(Duration::from_secs(1)),
+    );
+    run.added_diff = Some(format!("{WORK}/r/canonical.diff"));
+    run.output_cap = LOG_CAP;
+    let mut files: Vec<(String, Vec<u8>, u32)> = vec![
+        ("agentao/apply.sh".into(), APPLY_SH.into(), 0o755),
+        (
+            "agentao/bug.diff".into(),
+            task.bug_patch.clone().into(),
+            0o644,
+        ),
+        (
+            "agentao/test.diff".into(),
+            task.test_patch.clone().into(),
+            0o644,
+        ),
+        ("agentao/model.diff".into(), patch.to_owned().into(), 0o644),
+        ("agentao/testdirs".into(), test_dirs(task).into(), 0o644),
+    ];
+    files.extend(run.files());
+    sandbox.write_files("/", &files).await?;
+
+    // Phase 1, as root: apply, and report what changed.
     let out = sandbox
-        .exec_with(
-            &ExecRequest::new(cmd)
+        .exec(
+            &ExecRequest::new(["bash".to_owned(), format!("{WORK}/apply.sh")])
                 .workdir("/repo")
-                .env(format!(
-                    "AGENTAO_TEST_TIMEOUT={}",
-                    cfg.test_timeout.as_secs().max(1)
-                ))
-                .timeout(cfg.test_timeout + APPLY_BUDGET)
-                .output_cap(LOG_CAP),
-            |_, bytes| {
-                if applied_at.is_none() && bytes.windows(15).any(|w| w == b"AGENTAO_APPLIED") {
-                    applied_at = Some(t.elapsed());
-                }
-            },
+                .env(format!("AGENTAO_MAX_CHANGE_BYTES={MAX_CHANGE_BYTES}"))
+                .timeout(APPLY_BUDGET)
+                .output_cap(4 * MAX_CHANGE_BYTES),
         )
         .await?;
-    let total = t.elapsed();
-    let apply = applied_at.unwrap_or(total);
-    verdict.timings.apply_s = apply.as_secs_f64();
-    verdict.timings.tests_s = (total - apply).as_secs_f64();
-    verdict.log = format!("{}{}", out.stdout, out.stderr);
-    verdict.apply_method = out
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("AGENTAO_APPLIED "))
-        .and_then(|m| match m.trim() {
-            "git_apply" => Some(ApplyMethod::GitApply),
-            "git_apply3way" => Some(ApplyMethod::GitApply3way),
-            "patch_fuzz" => Some(ApplyMethod::PatchFuzz),
-            _ => None,
-        });
-    match out.status {
+    verdict.timings.apply_s = t.elapsed().as_secs_f64();
+    if out.status != ExecStatus::Exited(0) && out.status != ExecStatus::Exited(90) {
+        verdict.log = apply_log(sandbox).await;
+    }
+    let applied = match out.status {
         ExecStatus::TimedOut => {
             verdict.outcome = Outcome::TimedOut;
             return Ok(());
@@ -252,52 +368,182 @@ async fn evaluate_inside(
             verdict.outcome = Outcome::OutOfMemory;
             return Ok(());
         }
-        ExecStatus::Exited(90) if out.stdout.contains("AGENTAO_TASK_BROKEN") => {
+        ExecStatus::Exited(_) => read_markers(&out.stdout),
+    };
+    let (method, listing, canonical, basedirs) = match applied {
+        Applied::TaskBroken(step) => {
             return Err(SandboxError::Tool {
                 tool: "applying the task's own patches".into(),
-                reason: verdict.log.clone(),
+                reason: format!("{step}: {}", apply_log(sandbox).await),
             });
         }
-        // The in-container `timeout` stopped the tests (124, or 137 after its -k grace).
-        ExecStatus::Exited(124 | 137)
-            if verdict.apply_method.is_some()
-                && verdict.timings.tests_s + 1.0 >= cfg.test_timeout.as_secs_f64() =>
-        {
-            verdict.outcome = Outcome::TimedOut;
-            return Ok(());
-        }
-        ExecStatus::Exited(91) if verdict.apply_method.is_none() => {
+        Applied::Failed => {
             verdict.outcome = Outcome::ApplyFailed;
             return Ok(());
         }
-        ExecStatus::Exited(_) => {}
+        Applied::TooLarge(size) => {
+            verdict.outcome = Outcome::PatchRejected {
+                reason: PatchError::TooLarge {
+                    size,
+                    limit: MAX_CHANGE_BYTES,
+                },
+            };
+            return Ok(());
+        }
+        Applied::Changed {
+            method,
+            listing,
+            canonical,
+            basedirs,
+        } => (method, listing, canonical, basedirs),
+    };
+    verdict.apply_method = method;
+
+    // The host's judgement on what applying changed.
+    let changes = match policy::parse_listing(&listing) {
+        Ok(c) => c,
+        Err(e) => {
+            return Err(SandboxError::Tool {
+                tool: "git diff --raw".into(),
+                reason: e,
+            });
+        }
+    };
+    if changes.is_empty() {
+        verdict.outcome = Outcome::EmptyPatch;
+        return Ok(());
     }
-    let xml = match sandbox
-        .read_file(&format!("{WORK}/junit.xml"), 32 << 20)
+    if let Err(reason) = policy::check_changes(&changes, &task.protected_files(), &basedirs) {
+        verdict.outcome = Outcome::PatchRejected { reason };
+        return Ok(());
+    }
+    if let Err(finding) = tamper::scan(&canonical, &task.patch, &task.package) {
+        verdict.outcome = Outcome::PatchRejected {
+            reason: PatchError::Tampering {
+                finding: finding.to_string(),
+            },
+        };
+        return Ok(());
+    }
+
+    // Phase 2, as the test user: the selected tests, results from signed records only.
+    let tests = task.selected_tests();
+    let t = Instant::now();
+    let mut reader = RecordReader::new(key.clone());
+    let out = sandbox
+        .exec_with(&run.request(&key), |stream, bytes| {
+            if stream == OutputStream::Stdout {
+                reader.feed(bytes);
+            }
+        })
+        .await?;
+    verdict.timings.tests_s = t.elapsed().as_secs_f64();
+    let records = reader.finish();
+    verdict.log = format!("{}{}", out.stdout, out.stderr)
+        .lines()
+        .filter(|l| !l.starts_with("AGENTAO1 "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    verdict.fail_to_pass = records.statuses(&task.fail_to_pass);
+    verdict.pass_to_pass = records.statuses(&task.pass_to_pass);
+    verdict.outcome = match out.status {
+        ExecStatus::TimedOut => Outcome::TimedOut,
+        ExecStatus::OutOfMemory => Outcome::OutOfMemory,
+        ExecStatus::Exited(code) => {
+            if records.disk_full() || (records.end.is_none() && tmp_is_full(sandbox).await) {
+                Outcome::DiskLimitExceeded
+            } else if let Some(why) = records.untrusted() {
+                if !records.tamper.is_empty() || !records.anomalies.is_empty() {
+                    Outcome::Tampered { reason: why }
+                } else if code == 124 || code == 137 {
+                    Outcome::TimedOut
+                } else {
+                    Outcome::Crashed {
+                        reason: format!("{why} (exit status {code})"),
+                    }
+                }
+            } else {
+                let all_pass = verdict
+                    .fail_to_pass
+                    .values()
+                    .chain(verdict.pass_to_pass.values())
+                    .all(|s| s.passed());
+                if all_pass && !tests.is_empty() {
+                    Outcome::Resolved
+                } else {
+                    Outcome::Unresolved
+                }
+            }
+        }
+    };
+    verdict.resolved = verdict.outcome == Outcome::Resolved;
+    debug!(instance = %task.instance_id, outcome = ?verdict.outcome, "evaluated");
+    Ok(())
+}
+
+/// The apply phase's log (bounded).
+async fn apply_log(sandbox: &Sandbox) -> String {
+    match sandbox
+        .read_file(&format!("{WORK}/apply.log"), 1 << 20)
         .await
     {
-        Ok(xml) => String::from_utf8_lossy(&xml).into_owned(),
-        // No report: pytest died before writing it (a patch that breaks import, or exit()).
-        Err(SandboxError::BadPath(_)) => String::from("<testsuites/>"),
-        Err(e) => return Err(e),
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let start = text.len().saturating_sub(LOG_CAP);
+            let mut start = start;
+            while !text.is_char_boundary(start) {
+                start += 1;
+            }
+            text[start..].to_owned()
+        }
+        Err(e) => format!("(no apply log: {e})"),
+    }
+}
+
+/// Whether `/tmp` is (nearly) full, asked as root after a run that ended without its final
+/// record.
+async fn tmp_is_full(sandbox: &Sandbox) -> bool {
+    let Ok(out) = sandbox
+        .exec(&ExecRequest::new(["stat", "-f", "-c", "%a %S", "/tmp"]))
+        .await
+    else {
+        return false;
     };
-    let report = parse_junit(&xml).map_err(|e| SandboxError::Tool {
-        tool: "pytest".into(),
-        reason: e.to_string(),
-    })?;
-    verdict.fail_to_pass = statuses_for(&report, &task.fail_to_pass);
-    verdict.pass_to_pass = statuses_for(&report, &task.pass_to_pass);
-    let all_pass = verdict
-        .fail_to_pass
-        .values()
-        .chain(verdict.pass_to_pass.values())
-        .all(|s| s.passed());
-    verdict.resolved = all_pass && !tests.is_empty();
-    verdict.outcome = if verdict.resolved {
-        Outcome::Resolved
-    } else {
-        Outcome::Unresolved
-    };
-    debug!(instance = %task.instance_id, resolved = verdict.resolved, "evaluated");
-    Ok(())
+    let mut it = out.stdout.split_whitespace().map(|n| n.parse::<i64>().ok());
+    match (it.next().flatten(), it.next().flatten()) {
+        (Some(blocks), Some(size)) => blocks * size < super::pytest_run::DISK_FULL_BYTES,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_are_read() {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let out = format!(
+            "AGENTAO_APPLIED patch_fuzz\nAGENTAO_LISTING {}\nAGENTAO_DIFF {}\n",
+            b64.encode(b":100644 100644 a b M\0x.py\0"),
+            b64.encode("diff")
+        );
+        let Applied::Changed {
+            method,
+            listing,
+            canonical,
+            ..
+        } = read_markers(&out)
+        else {
+            panic!("not read");
+        };
+        assert_eq!(method, Some(ApplyMethod::PatchFuzz));
+        assert_eq!(listing, b":100644 100644 a b M\0x.py\0");
+        assert_eq!(canonical, "diff");
+        assert!(matches!(
+            read_markers("AGENTAO_TASK_BROKEN bug\n"),
+            Applied::TaskBroken(_)
+        ));
+        assert!(matches!(read_markers("junk\n"), Applied::TaskBroken(_)));
+    }
 }

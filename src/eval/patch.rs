@@ -12,6 +12,8 @@ pub enum PatchError {
     Malformed { line: usize, reason: String },
     #[error("the patch may not touch {path}: {reason}")]
     ForbiddenPath { path: String, reason: String },
+    #[error("the patch adds code that tampers with the test run: {finding}")]
+    Tampering { finding: String },
 }
 
 /// What a well-formed patch changes.
@@ -246,7 +248,7 @@ fn check_path(path: &str, protected: &[String]) -> Result<(), PatchError> {
 
 /// A protected entry is a file (`tests/test_a.py`), a folder (`tests/`, everything below it),
 /// or any file of a name (`*/conftest.py`, at any depth).
-fn protects(entry: &str, path: &str) -> bool {
+pub(crate) fn protects(entry: &str, path: &str) -> bool {
     if let Some(name) = entry.strip_prefix("*/") {
         return path == name || path.ends_with(&format!("/{name}"));
     }

@@ -43,6 +43,29 @@ pub enum RunError {
     },
     #[error("prediction for unknown task {0}")]
     UnknownTask(String),
+    /// Two predictions for one instance: which one is judged would depend on the order.
+    #[error(
+        "{path}: instance {id} is predicted twice ({first} and {second}); give one prediction per instance"
+    )]
+    DuplicatePrediction {
+        path: String,
+        id: String,
+        first: String,
+        second: String,
+    },
+    #[error("{path}: no predictions in the file")]
+    NoPredictions { path: String },
+}
+
+impl RunError {
+    /// Whether the error is about the predictions' content (duplicates, none at all) rather
+    /// than their format.
+    pub fn is_bad_content(&self) -> bool {
+        matches!(
+            self,
+            RunError::DuplicatePrediction { .. } | RunError::NoPredictions { .. }
+        )
+    }
 }
 
 fn io(path: &Path, source: std::io::Error) -> RunError {
@@ -52,21 +75,64 @@ fn io(path: &Path, source: std::io::Error) -> RunError {
     }
 }
 
-/// Reads predictions (JSON Lines, or one JSON array).
+/// Reads predictions (JSON Lines, or one JSON array). A file without any, or with two for one
+/// instance, is refused.
 pub fn read_predictions(path: &Path) -> Result<Vec<Prediction>, RunError> {
     let text = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
-    if text.trim_start().starts_with('[') {
-        return serde_json::from_str(&text).map_err(|e| RunError::BadPrediction {
+    let (predictions, place): (Vec<Prediction>, Box<dyn Fn(usize) -> String>) =
+        if text.trim_start().starts_with('[') {
+            let p = serde_json::from_str(&text).map_err(|e| RunError::BadPrediction {
+                path: path.display().to_string(),
+                line: e.line(),
+                reason: e.to_string(),
+            })?;
+            (p, Box::new(|i| format!("entry {}", i + 1)))
+        } else {
+            let p = crate::jsonl::parse(&text).map_err(|e| RunError::BadPrediction {
+                path: path.display().to_string(),
+                line: e.line,
+                reason: e.reason,
+            })?;
+            // The i-th prediction is on the i-th line that is not blank.
+            let lines: Vec<usize> = text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(n, _)| n + 1)
+                .collect();
+            (
+                p,
+                Box::new(move |i| format!("line {}", lines.get(i).copied().unwrap_or(i + 1))),
+            )
+        };
+    check_predictions(path, &predictions, place)?;
+    Ok(predictions)
+}
+
+/// Refuses an empty set of predictions and two predictions for one instance; `place` names
+/// where the i-th prediction is.
+fn check_predictions(
+    path: &Path,
+    predictions: &[Prediction],
+    place: impl Fn(usize) -> String,
+) -> Result<(), RunError> {
+    if predictions.is_empty() {
+        return Err(RunError::NoPredictions {
             path: path.display().to_string(),
-            line: e.line(),
-            reason: e.to_string(),
         });
     }
-    crate::jsonl::parse(&text).map_err(|e| RunError::BadPrediction {
-        path: path.display().to_string(),
-        line: e.line,
-        reason: e.reason,
-    })
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    for (i, p) in predictions.iter().enumerate() {
+        if let Some(j) = first.insert(p.instance_id.as_str(), i) {
+            return Err(RunError::DuplicatePrediction {
+                path: path.display().to_string(),
+                id: p.instance_id.clone(),
+                first: place(j),
+                second: place(i),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Per-instance test results in SWE-bench's report shape.

@@ -6,9 +6,11 @@
 //! Scores: `(9·quality + speed)/10` for a resolved patch (speed from the dendrite's measured
 //! latency against the time limit; quality from the LLM judge when one is set and answers
 //! readably, else 1), 0 otherwise; identical non-empty patches from two or more
-//! miners all get the floor; the moving average (alpha 0.1) moves only for miners that
-//! answered (or failed on their side with a 500, e.g. a model that is down), so an
-//! unreachable miner keeps its average rather than being punished for the network.
+//! miners all get the floor. The moving average (alpha 0.1) moves only for answers the miner
+//! is answerable for: a call that brought back no answer (unreachable, timeout, protocol
+//! error: recorded as such, never as an empty patch) and an evaluation that failed for the
+//! machine (`environment_error`) leave it alone, as for a miner that is down. A miner that
+//! answers that its own model is down (its 500, [`super::miner::MODEL_DOWN`]) is charged a 0.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -18,10 +20,10 @@ use serde::{Deserialize, Serialize};
 
 use super::scoring::{final_score, judged_quality, time_score};
 use crate::dataset::{Record, RecordStore};
-use crate::eval::{EvalConfig, evaluate};
+use crate::eval::{EvalConfig, Outcome, evaluate};
 use crate::llm::{Budget, LlmClient, judge::judge};
 use crate::sandbox::Engine;
-use crate::subnet::{AxonTarget, CodingTask, Dendrite, Metagraph, Neuron};
+use crate::subnet::{AxonTarget, CallFailure, CodingTask, Dendrite, Metagraph, Neuron};
 use crate::tasks::Task;
 
 /// The score of an answer whose patch another miner also sent.
@@ -99,6 +101,40 @@ impl Scores {
     }
 }
 
+/// What became of one miner's answer: evaluated, or no answer at all.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum AnswerOutcome {
+    /// The miner answered; the evaluation's outcome (`{"kind": "resolved"}`, ...).
+    Evaluated(Outcome),
+    /// No answer came back (`{"kind": "unreachable", "message": ...}`).
+    NoAnswer { kind: CallFailure, message: String },
+}
+
+impl AnswerOutcome {
+    /// The name recorded in the dataset's `outcome`: the evaluation's kind (`resolved`,
+    /// `environment_error`, ...) or the call's failure (`unreachable`, `timeout`,
+    /// `protocol_error`).
+    pub fn kind(&self) -> String {
+        match self {
+            AnswerOutcome::Evaluated(o) => o.kind().to_owned(),
+            AnswerOutcome::NoAnswer { kind, .. } => kind.as_str().to_owned(),
+        }
+    }
+
+    /// Whether the score is the miner's: an answer came back and its evaluation did not fail
+    /// for the machine.
+    pub fn is_miners(&self) -> bool {
+        matches!(self, AnswerOutcome::Evaluated(o) if !matches!(o, Outcome::EnvironmentError { .. }))
+    }
+}
+
+impl PartialEq<Outcome> for AnswerOutcome {
+    fn eq(&self, other: &Outcome) -> bool {
+        matches!(self, AnswerOutcome::Evaluated(o) if o == other)
+    }
+}
+
 /// One miner's answer, as scored.
 #[derive(Debug, Clone, Serialize)]
 pub struct MinerResult {
@@ -108,7 +144,9 @@ pub struct MinerResult {
     pub latency_s: f64,
     pub patch_bytes: usize,
     pub resolved: bool,
-    pub outcome: crate::eval::Outcome,
+    pub outcome: AnswerOutcome,
+    /// Whether the score moved the miner's average.
+    pub charged: bool,
     /// The judge's (quality, brevity), when it judged.
     pub judged: Option<(f64, f64)>,
     pub duplicate: bool,
@@ -168,20 +206,68 @@ impl Validator {
             .dendrite
             .fan_out(&targets, &body, self.time_limit + Duration::from_secs(5))
             .await;
-        let patches: Vec<String> = answers
+        // A patch only where an answer came back.
+        let patches: Vec<Option<String>> = answers
             .iter()
-            .map(|a| match (&a.synapse, a.status_code) {
-                (Some(s), 200) => s.body.patch.clone().unwrap_or_default(),
-                _ => String::new(),
+            .map(|a| match (&a.synapse, a.failure) {
+                (Some(s), None) => Some(s.body.patch.clone().unwrap_or_default()),
+                _ => None,
             })
             .collect();
         let mut seen: HashMap<&str, usize> = HashMap::new();
-        for p in patches.iter().filter(|p| !p.trim().is_empty()) {
+        for p in patches.iter().flatten().filter(|p| !p.trim().is_empty()) {
             *seen.entry(p.as_str()).or_default() += 1;
         }
 
         let mut results = Vec::new();
         for ((miner, answer), patch) in miners.iter().zip(&answers).zip(&patches) {
+            let mut record = Record::for_task(task);
+            record.round_id = round_id.to_owned();
+            record.validator_hotkey = self.dendrite.hotkey();
+            record.miner_hotkey = miner.hotkey.clone();
+            record.miner_uid = miner.uid as i64;
+            record.response_seconds = answer.latency_s;
+            let Some(patch) = patch else {
+                // No answer: nothing to evaluate, nothing to charge, unless the miner said
+                // its own model is down: its failure, charged as a 0.
+                let kind = answer.failure.unwrap_or(CallFailure::ProtocolError);
+                let outcome = AnswerOutcome::NoAnswer {
+                    kind,
+                    message: answer.status_message.clone(),
+                };
+                let model_down = answer.status_message.starts_with(super::miner::MODEL_DOWN);
+                if model_down {
+                    scores.update(&miner.hotkey, 0.0);
+                }
+                record.outcome = outcome.kind();
+                record.outcome_reason = answer.status_message.clone();
+                record.model_error = model_down;
+                let seq = records.append(&mut record)?;
+                tracing::warn!(
+                    uid = miner.uid,
+                    status = answer.status_code,
+                    outcome = kind.as_str(),
+                    message = %answer.status_message,
+                    charged = model_down,
+                    "no answer; average left alone unless the miner's model is down"
+                );
+                results.push(MinerResult {
+                    uid: miner.uid,
+                    hotkey: miner.hotkey.clone(),
+                    status_code: answer.status_code,
+                    latency_s: answer.latency_s,
+                    patch_bytes: 0,
+                    resolved: false,
+                    outcome,
+                    charged: model_down,
+                    judged: None,
+                    duplicate: false,
+                    score: 0.0,
+                    record_seq: seq,
+                    model_error: model_down.then(|| answer.status_message.clone()),
+                });
+                continue;
+            };
             let verdict = evaluate(&self.engine, task, patch, &self.eval).await;
             let speed = time_score(answer.latency_s, self.time_limit.as_secs_f64());
             let duplicate = seen.get(patch.as_str()).is_some_and(|n| *n > 1);
@@ -211,31 +297,27 @@ impl Validator {
             if duplicate {
                 score = score.min(DUPLICATE_FLOOR);
             }
-            // 200, or the miner's own failure (500: its handler failed, e.g. its model is down).
-            if answer.status_code == 200 || answer.status_code == 500 {
+            let outcome = AnswerOutcome::Evaluated(verdict.outcome.clone());
+            let charged = outcome.is_miners();
+            if charged {
                 scores.update(&miner.hotkey, score);
+            } else {
+                tracing::warn!(uid = miner.uid, outcome = ?verdict.outcome, "the evaluation failed for the machine; not charged to the miner");
             }
             let reply = answer.synapse.as_ref().map(|s| &s.body);
-            let model_error = match reply {
-                Some(r) if !r.model_error.is_empty() => Some(r.model_error.clone()),
-                _ if answer.status_message.starts_with(super::miner::MODEL_DOWN) => {
-                    Some(answer.status_message.clone())
-                }
-                _ => None,
-            };
-            let mut record = Record::for_task(task);
-            record.round_id = round_id.to_owned();
-            record.validator_hotkey = self.dendrite.hotkey();
-            record.miner_hotkey = miner.hotkey.clone();
-            record.miner_uid = miner.uid as i64;
+            let model_error = reply
+                .map(|r| r.model_error.clone())
+                .filter(|e| !e.is_empty());
+            record.model_error = model_error.is_some();
             record.agent = reply.map(|r| r.agent_name.clone()).unwrap_or_default();
             record.model = reply.map(|r| r.model.clone()).unwrap_or_default();
-            record.patch = patch.clone();
+            // A patch over the evaluation's limit was refused unread; it is not kept either.
+            if patch.len() <= self.eval.max_patch_bytes {
+                record.patch = patch.clone();
+            }
             record.resolved = verdict.resolved;
-            record.outcome = serde_json::to_value(&verdict.outcome)
-                .ok()
-                .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
-                .unwrap_or_default();
+            record.outcome = outcome.kind();
+            record.outcome_reason = verdict.outcome.reason().unwrap_or_default();
             let mut tests = serde_json::Map::new();
             for (k, v) in verdict.fail_to_pass.iter().chain(&verdict.pass_to_pass) {
                 tests.insert(k.clone(), serde_json::to_value(v).unwrap_or_default());
@@ -248,9 +330,7 @@ impl Validator {
             record.cost_usd = reply.map_or(0.0, |r| r.cost);
             record.prompt_tokens = reply.map_or(0, |r| r.prompt_tokens as i64);
             record.completion_tokens = reply.map_or(0, |r| r.completion_tokens as i64);
-            record.response_seconds = answer.latency_s;
             record.eval_seconds = verdict.timings.total_s;
-            record.model_error = model_error.is_some();
             let seq = records.append(&mut record)?;
             tracing::info!(
                 uid = miner.uid,
@@ -258,6 +338,7 @@ impl Validator {
                 resolved = verdict.resolved,
                 score,
                 duplicate,
+                charged,
                 "scored"
             );
             results.push(MinerResult {
@@ -267,7 +348,8 @@ impl Validator {
                 latency_s: answer.latency_s,
                 patch_bytes: patch.len(),
                 resolved: verdict.resolved,
-                outcome: verdict.outcome,
+                outcome,
+                charged,
                 judged,
                 duplicate,
                 score,
@@ -283,6 +365,69 @@ impl Validator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcomes_name_what_happened_and_only_the_miners_are_charged() {
+        let cases = [
+            (
+                AnswerOutcome::Evaluated(Outcome::Resolved),
+                "resolved",
+                true,
+            ),
+            (
+                AnswerOutcome::Evaluated(Outcome::EmptyPatch),
+                "empty_patch",
+                true,
+            ),
+            (
+                AnswerOutcome::Evaluated(Outcome::EnvironmentError {
+                    message: "engine gone".into(),
+                }),
+                "environment_error",
+                false,
+            ),
+            (
+                AnswerOutcome::NoAnswer {
+                    kind: CallFailure::Unreachable,
+                    message: "refused".into(),
+                },
+                "unreachable",
+                false,
+            ),
+            (
+                AnswerOutcome::NoAnswer {
+                    kind: CallFailure::Timeout,
+                    message: String::new(),
+                },
+                "timeout",
+                false,
+            ),
+            (
+                AnswerOutcome::NoAnswer {
+                    kind: CallFailure::ProtocolError,
+                    message: String::new(),
+                },
+                "protocol_error",
+                false,
+            ),
+        ];
+        for (o, kind, charged) in cases {
+            assert_eq!(o.kind(), kind);
+            assert_eq!(o.is_miners(), charged, "{kind}");
+            assert_eq!(serde_json::to_value(&o).unwrap()["kind"], kind);
+        }
+        assert_eq!(
+            AnswerOutcome::Evaluated(Outcome::Resolved),
+            Outcome::Resolved
+        );
+        assert_ne!(
+            AnswerOutcome::NoAnswer {
+                kind: CallFailure::Timeout,
+                message: String::new()
+            },
+            Outcome::Resolved
+        );
+    }
 
     #[test]
     fn averages_move_by_alpha_and_persist() {

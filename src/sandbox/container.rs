@@ -66,6 +66,10 @@ pub struct ExecRequest {
     pub timeout: Duration,
     /// Bytes of stdout and of stderr kept (the tail).
     pub output_cap: usize,
+    /// `uid[:gid]` to run as (the image's default user when `None`).
+    pub user: Option<String>,
+    /// Bytes written to the command's stdin (left open, never closed, when `None`: no stdin).
+    pub stdin: Option<Vec<u8>>,
 }
 
 impl ExecRequest {
@@ -81,6 +85,8 @@ impl ExecRequest {
             env: Vec::new(),
             timeout: Duration::from_secs(60),
             output_cap: DEFAULT_OUTPUT_CAP,
+            user: None,
+            stdin: None,
         }
     }
 
@@ -106,6 +112,19 @@ impl ExecRequest {
 
     pub fn env(mut self, entry: impl Into<String>) -> Self {
         self.env.push(entry.into());
+        self
+    }
+
+    /// Runs the command as `uid[:gid]`.
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// Hands `bytes` to the command on its stdin (a secret that must not show in its
+    /// environment, its command line or a file).
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(bytes.into());
         self
     }
 }
@@ -230,6 +249,22 @@ impl Sandbox {
                 security_opt: Some(vec!["no-new-privileges".to_owned()]),
                 init: Some(true),
                 auto_remove: Some(true),
+                tmpfs: (limits.tmp_mb > 0).then(|| {
+                    HashMap::from([
+                        (
+                            "/tmp".to_owned(),
+                            format!("rw,nosuid,nodev,mode=1777,size={}m", limits.tmp_mb.max(1)),
+                        ),
+                        (
+                            "/var/tmp".to_owned(),
+                            "rw,nosuid,nodev,mode=1777,size=16m".to_owned(),
+                        ),
+                        (
+                            "/run/lock".to_owned(),
+                            "rw,nosuid,nodev,noexec,mode=1777,size=1m".to_owned(),
+                        ),
+                    ])
+                }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -309,9 +344,11 @@ impl Sandbox {
                 ExecConfig {
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),
+                    attach_stdin: Some(req.stdin.is_some()),
                     cmd: Some(cmd),
                     env: Some(req.env.clone()),
                     working_dir: req.workdir.clone(),
+                    user: req.user.clone(),
                     ..Default::default()
                 },
             )
@@ -333,12 +370,24 @@ impl Sandbox {
             )
             .await
             .map_err(|e| self.map_gone(e))?;
-        let StartExecResults::Attached { mut output, .. } = started else {
+        let StartExecResults::Attached {
+            mut output,
+            mut input,
+        } = started
+        else {
             return Err(SandboxError::Tool {
                 tool: "docker exec".into(),
                 reason: "engine did not attach output".into(),
             });
         };
+        if let Some(bytes) = &req.stdin {
+            use tokio::io::AsyncWriteExt;
+            input
+                .write_all(bytes)
+                .await
+                .and(input.flush().await)
+                .map_err(|e| SandboxError::io("writing a command's stdin", e))?;
+        }
         let host_deadline = tokio::time::Instant::now() + timeout + HOST_GRACE;
         let read_all = async {
             while let Some(chunk) = output.next().await {
@@ -494,10 +543,10 @@ impl Sandbox {
 
     /// Writes files below `dir` (which must exist) in one upload; relative paths in `files`
     /// may name subdirectories, which are created. Owned by root.
-    pub async fn write_files(
+    pub async fn write_files<P: AsRef<str>, B: AsRef<[u8]>>(
         &self,
         dir: &str,
-        files: &[(&str, &[u8], u32)],
+        files: &[(P, B, u32)],
     ) -> Result<(), SandboxError> {
         let mtime = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -80,6 +80,16 @@ impl Engine {
         })
     }
 
+    /// Where the engine keeps images and containers on the host (`/var/lib/docker`).
+    pub async fn root_dir(&self) -> Result<String, SandboxError> {
+        Ok(self
+            .docker
+            .info()
+            .await?
+            .docker_root_dir
+            .unwrap_or_default())
+    }
+
     /// Whether an image with this reference exists locally.
     pub async fn image_exists(&self, reference: &str) -> Result<bool, SandboxError> {
         match self.docker.inspect_image(reference).await {

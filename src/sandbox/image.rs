@@ -199,6 +199,11 @@ pub fn tar_files<P: AsRef<str>, B: AsRef<[u8]>>(
     };
     for (path, contents, mode) in files {
         let path = path.as_ref();
+        // `dir/` is a folder of its own mode.
+        let (path, is_dir) = match path.strip_suffix('/') {
+            Some(dir) => (dir, true),
+            None => (path, false),
+        };
         if path.starts_with('/') || path.split('/').any(|c| c == ".." || c.is_empty()) {
             return Err(SandboxError::BadPath(path.to_owned()));
         }
@@ -214,6 +219,13 @@ pub fn tar_files<P: AsRef<str>, B: AsRef<[u8]>>(
         }
         let mut header = tar::Header::new_gnu();
         header.set_mode(*mode);
+        if is_dir {
+            if dirs_done.insert(path.to_owned()) {
+                header.set_entry_type(tar::EntryType::Directory);
+                append(&mut header, &format!("{path}/"), &[])?;
+            }
+            continue;
+        }
         append(&mut header, path, contents.as_ref())?;
     }
     builder.into_inner().map_err(|e| SandboxError::io("tar", e))

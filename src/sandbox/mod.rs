@@ -55,6 +55,13 @@ pub struct Limits {
     pub wall: Duration,
     /// Whether the container gets a network (bridge) at all. Off by default.
     pub network: bool,
+    /// Size of the writable scratch space (`/tmp`, a tmpfs counted against the memory limit),
+    /// in MiB. The image's other world-writable folders (`/var/tmp`, `/run/lock`) are small
+    /// tmpfs mounts too, so a process that does not own the image's files cannot write past
+    /// these caps onto the host's disk. 0 leaves them on the container's own file system
+    /// (for trusted work whose files the host reads back: the engine's copy API cannot see
+    /// tmpfs mounts).
+    pub tmp_mb: u64,
 }
 
 impl Default for Limits {
@@ -65,6 +72,7 @@ impl Default for Limits {
             pids: 512,
             wall: Duration::from_secs(900),
             network: false,
+            tmp_mb: 512,
         }
     }
 }

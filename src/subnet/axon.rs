@@ -1,30 +1,62 @@
-//! The axon: an HTTP server (axum) answering `POST /{SynapseName}` the way the Bittensor SDK's
-//! axon does. Before a handler sees a request: body size limit (413), headers and JSON (400),
-//! body hash (400), nonce freshness and monotonicity per (hotkey, uuid) and the sr25519
-//! signature over `{nonce}.{dendrite}.{axon}.{uuid}.{body_hash}` (401), blacklist: unknown
-//! hotkey, no validator permit, too little stake (403), priority by stake when busy (503), the
-//! handler under the request's timeout (408). Every refusal is logged with its reason.
+//! The axon: an HTTP/1.1 server (hyper, axum routing) answering `POST /{SynapseName}` the way
+//! the Bittensor SDK's axon does. Before a handler sees a request: the `timeout` header (400
+//! when it is not a number of seconds), the body's size (413) and arrival in time (408), the
+//! JSON (400), the dendrite's hotkey, nonce and uuid, the nonce's freshness, the sr25519
+//! signature over `{nonce}.{dendrite}.{axon}.{uuid}.{body_hash}` and the body against that
+//! signed hash (401), the blacklist: unknown hotkey, no validator permit, too little stake
+//! (403), the nonce's single use (401), priority by stake when busy (503), the handler under
+//! the request's timeout (408). Every refusal is a JSON `{"message"}` with the SDK's
+//! `bt_header_axon_*` headers, so an SDK dendrite reads its status, and a log line.
+//!
+//! Nonces. The SDK's axon takes a nonce if it is newer than the last one of the same
+//! (hotkey, uuid), or, for the first one, no older than 4 s plus the request's `timeout`. It
+//! verifies headers one request at a time on one event loop, in arrival order, so concurrent
+//! calls from one SDK dendrite (increasing nonces, sent at once) all pass there. Our requests
+//! are checked on several threads after their bodies arrived, so their order is lost; we keep
+//! instead, per (hotkey, uuid), the nonces already used within the window (the newest 256;
+//! older ones fold into a floor that works like the SDK's "last nonce"), and take a nonce that
+//! was never used, is above the floor and is fresh. A replay is refused exactly as in the SDK;
+//! an out-of-order arrival is taken, as the SDK's dendrite expects. Two more rules than the
+//! SDK: the freshness window applies to every nonce, not just the first, and the `timeout`
+//! that widens it (an unsigned header) counts for at most [`AxonConfig::max_window_timeout`]
+//! (60 s: no never-seen request older than 64 s is taken, whatever it claims); and a nonce
+//! older than the axon's own start is refused, so a request captured before a restart cannot be
+//! replayed after it. The book lives in memory: refusing what predates the start needs no disk
+//! write per request and loses nothing a restart could replay (a clock behind ours by `d`
+//! seconds has its first `d` seconds of requests refused).
+//!
+//! Connections: at most [`AxonConfig::max_connections`] open at once (more wait in the
+//! listen backlog), headers within [`AxonConfig::header_timeout`] (an idle keep-alive
+//! connection is closed after it too), a body within [`AxonConfig::body_timeout`].
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
 use super::chain::Metagraph;
-use super::synapse::{CodingTask, Forecast, Synapse, SynapseBody, TerminalInfo};
+use super::synapse::{
+    CodingTask, Forecast, HASH_OF_NOTHING, PROTOCOL_VERSION, Synapse, SynapseBody, TerminalInfo,
+};
 use super::wallet::{Keypair, verify};
 
 /// Nonces may be this much older than now (plus the request's timeout), as in the SDK.
 const ALLOWED_DELTA_NS: i64 = 4_000_000_000;
+/// The `timeout` a request without the header gets (the SDK's default).
+const DEFAULT_TIMEOUT_S: f64 = 12.0;
+/// Used nonces remembered per (hotkey, uuid); older ones fold into the floor.
+const RECENT_PER_ENDPOINT: usize = 256;
+/// (hotkey, uuid) pairs remembered at once; only callers that passed every check add one.
+const MAX_ENDPOINTS: usize = 16_384;
 
 /// What the axon accepts.
 #[derive(Debug, Clone)]
@@ -36,6 +68,19 @@ pub struct AxonConfig {
     pub min_stake: f64,
     /// Requests handled at once; more wait, highest stake first.
     pub max_concurrent: usize,
+    /// The largest `timeout` honoured as the handler's budget (the original validator gave
+    /// miners 600 s).
+    pub max_timeout: Duration,
+    /// The most a request's `timeout` widens its nonce window (4 s + timeout). The header is
+    /// unsigned, so this bounds how old a request never seen before may be.
+    pub max_window_timeout: Duration,
+    /// Connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this; an idle keep-alive connection is closed
+    /// after it.
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this (408 otherwise).
+    pub body_timeout: Duration,
 }
 
 impl Default for AxonConfig {
@@ -45,6 +90,11 @@ impl Default for AxonConfig {
             require_validator_permit: true,
             min_stake: 0.0,
             max_concurrent: 16,
+            max_timeout: Duration::from_secs(3600),
+            max_window_timeout: Duration::from_secs(60),
+            max_connections: 256,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -72,8 +122,9 @@ pub struct AxonStats {
 
 struct Inner {
     keypair: Keypair,
+    uuid: String,
     metagraph: Arc<RwLock<Metagraph>>,
-    nonces: Mutex<HashMap<String, i64>>,
+    nonces: Mutex<NonceBook>,
     cfg: AxonConfig,
     gate: Gate,
     coding: Option<Handler<CodingTask>>,
@@ -86,14 +137,20 @@ pub struct Axon {
     inner: Inner,
 }
 
+fn now_ns() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)
+}
+
 impl Axon {
+    /// A new axon; nonces signed before this moment are refused.
     pub fn new(keypair: Keypair, metagraph: Metagraph, cfg: AxonConfig) -> Axon {
         let permits = cfg.max_concurrent.max(1);
         Axon {
             inner: Inner {
                 keypair,
+                uuid: uuid::Uuid::new_v4().to_string(),
                 metagraph: Arc::new(RwLock::new(metagraph)),
-                nonces: Mutex::new(HashMap::new()),
+                nonces: Mutex::new(NonceBook::new(now_ns())),
                 gate: Gate::new(permits),
                 cfg,
                 coding: None,
@@ -147,20 +204,147 @@ impl Axon {
         self.inner.stats.clone()
     }
 
-    /// Serves on `listener` until the task is dropped or aborted.
+    /// Serves on `listener` until the task is dropped or aborted: HTTP/1.1, at most
+    /// `max_connections` connections at once, headers within `header_timeout`.
     pub fn serve(self, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
-        let max = self.inner.cfg.max_body_bytes;
+        let cfg = self.inner.cfg.clone();
         let state = Arc::new(self.inner);
-        let app = axum::Router::new()
-            .route("/{name}", post(dispatch))
-            // The size check below answers first; this is the backstop for chunked bodies.
-            .layer(DefaultBodyLimit::max(max + 1))
-            .with_state(state);
+        // Every method and path comes to `dispatch`, so even a wrong one gets a JSON answer.
+        let app = axum::Router::new().fallback(dispatch).with_state(state);
+        let permits = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections.max(1)));
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!("axon stopped: {e}");
+            loop {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, then go on.
+                        tracing::warn!("axon accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                let mut http = hyper::server::conn::http1::Builder::new();
+                http.timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(cfg.header_timeout);
+                tokio::spawn(async move {
+                    let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                    if let Err(e) = conn.await {
+                        tracing::debug!("axon connection ended: {e}");
+                    }
+                    drop(permit);
+                });
             }
         })
+    }
+}
+
+/// The nonces used per (hotkey, uuid), within the freshness window.
+struct NonceBook {
+    /// When the axon started: older nonces are refused.
+    started_ns: i64,
+    endpoints: HashMap<String, Seen>,
+    last_prune_ns: i64,
+}
+
+/// One (hotkey, uuid): every nonce at or below `floor` is refused, and so is one in `recent`.
+struct Seen {
+    floor: i64,
+    recent: BTreeSet<i64>,
+}
+
+impl Seen {
+    fn newest(&self) -> i64 {
+        self.recent.last().copied().unwrap_or(self.floor)
+    }
+}
+
+impl NonceBook {
+    fn new(started_ns: i64) -> NonceBook {
+        NonceBook {
+            started_ns,
+            endpoints: HashMap::new(),
+            last_prune_ns: started_ns,
+        }
+    }
+
+    /// Whether `nonce` may be used by `endpoint` now; `oldest_ns` is the window's start.
+    fn check(&self, endpoint: &str, nonce: i64, now: i64, oldest_ns: i64) -> Result<(), Refusal> {
+        if nonce <= self.started_ns {
+            return Err(Refusal(
+                401,
+                "nonce predates this axon's start: requests signed before a restart are not taken"
+                    .into(),
+            ));
+        }
+        if nonce <= oldest_ns {
+            return Err(Refusal(
+                401,
+                format!(
+                    "nonce is too old: acceptable delta is {:.2} seconds but request was {:.2} seconds old",
+                    (now as i128 - oldest_ns as i128) as f64 / 1e9,
+                    (now as i128 - nonce as i128) as f64 / 1e9
+                ),
+            ));
+        }
+        if let Some(seen) = self.endpoints.get(endpoint) {
+            if nonce <= seen.floor {
+                return Err(Refusal(
+                    401,
+                    "nonce is not newer than the last one processed".into(),
+                ));
+            }
+            if seen.recent.contains(&nonce) {
+                return Err(Refusal(401, "nonce was already used".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks and records `nonce` in one step, so two copies of a request cannot both pass.
+    /// `horizon_ns` is the oldest any request's window can reach (4 s + the largest timeout).
+    fn commit(
+        &mut self,
+        endpoint: &str,
+        nonce: i64,
+        now: i64,
+        oldest_ns: i64,
+        horizon_ns: i64,
+    ) -> Result<(), Refusal> {
+        self.check(endpoint, nonce, now, oldest_ns)?;
+        let prune_due = now.saturating_sub(self.last_prune_ns) > 1_000_000_000;
+        if !self.endpoints.contains_key(endpoint) && self.endpoints.len() >= MAX_ENDPOINTS {
+            self.prune(now, horizon_ns);
+            if self.endpoints.len() >= MAX_ENDPOINTS {
+                return Err(Refusal(
+                    503,
+                    "busy: too many dendrites at once; try again".into(),
+                ));
+            }
+        } else if prune_due && self.endpoints.len() > 1024 {
+            self.prune(now, horizon_ns);
+        }
+        let seen = self.endpoints.entry(endpoint.to_owned()).or_insert(Seen {
+            floor: i64::MIN,
+            recent: BTreeSet::new(),
+        });
+        seen.recent.insert(nonce);
+        while seen.recent.len() > RECENT_PER_ENDPOINT {
+            if let Some(oldest) = seen.recent.pop_first() {
+                seen.floor = oldest;
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the endpoints none of whose nonces any window can still reach.
+    fn prune(&mut self, now: i64, horizon_ns: i64) {
+        self.endpoints.retain(|_, s| s.newest() > horizon_ns);
+        self.last_prune_ns = now;
     }
 }
 
@@ -169,21 +353,22 @@ struct Refusal(u16, String);
 
 async fn dispatch(
     State(state): State<Arc<Inner>>,
-    Path(name): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let started = Instant::now();
+    let name = uri.path().trim_start_matches('/').to_owned();
     let result = match name.as_str() {
         "CodingTask" => match state.coding.clone() {
-            Some(h) => handle(&state, &headers, &body, h, started).await,
+            Some(h) => handle(&state, &headers, body, h, started).await,
             None => Err(Refusal(404, "synapse CodingTask is not served here".into())),
         },
         "Forecast" => match state.forecast.clone() {
-            Some(h) => handle(&state, &headers, &body, h, started).await,
+            Some(h) => handle(&state, &headers, body, h, started).await,
             None => Err(Refusal(404, "synapse Forecast is not served here".into())),
         },
-        other => Err(Refusal(404, format!("unknown synapse {other}"))),
+        other => Err(Refusal(404, format!("unknown synapse {other:?}"))),
     };
     match result {
         Ok(resp) => {
@@ -192,21 +377,42 @@ async fn dispatch(
         }
         Err(Refusal(code, message)) => {
             state.stats.refused.fetch_add(1, Ordering::Relaxed);
-            let caller = headers
-                .get("bt_header_dendrite_hotkey")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("?");
+            let caller = header(&headers, "bt_header_dendrite_hotkey").unwrap_or("?");
             tracing::warn!(synapse = %name, caller, status = code, "refused: {message}");
             let mut resp = (
                 StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
                 axum::Json(serde_json::json!({"message": message})),
             )
                 .into_response();
+            let axon = TerminalInfo {
+                status_code: Some(code.into()),
+                status_message: Some(message),
+                process_time: Some(started.elapsed().as_secs_f64()),
+                ..answering_axon(&state, &headers)
+            };
             let h = resp.headers_mut();
-            put(h, "bt_header_axon_status_code", &code.to_string());
-            put(h, "bt_header_axon_status_message", &message);
+            put(h, "name", &name);
+            for (k, v) in axon.headers("axon") {
+                put(h, &k, &v);
+            }
             resp
         }
+    }
+}
+
+/// Who answers, as the SDK's axon fills it: the address the dendrite called (echoed from its
+/// `bt_header_axon_ip`/`_port`, so `r.axon.ip` is set on the SDK's side), our hotkey, version
+/// and uuid, a nonce of ours.
+fn answering_axon(state: &Inner, headers: &HeaderMap) -> TerminalInfo {
+    let called = TerminalInfo::from_headers("axon", header_pairs(headers));
+    TerminalInfo {
+        ip: called.ip,
+        port: called.port,
+        version: Some(PROTOCOL_VERSION),
+        nonce: Some(now_ns()),
+        uuid: Some(state.uuid.clone()),
+        hotkey: Some(state.keypair.ss58()),
+        ..TerminalInfo::default()
     }
 }
 
@@ -220,44 +426,79 @@ fn header<'a>(h: &'a HeaderMap, k: &str) -> Option<&'a str> {
     h.get(k).and_then(|v| v.to_str().ok())
 }
 
+fn header_pairs(h: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
+    h.iter()
+        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+}
+
+/// The request's `timeout` in seconds, capped at `max`; absent means the SDK's 12 s.
+fn request_timeout(headers: &HeaderMap, max: Duration) -> Result<f64, Refusal> {
+    let Some(raw) = headers.get("timeout") else {
+        return Ok(DEFAULT_TIMEOUT_S.min(max.as_secs_f64()));
+    };
+    let t = raw
+        .to_str()
+        .ok()
+        .and_then(|t| t.trim().parse::<f64>().ok())
+        .filter(|t| *t >= 0.0 && !t.is_nan())
+        .ok_or_else(|| {
+            Refusal(
+                400,
+                format!(
+                    "timeout header {:?} is not a number of seconds >= 0",
+                    String::from_utf8_lossy(raw.as_bytes())
+                ),
+            )
+        })?;
+    Ok(t.min(max.as_secs_f64()))
+}
+
+/// The body, read as it streams in: refused past `max` bytes or after `deadline`.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+    deadline: Duration,
+) -> Result<Vec<u8>, Refusal> {
+    let declared = header(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared
+        && len > max as u64
+    {
+        return Err(Refusal(413, format!("body of {len} bytes exceeds {max}")));
+    }
+    let read = async {
+        let mut out = Vec::with_capacity(declared.map_or(0, |l| l as usize));
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Refusal(400, format!("body unreadable: {e}")))?;
+            if out.len() + chunk.len() > max {
+                return Err(Refusal(413, format!("body exceeds {max} bytes")));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    };
+    tokio::time::timeout(deadline, read)
+        .await
+        .map_err(|_| Refusal(408, format!("body not received within {:?}", deadline)))?
+}
+
 async fn handle<T: SynapseBody>(
     state: &Inner,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Body,
     handler: Handler<T>,
     started: Instant,
 ) -> Result<Response, Refusal> {
-    if body.len() > state.cfg.max_body_bytes {
-        return Err(Refusal(
-            413,
-            format!(
-                "body of {} bytes exceeds {}",
-                body.len(),
-                state.cfg.max_body_bytes
-            ),
-        ));
-    }
-    let dendrite = TerminalInfo::from_headers(
-        "dendrite",
-        headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
-    );
-    let timeout: f64 = header(headers, "timeout")
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(12.0);
-    let mut synapse: Synapse<T> = serde_json::from_slice(body)
+    let cfg = &state.cfg;
+    let timeout = request_timeout(headers, cfg.max_timeout)?;
+    let body = read_body(headers, body, cfg.max_body_bytes, cfg.body_timeout).await?;
+    let dendrite = TerminalInfo::from_headers("dendrite", header_pairs(headers));
+    let mut synapse: Synapse<T> = serde_json::from_slice(&body)
         .map_err(|e| Refusal(400, format!("malformed synapse JSON: {e}")))?;
-    let body_hash = synapse.body_hash();
-    let claimed = header(headers, "computed_body_hash").unwrap_or("");
-    if claimed != body_hash {
-        return Err(Refusal(
-            400,
-            "body hash does not match computed_body_hash".into(),
-        ));
-    }
+    drop(body);
 
-    // Authentication.
+    // Authentication: fresh nonce, signature over the claimed hash, body against that hash.
     let (Some(hotkey), Some(nonce), Some(uuid)) =
         (&dendrite.hotkey, dendrite.nonce, &dendrite.uuid)
     else {
@@ -269,32 +510,38 @@ async fn handle<T: SynapseBody>(
     let Some(signature) = &dendrite.signature else {
         return Err(Refusal(401, "missing signature".into()));
     };
+    let claimed = header(headers, "computed_body_hash").unwrap_or("");
+    let endpoint = format!("{hotkey}:{uuid}");
+    let widest = cfg.max_window_timeout.as_nanos().min(i64::MAX as u128) as i64;
+    let widening = ((timeout * 1e9) as i64).min(widest);
+    let window = |now: i64| {
+        now.saturating_sub(ALLOWED_DELTA_NS)
+            .saturating_sub(widening)
+    };
+    let horizon = |now: i64| now.saturating_sub(ALLOWED_DELTA_NS).saturating_sub(widest);
+    {
+        let now = now_ns();
+        let book = state.nonces.lock().expect("nonce lock");
+        book.check(&endpoint, nonce, now, window(now))?;
+    }
     let sig = hex::decode(signature.trim_start_matches("0x"))
         .map_err(|_| Refusal(401, "signature is not hex".into()))?;
     let message = format!("{nonce}.{hotkey}.{}.{uuid}.{claimed}", state.keypair.ss58());
-    let endpoint = format!("{hotkey}:{uuid}");
-    {
-        let nonces = state.nonces.lock().expect("nonce lock");
-        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
-        let window = now - ALLOWED_DELTA_NS - (timeout * 1e9) as i64;
-        match nonces.get(&endpoint) {
-            None if nonce <= window => {
-                return Err(Refusal(
-                    401,
-                    format!("nonce is too old: {:.2}s", (now - nonce) as f64 / 1e9),
-                ));
-            }
-            Some(last) if nonce <= *last => {
-                return Err(Refusal(
-                    401,
-                    "nonce is not newer than the last one processed".into(),
-                ));
-            }
-            _ => {}
-        }
-    }
     if !verify(hotkey, message.as_bytes(), &sig) {
         return Err(Refusal(401, "signature mismatch".into()));
+    }
+    // The SDK's axon answers a body that does not match its signed hash with a 500 (a
+    // ValueError in its body check); it is an authentication failure, so 401 here.
+    let bound = claimed == synapse.body_hash()
+        || (claimed == HASH_OF_NOTHING && synapse.body.original_shape());
+    if !bound {
+        return Err(Refusal(
+            401,
+            format!(
+                "body does not match its signed computed_body_hash (the hash covers {:?})",
+                T::REQUIRED_HASH_FIELDS
+            ),
+        ));
     }
 
     // Blacklist.
@@ -303,27 +550,22 @@ async fn handle<T: SynapseBody>(
         let Some(n) = mg.by_hotkey(hotkey) else {
             return Err(Refusal(403, format!("hotkey {hotkey} is not registered")));
         };
-        if state.cfg.require_validator_permit && !n.validator_permit {
+        if cfg.require_validator_permit && !n.validator_permit {
             return Err(Refusal(403, "caller has no validator permit".into()));
         }
-        if n.stake < state.cfg.min_stake {
+        if n.stake < cfg.min_stake {
             return Err(Refusal(
                 403,
-                format!(
-                    "stake {} below the minimum {}",
-                    n.stake, state.cfg.min_stake
-                ),
+                format!("stake {} below the minimum {}", n.stake, cfg.min_stake),
             ));
         }
         n.stake
     };
     {
-        // Only a request that passed every check moves the nonce on.
-        let mut nonces = state.nonces.lock().expect("nonce lock");
-        let last = nonces.entry(endpoint).or_insert(nonce);
-        if nonce > *last {
-            *last = nonce;
-        }
+        // Only a request that passed every check uses its nonce up.
+        let now = now_ns();
+        let mut book = state.nonces.lock().expect("nonce lock");
+        book.commit(&endpoint, nonce, now, window(now), horizon(now))?;
     }
 
     // Priority, then the handler under the request's timeout.
@@ -341,22 +583,31 @@ async fn handle<T: SynapseBody>(
         .map_err(|_| Refusal(408, format!("handler exceeded the {timeout}s timeout")))?
         .map_err(|e| Refusal(e.status, e.message))?;
     synapse.body = answer;
+    synapse.timeout = timeout;
     let axon = TerminalInfo {
         status_code: Some(200),
         status_message: Some("Success".into()),
         process_time: Some(started.elapsed().as_secs_f64()),
-        hotkey: Some(state.keypair.ss58()),
-        version: Some(super::synapse::PROTOCOL_VERSION),
-        ..TerminalInfo::default()
+        ..answering_axon(state, headers)
     };
-    synapse.axon = Some(axon.clone());
-    let mut resp = axum::Json(&synapse).into_response();
+    synapse.axon = Some(axon);
+    synapse.computed_body_hash = String::new();
+    let json = serde_json::to_vec(&synapse).map_err(|e| Refusal(500, e.to_string()))?;
+    synapse.total_size = json.len() as i64;
+    let mut out = synapse.to_headers();
+    let header_size: usize = out.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+    for (k, v) in out.iter_mut() {
+        if k == "header_size" {
+            *v = header_size.to_string();
+        }
+    }
+    let mut resp = (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        json,
+    )
+        .into_response();
     let h = resp.headers_mut();
-    for (k, v) in axon
-        .headers("axon")
-        .into_iter()
-        .chain(dendrite.headers("dendrite"))
-    {
+    for (k, v) in out {
         put(h, &k, &v);
     }
     Ok(resp)

@@ -14,7 +14,7 @@ pub mod wallet;
 
 pub use axon::{Axon, AxonConfig, AxonStats, HandlerError};
 pub use chain::{AnyChain, Chain, ChainError, LocalChain, Metagraph, Neuron, normalize_weights};
-pub use dendrite::{AxonTarget, CallResult, Dendrite};
+pub use dendrite::{AxonTarget, CallFailure, CallResult, DEFAULT_MAX_ANSWER_BYTES, Dendrite};
 pub use subtensor::{SubtensorChain, SubtensorConfig};
 pub use synapse::{CodingTask, Forecast, Synapse, SynapseBody, TerminalInfo};
 pub use wallet::{Keypair, Wallet, WalletError, ss58_decode, ss58_encode, verify};

@@ -3,6 +3,8 @@
 //! Python `bt.Synapse` subclass with the same fields round-trips. Also the HTTP headers a
 //! dendrite sends and the body hash it signs.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha3::{Digest, Sha3_256};
@@ -78,14 +80,56 @@ impl TerminalInfo {
     }
 }
 
-/// Python's `str(float)`: always a decimal point (`12.0`).
-fn py_float(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e16 {
-        format!("{v:.1}")
+/// Python's `str(float)` (= `repr`): the shortest digits that round-trip, in fixed notation
+/// with at least one decimal (`12.0`, `0.0001`) for exponents from -4 to 15, else scientific
+/// with a signed two-digit exponent (`1e+16`, `1e-05`); `nan`, `inf`, `-inf`.
+pub fn py_float(v: f64) -> String {
+    if v.is_nan() {
+        return "nan".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0.0" } else { "0.0" }.into();
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits too: `6.05e2`, `-1e-5`.
+    let sci = format!("{v:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if (-4..16).contains(&exp) {
+        let point = exp + 1;
+        let body = if point <= 0 {
+            format!("0.{}{digits}", "0".repeat((-point) as usize))
+        } else if point as usize >= digits.len() {
+            format!("{digits}{}.0", "0".repeat(point as usize - digits.len()))
+        } else {
+            let (int, frac) = digits.split_at(point as usize);
+            format!("{int}.{frac}")
+        };
+        format!("{sign}{body}")
     } else {
-        v.to_string()
+        let (first, rest) = digits.split_at(1);
+        let m = if rest.is_empty() {
+            first.to_owned()
+        } else {
+            format!("{first}.{rest}")
+        };
+        let e_sign = if exp < 0 { '-' } else { '+' };
+        format!("{sign}{m}e{e_sign}{:02}", exp.abs())
     }
 }
+
+/// The body hash of a synapse that hashes no fields (SHA3-256 of the empty string): what every
+/// SDK class without `required_hash_fields` computes, the original subnet's `CodingTask` among
+/// them.
+pub const HASH_OF_NOTHING: &str =
+    "a7ffc6f8bf1ed76651c14756a061d662f580ff4de43b49fa82d80a4b80f8434a";
 
 /// A synapse's own fields.
 pub trait SynapseBody:
@@ -93,9 +137,22 @@ pub trait SynapseBody:
 {
     /// The class name (the URL path and the `name` field).
     const NAME: &'static str;
-    /// Values of the fields the body hash covers, in declaration order, as Python's `str()`.
+    /// The fields the body hash covers, in this order: the SDK class's `required_hash_fields`.
+    /// A Python class speaking this synapse declares the same tuple, so both sides compute the
+    /// same hash and a signed request cannot carry another body.
+    const REQUIRED_HASH_FIELDS: &'static [&'static str] = &[];
+    /// The original subnet's class of this synapse hashes no fields: its axons refuse our hash
+    /// and want [`HASH_OF_NOTHING`]. Our dendrite then retries with that hash, and our axon
+    /// accepts it for a body of the original shape only ([`SynapseBody::original_shape`]).
+    const ORIGINAL_HASHES_NOTHING: bool = false;
+    /// Values of [`SynapseBody::REQUIRED_HASH_FIELDS`], in that order, as Python's `str()`.
     fn hash_fields(&self) -> Vec<String> {
         Vec::new()
+    }
+    /// True when the body carries nothing the original class lacks, so the hash of nothing
+    /// (which binds no field) gives away nothing of ours.
+    fn original_shape(&self) -> bool {
+        false
     }
 }
 
@@ -139,7 +196,8 @@ impl<T: SynapseBody> Synapse<T> {
         }
     }
 
-    /// SHA3-256 over the hashes of the required hash fields (of nothing, when none).
+    /// SHA3-256 over the hashes of the required hash fields (of nothing, when none), as the
+    /// SDK's `Synapse.body_hash`.
     pub fn body_hash(&self) -> String {
         let joined: String = self
             .body
@@ -150,7 +208,16 @@ impl<T: SynapseBody> Synapse<T> {
         sha3_hex(&joined)
     }
 
-    /// The headers a dendrite sends with this synapse.
+    /// The headers a dendrite sends with this synapse (and an axon answers with), as the SDK's
+    /// `Synapse.to_headers`: `name`, `timeout`, the terminals, one `bt_header_input_obj_<field>`
+    /// per body field that is set, the sizes and `computed_body_hash`.
+    ///
+    /// The SDK's axon builds its synapse from these headers before it reads the body, so a
+    /// class with fields that have no default (the original `CodingTask`'s `repo` and
+    /// `problem_statement`) fails to parse without them. Like the SDK's dendrite, the header
+    /// holds the empty value of the field's type (base64 of `json.dumps(type())`, e.g. `""`);
+    /// the real value travels in the body. We send one for every field, since we cannot know
+    /// which ones the other side's class requires.
     pub fn to_headers(&self) -> Vec<(String, String)> {
         let mut h = vec![
             ("name".to_owned(), self.name.clone()),
@@ -162,11 +229,40 @@ impl<T: SynapseBody> Synapse<T> {
         if let Some(d) = &self.dendrite {
             h.extend(d.headers("dendrite"));
         }
+        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&self.body) {
+            for (field, value) in fields {
+                if let Some(empty) = empty_like(&value) {
+                    h.push((
+                        format!("bt_header_input_obj_{field}"),
+                        BASE64.encode(empty.as_bytes()),
+                    ));
+                }
+            }
+        }
         h.push(("header_size".to_owned(), self.header_size.to_string()));
         h.push(("total_size".to_owned(), self.total_size.to_string()));
-        h.push(("computed_body_hash".to_owned(), self.body_hash()));
+        let hash = if self.computed_body_hash.is_empty() {
+            self.body_hash()
+        } else {
+            self.computed_body_hash.clone()
+        };
+        h.push(("computed_body_hash".to_owned(), hash));
         h
     }
+}
+
+/// `json.dumps(type(value)())` for a JSON value: the empty value of its type; none for null.
+fn empty_like(value: &serde_json::Value) -> Option<&'static str> {
+    use serde_json::Value;
+    Some(match value {
+        Value::Null => return None,
+        Value::Bool(_) => "false",
+        Value::Number(n) if n.is_f64() => "0.0",
+        Value::Number(_) => "0",
+        Value::String(_) => "\"\"",
+        Value::Array(_) => "[]",
+        Value::Object(_) => "{}",
+    })
 }
 
 /// Hex SHA3-256 of a text.
@@ -217,6 +313,33 @@ pub struct CodingTask {
 
 impl SynapseBody for CodingTask {
     const NAME: &'static str = "CodingTask";
+    const REQUIRED_HASH_FIELDS: &'static [&'static str] = &[
+        "repo",
+        "problem_statement",
+        "task_id",
+        "version",
+        "hints",
+        "time_limit",
+    ];
+    const ORIGINAL_HASHES_NOTHING: bool = true;
+    fn hash_fields(&self) -> Vec<String> {
+        vec![
+            self.repo.clone(),
+            self.problem_statement.clone(),
+            self.task_id.clone(),
+            self.version.clone(),
+            self.hints.clone(),
+            py_float(self.time_limit),
+        ]
+    }
+    /// The original class has `repo`, `problem_statement` and `patch`: none of the task fields
+    /// agentao adds may be set.
+    fn original_shape(&self) -> bool {
+        self.task_id.is_empty()
+            && self.version.is_empty()
+            && self.hints.is_empty()
+            && self.time_limit == 0.0
+    }
 }
 
 /// A question for Cerebro-style forecasters: will an agent solve this task, and how fast.
@@ -239,6 +362,14 @@ pub struct Forecast {
 
 impl SynapseBody for Forecast {
     const NAME: &'static str = "Forecast";
+    const REQUIRED_HASH_FIELDS: &'static [&'static str] = &["task_id", "problem_statement", "repo"];
+    fn hash_fields(&self) -> Vec<String> {
+        vec![
+            self.task_id.clone(),
+            self.problem_statement.clone(),
+            self.repo.clone(),
+        ]
+    }
 }
 
 #[cfg(test)]
@@ -258,11 +389,119 @@ mod tests {
         for (k, v) in orig.as_object().unwrap() {
             assert_eq!(&back[k], v, "{k}");
         }
-        // No required hash fields: the hash of the empty string, as the SDK computes it.
-        assert_eq!(
-            s.body_hash(),
-            "a7ffc6f8bf1ed76651c14756a061d662f580ff4de43b49fa82d80a4b80f8434a"
+        // The original class hashes no fields: the hash of the empty string.
+        assert_eq!(sha3_hex(""), HASH_OF_NOTHING);
+        assert!(s.body.original_shape());
+    }
+
+    #[test]
+    fn floats_print_as_python_prints_them() {
+        for (v, python) in [
+            (12.0, "12.0"),
+            (605.0, "605.0"),
+            (0.1, "0.1"),
+            (1e16, "1e+16"),
+            (1e15, "1000000000000000.0"),
+            (1e-5, "1e-05"),
+            (0.0001, "0.0001"),
+            (123456789.125, "123456789.125"),
+            (1.5e300, "1.5e+300"),
+            (-2.5e-7, "-2.5e-07"),
+            (-0.0, "-0.0"),
+            (f64::NAN, "nan"),
+            (f64::NEG_INFINITY, "-inf"),
+        ] {
+            assert_eq!(py_float(v), python, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn the_body_hash_is_the_sdks_over_the_required_fields() {
+        // `CodingTask(...).body_hash` from bittensor 10.5.0 with
+        // `required_hash_fields = ("repo", "problem_statement", "task_id", "version", "hints",
+        // "time_limit")`, for several time limits (the float's `str()` is hashed).
+        for (time_limit, python) in [
+            (
+                605.0,
+                "2b8903ff06f9eda45a32d2909cef3d4507622ddf513e6ebce838d583781a71e0",
+            ),
+            (
+                0.1,
+                "6483389edd288b9fee52d35bb0f1331165d2865c0b8424a387f5b0b9ddfab903",
+            ),
+            (
+                1e16,
+                "eabdce4f4d9b5f76431a2bf391cccf996ba86bd2cae651819e6d2663b5b0d55b",
+            ),
+            (
+                1e-5,
+                "818b747ddfc2a942c8ca986c743d58a2c90b7d39fb5d7246a776a45dc937ad27",
+            ),
+        ] {
+            let s = Synapse::new(
+                CodingTask {
+                    repo: "pypi/idna".into(),
+                    problem_statement: "fix \u{fc} \"it\"\n".into(),
+                    task_id: "idna-3.10-x".into(),
+                    version: "3.10".into(),
+                    hints: "h".into(),
+                    time_limit,
+                    ..CodingTask::default()
+                },
+                12.0,
+            );
+            assert_eq!(s.body_hash(), python, "{time_limit}");
+            assert!(!s.body.original_shape());
+        }
+        // Any hashed field changes the hash.
+        let base = CodingTask {
+            repo: "a/b".into(),
+            ..CodingTask::default()
+        };
+        let h = Synapse::new(base.clone(), 12.0).body_hash();
+        for changed in [
+            CodingTask {
+                problem_statement: "x".into(),
+                ..base.clone()
+            },
+            CodingTask {
+                task_id: "t".into(),
+                ..base.clone()
+            },
+            CodingTask {
+                time_limit: 1.0,
+                ..base.clone()
+            },
+        ] {
+            assert_ne!(Synapse::new(changed, 12.0).body_hash(), h);
+        }
+    }
+
+    #[test]
+    fn input_obj_headers_hold_the_empty_value_of_each_field_as_the_sdk_sends_them() {
+        // From bittensor 10.5.0: `CodingTask(repo="a", problem_statement="b").to_headers()`
+        // with the original class sends `bt_header_input_obj_repo: IiI=` (base64 of `""`).
+        let s = Synapse::new(
+            CodingTask {
+                repo: "pypi/x".into(),
+                problem_statement: "long text".into(),
+                time_limit: 600.0,
+                ..CodingTask::default()
+            },
+            12.0,
         );
+        let h = s.to_headers();
+        let get = |k: &str| h.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("bt_header_input_obj_repo"), Some("IiI="));
+        assert_eq!(get("bt_header_input_obj_problem_statement"), Some("IiI="));
+        assert_eq!(
+            get("bt_header_input_obj_patch"),
+            None,
+            "patch is None: no header"
+        );
+        assert_eq!(get("bt_header_input_obj_time_limit"), Some("MC4w"), "0.0");
+        assert_eq!(get("bt_header_input_obj_prompt_tokens"), Some("MA=="), "0");
+        assert_eq!(get("computed_body_hash"), Some(s.body_hash().as_str()));
     }
 
     #[test]

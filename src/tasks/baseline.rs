@@ -6,44 +6,56 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::eval::{TestStatus, junit_key, parse_junit};
-use crate::sandbox::{ExecRequest, ExecStatus, Sandbox, SandboxError};
+use crate::eval::pytest_run::{PytestRun, RecordReader, RunKey, RunRecords};
+use crate::eval::{TestResult, TestStatus};
+use crate::sandbox::{ExecStatus, OutputStream, Sandbox, SandboxError};
 
-/// `timeout -k GRACE SECS python -m pytest --junitxml=JUNIT` plus [`PYTEST_ARGS`]: the head of
-/// every forge pytest run (the test selection follows).
-pub fn pytest_argv(timeout: Duration, grace_secs: u32, junit: &str) -> Vec<String> {
-    let mut argv: Vec<String> = vec![
-        "timeout".into(),
-        "-k".into(),
-        grace_secs.to_string(),
-        timeout.as_secs().max(1).to_string(),
-        "python".into(),
-        "-m".into(),
-        "pytest".into(),
-        format!("--junitxml={junit}"),
-    ];
-    argv.extend(PYTEST_ARGS.iter().map(|s| s.to_string()));
-    argv
+/// Where a baseline's coverage data goes (the forge's sandboxes keep `/tmp` on the
+/// container's own file system, so the host can read it back).
+const COVERAGE_FILE: &str = "/tmp/agentao-coverage.db";
+
+/// Runs pytest in `sandbox` through the trusted runner: uploads the harness, hands the key,
+/// reads the signed records. A run that timed out is `None`.
+pub async fn run_pytest(
+    sandbox: &Sandbox,
+    run: &PytestRun,
+) -> Result<Option<RunRecords>, SandboxError> {
+    sandbox.write_files("/", &run.files()).await?;
+    let key = RunKey::random();
+    let mut reader = RecordReader::new(key.clone());
+    let out = sandbox
+        .exec_with(
+            &run.request(&key)
+                .timeout(run.timeout + Duration::from_secs(30)),
+            |stream, bytes| {
+                if stream == OutputStream::Stdout {
+                    reader.feed(bytes);
+                }
+            },
+        )
+        .await?;
+    let records = reader.finish();
+    if matches!(
+        out.status,
+        ExecStatus::TimedOut | ExecStatus::OutOfMemory | ExecStatus::Exited(124)
+    ) {
+        return Ok(None);
+    }
+    if !records.started {
+        return Err(SandboxError::Tool {
+            tool: "pytest".into(),
+            reason: out
+                .stderr
+                .lines()
+                .chain(out.stdout.lines())
+                .rev()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" | "),
+        });
+    }
+    Ok(Some(records))
 }
-
-/// pytest options shared by every forge run (and mirrored by `eval/evaluate.sh`): node ids
-/// relative to `/repo`, the project's `addopts` ignored, no random ordering, JUnit xunit1.
-pub const PYTEST_ARGS: &[&str] = &[
-    "-p",
-    "no:cacheprovider",
-    "-p",
-    "no:randomly",
-    "--rootdir=/repo",
-    "-o",
-    "addopts=",
-    "-q",
-    "--tb=short",
-    "-o",
-    "junit_family=xunit1",
-];
-
-const WORK: &str = "/tmp/agentao";
-const COV_PLUGIN: &str = include_str!("agentao_cov.py");
 
 /// Why a baseline could not be taken.
 #[derive(Debug, thiserror::Error)]
@@ -170,14 +182,8 @@ pub async fn take_baseline(
     suite_timeout: Duration,
     scratch: &Path,
 ) -> Result<Baseline, BaselineError> {
-    sandbox
-        .write_files(
-            "/tmp",
-            &[("agentao/agentao_cov.py", COV_PLUGIN.as_bytes(), 0o644)],
-        )
-        .await?;
     let head = sandbox
-        .exec(&ExecRequest::new([
+        .exec(&crate::sandbox::ExecRequest::new([
             "git",
             "-C",
             "/repo",
@@ -191,22 +197,21 @@ pub async fn take_baseline(
     if collected.is_empty() {
         return Err(BaselineError::NoTests("nothing collected".into()));
     }
-    let keys: HashMap<String, &String> = collected.iter().map(|id| (junit_key(id), id)).collect();
 
-    let cov_run = run_suite(sandbox, locations, suite_timeout, "run1.xml", true).await?;
+    let cov_run = run_suite(sandbox, locations, suite_timeout, true).await?;
     let t = Instant::now();
-    let plain = run_suite(sandbox, locations, suite_timeout, "run2.xml", false).await?;
+    let plain = run_suite(sandbox, locations, suite_timeout, false).await?;
     let suite_seconds = t.elapsed().as_secs_f64();
 
     let mut passing = BTreeSet::new();
     let mut flaky = BTreeSet::new();
-    for (key, id) in &keys {
-        let a = cov_run.get(key).copied().unwrap_or(TestStatus::Missing);
-        let b = plain.get(key).copied().unwrap_or(TestStatus::Missing);
+    for id in &collected {
+        let a = cov_run.get(id).map_or(TestStatus::Missing, |r| r.status);
+        let b = plain.get(id).map_or(TestStatus::Missing, |r| r.status);
         if a != b {
-            flaky.insert((*id).clone());
+            flaky.insert(id.clone());
         } else if a.passed() {
-            passing.insert((*id).clone());
+            passing.insert(id.clone());
         }
     }
     if passing.is_empty() {
@@ -214,10 +219,7 @@ pub async fn take_baseline(
             collected: collected.len(),
         });
     }
-    let coverage = match sandbox
-        .read_file(&format!("{WORK}/coverage.db"), 512 << 20)
-        .await
-    {
+    let coverage = match sandbox.read_file(COVERAGE_FILE, 512 << 20).await {
         Ok(bytes) => {
             let path = scratch.join("coverage.db");
             std::fs::write(&path, bytes).map_err(|e| SandboxError::Io {
@@ -251,105 +253,40 @@ pub async fn take_baseline(
 }
 
 async fn collect(sandbox: &Sandbox, locations: &[String]) -> Result<Vec<String>, BaselineError> {
-    let mut script =
-        String::from("python -m pytest --collect-only --continue-on-collection-errors");
-    for a in PYTEST_ARGS {
-        script.push(' ');
-        script.push_str(&shell_quote(a));
+    let timeout = Duration::from_secs(300);
+    let mut run = PytestRun::new(locations.to_vec(), timeout);
+    run.collect_only = true;
+    run.continue_on_collection_errors = true;
+    let records = run_pytest(sandbox, &run)
+        .await?
+        .ok_or(BaselineError::SuiteTooSlow(timeout))?;
+    if records.items.is_empty() {
+        let why = records
+            .collect_errors
+            .first()
+            .map(|(id, m)| format!("{id}: {}", m.lines().last().unwrap_or("")))
+            .unwrap_or_else(|| "nothing collected".into());
+        return Err(BaselineError::NoTests(why));
     }
-    for l in locations {
-        script.push(' ');
-        script.push_str(&shell_quote(l));
-    }
-    script.push_str(&format!(" > {WORK}/collect.txt 2>&1; echo exit=$?"));
-    let out = sandbox
-        .exec(
-            &ExecRequest::shell(script)
-                .workdir("/repo")
-                .timeout(Duration::from_secs(300)),
-        )
-        .await?;
-    if out.status == ExecStatus::TimedOut {
-        return Err(BaselineError::SuiteTooSlow(Duration::from_secs(300)));
-    }
-    let text = sandbox
-        .read_file(&format!("{WORK}/collect.txt"), 64 << 20)
-        .await?;
-    let text = String::from_utf8_lossy(&text);
-    let ids: Vec<String> = text
-        .lines()
-        .filter(|l| l.contains("::") && !l.starts_with(' ') && !l.contains(" - "))
-        .map(str::to_owned)
-        .collect();
-    if ids.is_empty() {
-        let tail: Vec<&str> = text.lines().rev().take(3).collect();
-        return Err(BaselineError::NoTests(tail.join(" | ")));
-    }
-    Ok(ids)
+    Ok(records.items)
 }
 
 async fn run_suite(
     sandbox: &Sandbox,
     locations: &[String],
     timeout: Duration,
-    junit: &str,
     with_coverage: bool,
-) -> Result<BTreeMap<String, TestStatus>, BaselineError> {
-    let mut argv = pytest_argv(timeout, 5, &format!("{WORK}/{junit}"));
-    argv.push("--continue-on-collection-errors".into());
-    let mut req = ExecRequest::new(Vec::<String>::new());
+) -> Result<BTreeMap<String, TestResult>, BaselineError> {
+    let mut run = PytestRun::new(locations.to_vec(), timeout);
+    run.continue_on_collection_errors = true;
+    run.output_cap = 16 << 10;
     if with_coverage {
-        argv.extend(["-p".into(), "agentao_cov".into()]);
-        req = req
-            .env(format!("PYTHONPATH={WORK}"))
-            .env(format!("AGENTAO_COV_FILE={WORK}/coverage.db"));
+        run.coverage_file = Some(COVERAGE_FILE.into());
     }
-    argv.extend(locations.iter().cloned());
-    req.cmd = argv;
-    let out = sandbox
-        .exec(
-            &req.workdir("/repo")
-                .timeout(timeout + Duration::from_secs(30))
-                .output_cap(16 << 10),
-        )
-        .await?;
-    if matches!(out.status, ExecStatus::TimedOut | ExecStatus::Exited(124)) {
-        return Err(BaselineError::SuiteTooSlow(timeout));
-    }
-    let xml = match sandbox
-        .read_file(&format!("{WORK}/{junit}"), 256 << 20)
-        .await
-    {
-        Ok(x) => x,
-        Err(SandboxError::BadPath(_)) => {
-            return Err(BaselineError::NoTests(
-                out.stdout
-                    .lines()
-                    .rev()
-                    .take(3)
-                    .collect::<Vec<_>>()
-                    .join(" | "),
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    parse_junit(&String::from_utf8_lossy(&xml)).map_err(|e| {
-        BaselineError::Sandbox(SandboxError::Tool {
-            tool: "pytest".into(),
-            reason: e.to_string(),
-        })
-    })
-}
-
-/// Single-quotes a word for `sh`.
-pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@".contains(c))
-    {
-        return s.to_owned();
-    }
-    format!("'{}'", s.replace('\'', "'\\''"))
+    let records = run_pytest(sandbox, &run)
+        .await?
+        .ok_or(BaselineError::SuiteTooSlow(timeout))?;
+    Ok(records.results)
 }
 
 #[cfg(test)]
@@ -362,12 +299,5 @@ mod tests {
         let bits = [0x06u8, 0x02];
         assert!(bit(&bits, 1) && bit(&bits, 2) && bit(&bits, 9));
         assert!(!bit(&bits, 3) && !bit(&bits, 8) && !bit(&bits, 100));
-    }
-
-    #[test]
-    fn words_are_quoted_for_the_shell() {
-        assert_eq!(shell_quote("tests/a.py::t"), "tests/a.py::t");
-        assert_eq!(shell_quote("t[a b]"), "'t[a b]'");
-        assert_eq!(shell_quote("it's"), "'it'\\''s'");
     }
 }

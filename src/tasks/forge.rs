@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
-use super::baseline::{Baseline, BaselineError, pytest_argv, take_baseline};
+use super::baseline::{Baseline, BaselineError, run_pytest, take_baseline};
 use super::deps;
 use super::env::{EnvSpec, build_env_image};
 use super::model::{Difficulty, Task};
@@ -22,10 +22,9 @@ use super::mutate::{Mutation, candidates, unified_diff};
 use super::pypi::{PypiClient, PypiError, normalize};
 use super::statement::{Secrets, leaks, template_statement};
 use super::store::{ForgeLogEntry, StoreError, TaskStore};
-use crate::eval::{self, EvalConfig, Outcome, TestResult, TestStatus, junit_key};
-use crate::sandbox::{
-    self, Engine, ExecRequest, ExecStatus, Limits, Sandbox, SandboxError, SandboxSpec,
-};
+use crate::eval::pytest_run::PytestRun;
+use crate::eval::{self, EvalConfig, Outcome, TestResult, TestStatus};
+use crate::sandbox::{self, Engine, Limits, Sandbox, SandboxError, SandboxSpec};
 
 /// How tests are chosen for a candidate bug.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -257,6 +256,8 @@ impl<'a> Forge<'a> {
             let mut spec = SandboxSpec::new(image.clone(), self.cfg.run_id.clone());
             spec.limits = self.cfg.limits.clone();
             spec.limits.wall = self.cfg.suite_timeout * 2 + Duration::from_secs(600);
+            // Trusted code whose files the host reads back: scratch stays on the container.
+            spec.limits.tmp_mb = 0;
             spec.workdir = Some("/repo".into());
             let sb = Sandbox::start(self.engine, &spec)
                 .await
@@ -540,6 +541,7 @@ impl<'a> Forge<'a> {
         let mut spec = SandboxSpec::new(ctx.image.to_owned(), self.cfg.run_id.clone());
         spec.limits = self.cfg.limits.clone();
         spec.limits.wall = self.cfg.candidate_timeout + Duration::from_secs(120);
+        spec.limits.tmp_mb = 0;
         spec.workdir = Some("/repo".into());
         let sb = match Sandbox::start(self.engine, &spec).await {
             Ok(sb) => sb,
@@ -571,9 +573,7 @@ impl<'a> Forge<'a> {
             None => ctx.baseline.passing.iter().collect(),
         };
         for id in pool {
-            let status = results
-                .get(&junit_key(id))
-                .map_or(TestStatus::Missing, |r| r.status);
+            let status = results.get(id).map_or(TestStatus::Missing, |r| r.status);
             if status.passed() {
                 p2p.push(id.clone());
             } else {
@@ -686,7 +686,7 @@ impl<'a> Forge<'a> {
         };
         let failures: Vec<(&str, &TestResult)> = f2p
             .iter()
-            .map(|id| (id.as_str(), results.get(&junit_key(id)).unwrap_or(&missing)))
+            .map(|id| (id.as_str(), results.get(id).unwrap_or(&missing)))
             .collect();
         let statement = template_statement(ctx.package, ctx.version, &failures, secrets);
         if statement.is_empty() || leaks(&statement, secrets) {
@@ -751,7 +751,7 @@ struct PackageCtx<'a> {
     source_files: u32,
 }
 
-/// Writes the buggy file and runs the tests; the JUnit results by key.
+/// Writes the buggy file and runs the tests; the results by node id.
 async fn run_candidate(
     sb: &Sandbox,
     m: &Mutation,
@@ -763,35 +763,22 @@ async fn run_candidate(
     sb.write_files("/repo", &[(m.file.as_str(), buggy.as_bytes(), 0o644)])
         .await
         .map_err(|_| Rejection::Environment)?;
-    let mut argv = pytest_argv(timeout, 2, "/tmp/agentao/cand.xml");
-    match selected {
-        Some(ids) => argv.extend(ids.iter().cloned()),
+    let mut run = match selected {
+        Some(ids) => PytestRun::new(ids.clone(), timeout),
         None => {
-            argv.push("--continue-on-collection-errors".into());
-            argv.extend(locations.iter().cloned());
+            let mut run = PytestRun::new(locations.to_vec(), timeout);
+            run.continue_on_collection_errors = true;
+            run
         }
-    }
-    let out = sb
-        .exec(
-            &ExecRequest::new(argv)
-                .workdir("/repo")
-                .timeout(timeout + Duration::from_secs(20))
-                .output_cap(8 << 10),
-        )
-        .await
-        .map_err(|_| Rejection::Environment)?;
-    match out.status {
-        ExecStatus::TimedOut | ExecStatus::Exited(124) => return Err(Rejection::TimedOut),
-        ExecStatus::OutOfMemory => return Err(Rejection::TimedOut),
-        ExecStatus::Exited(_) => {}
-    }
-    let xml = match sb.read_file("/tmp/agentao/cand.xml", 256 << 20).await {
-        Ok(x) => String::from_utf8_lossy(&x).into_owned(),
-        // No report at all: pytest could not even start with the bug in.
-        Err(SandboxError::BadPath(_)) => "<testsuites/>".to_owned(),
-        Err(_) => return Err(Rejection::Environment),
     };
-    eval::parse_junit_details(&xml).map_err(|_| Rejection::Environment)
+    run.output_cap = 8 << 10;
+    match run_pytest(sb, &run).await {
+        Ok(Some(records)) => Ok(records.results),
+        Ok(None) => Err(Rejection::TimedOut),
+        // pytest could not even start with the bug in: nothing ran.
+        Err(SandboxError::Tool { .. }) => Ok(BTreeMap::new()),
+        Err(_) => Err(Rejection::Environment),
+    }
 }
 
 fn drop_own_wheels(dir: &Path, package: &str) {

@@ -206,3 +206,61 @@ async fn an_eval_killed_midway_resumes_without_redoing_finished_instances() {
     // The killed run's container is reaped by the second run's start-up, or removed itself.
     assert_no_containers(&run, 10);
 }
+
+/// Issue 13: duplicate instance ids in one predictions file made the stored verdict flip on
+/// every rerun, and an empty file exited 0. Both are bad input: exit 2, one line.
+#[test]
+fn duplicate_or_missing_predictions_are_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = dir.path().join("tasks.jsonl");
+    std::fs::write(
+        &tasks,
+        serde_json::json!({"instance_id": "t1", "repo": "pypi/x", "patch": "p",
+            "problem_statement": "s", "FAIL_TO_PASS": ["a"], "PASS_TO_PASS": [],
+            "image": "agentao/none:1"})
+        .to_string()
+            + "\n",
+    )
+    .unwrap();
+    let gold =
+        serde_json::json!({"instance_id": "t1", "model_name_or_path": "m", "model_patch": "gold"});
+    let noop =
+        serde_json::json!({"instance_id": "t1", "model_name_or_path": "m", "model_patch": ""});
+    let other =
+        serde_json::json!({"instance_id": "t2", "model_name_or_path": "m", "model_patch": ""});
+    for (name, content, says) in [
+        (
+            "dup.jsonl",
+            format!("{gold}\n\n{other}\n{noop}\n"),
+            "instance t1 is predicted twice (line 1 and line 4)",
+        ),
+        (
+            "dup.json",
+            serde_json::json!([gold, noop]).to_string(),
+            "instance t1 is predicted twice (entry 1 and entry 2)",
+        ),
+        ("empty.jsonl", String::new(), "no predictions"),
+        ("blank.jsonl", "\n  \n".to_owned(), "no predictions"),
+        ("empty.json", "[]".to_owned(), "no predictions"),
+    ] {
+        let preds = dir.path().join(name);
+        std::fs::write(&preds, content).unwrap();
+        let out = agentao()
+            .arg("eval")
+            .arg("--tasks")
+            .arg(&tasks)
+            .arg("--predictions")
+            .arg(&preds)
+            .arg("--run-dir")
+            .arg(dir.path().join("run"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{name}: {stderr}");
+        assert!(lines[0].starts_with("error: "), "{name}: {stderr}");
+        assert!(lines[0].contains(says), "{name}: {stderr}");
+        assert!(!dir.path().join("run").exists(), "{name}: nothing was run");
+    }
+}

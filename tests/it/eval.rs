@@ -346,17 +346,15 @@ async fn the_harness_holds_on_forged_tasks() {
 
     let net = gold_plus(
         task,
-        "__import__('urllib.request').request.urlopen('http://1.1.1.1', timeout=3)",
+        "import urllib.request as _u; _u.urlopen('http://1.1.1.1', timeout=3)",
     );
+    // The audit hook sees the added line reach for a socket; either way it is the patch's
+    // doing, never the environment's.
     let v = evaluate(&engine, task, &net, &cfg).await;
-    assert_eq!(v.outcome, Outcome::Unresolved, "{}", v.log);
     assert!(!v.is_environment_error());
-    assert!(
-        v.log.contains("URLError")
-            || v.log.contains("Network is unreachable")
-            || v.log.contains("urlopen"),
-        "{}",
-        v.log
-    );
+    match &v.outcome {
+        Outcome::Tampered { reason } => assert!(reason.contains("socket.connect"), "{reason}"),
+        other => panic!("{other:?}: {}", v.log),
+    }
     assert_no_containers(&run, 20);
 }

@@ -3,6 +3,7 @@
 //! They need the base image (`agentao image build-base`; `make test` builds it first) and
 //! fail, rather than skip, when it is missing.
 
+mod adversarial;
 mod agent;
 mod cli;
 mod dataset;
@@ -14,3 +15,4 @@ mod sandbox;
 mod subnet;
 mod subtensor;
 mod support;
+mod validator;

@@ -4,6 +4,8 @@
 use std::time::{Duration, Instant};
 
 use clap::Subcommand;
+
+mod adversarial;
 use serde::Serialize;
 
 use crate::config::Settings;
@@ -35,6 +37,22 @@ pub enum BenchCmd {
         /// Evaluations per throughput measurement.
         #[arg(long, default_value_t = 4)]
         batch: usize,
+        /// Also write the JSON here.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// The hostile-patch corpus (every class of harness bypass, plus honest controls) against
+    /// the first task it can aim at; every verdict checked, host disk space before and after.
+    Adversarial {
+        /// Tasks (JSON Lines with images).
+        #[arg(long)]
+        tasks: std::path::PathBuf,
+        /// Evaluations at once.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Test timeout per evaluation, seconds.
+        #[arg(long, default_value_t = 10)]
+        test_timeout: u64,
         /// Also write the JSON here.
         #[arg(long)]
         out: Option<std::path::PathBuf>,
@@ -165,6 +183,25 @@ pub async fn run(cmd: BenchCmd, settings: &Settings) -> anyhow::Result<()> {
             let result = bench_eval(settings, &tasks, iterations.max(1), batch.max(1)).await?;
             emit(&result, out)
         }
+        BenchCmd::Adversarial {
+            tasks,
+            workers,
+            test_timeout,
+            out,
+        } => {
+            let tasks = crate::tasks::read_jsonl(&tasks)?;
+            let result = adversarial::bench_adversarial(
+                settings,
+                &tasks,
+                workers.max(1),
+                Duration::from_secs(test_timeout.max(1)),
+            )
+            .await?;
+            let wrong = result.wrong.len();
+            emit(&result, out)?;
+            anyhow::ensure!(wrong == 0, "{wrong} hostile patches got the wrong verdict");
+            Ok(())
+        }
         BenchCmd::Axon {
             requests,
             concurrency,
@@ -215,9 +252,15 @@ import bittensor as bt
 import bittensor.utils.networking as net
 net.get_external_ip = lambda: "127.0.0.1"
 class CodingTask(bt.Synapse):
+    required_hash_fields: typing.ClassVar[tuple[str, ...]] = (
+        "repo", "problem_statement", "task_id", "version", "hints", "time_limit")
     repo: str = ""
     problem_statement: str = ""
     patch: typing.Optional[str] = ""
+    task_id: str = ""
+    version: str = ""
+    hints: str = ""
+    time_limit: float = 0.0
 def forward(s: CodingTask) -> CodingTask:
     s.patch = "patch for " + s.repo
     return s

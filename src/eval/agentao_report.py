@@ -1,0 +1,350 @@
+"""agentao's pytest reporter, loaded as `-p agentao_report` by every test run agentao makes.
+
+It replaces reading a JUnit file that the code under test could rewrite. Loaded before any
+code of the repository is imported, it:
+
+- reads a per-run secret (64 hex characters) from its stdin, then puts /dev/null there, so
+  the secret is in no file, environment variable or command line;
+- keeps a private duplicate of the original stdout and writes one record per line to it,
+  `AGENTAO1 <seq> <hmac-sha256 hex> <json>`, signed with the secret over `<seq> <json>`:
+  `start`, one `report` per test phase, `collect` errors, `item` (collect-only runs),
+  `tamper` and finally `end`. The host accepts only records whose signature and sequence
+  number check out, so text printed by the tested code cannot pass for results;
+- when AGENTAO_ADDED_FILE names the patch's canonical diff (evaluations):
+  - installs an audit hook (which cannot be removed) that reports, as `tamper`,
+    interpreter-level events raised by lines the patch added: garbage-collector and tracing
+    introspection, exec/compile, code object writes, processes, sockets, ctypes;
+  - snapshots pytest's and pluggy's reporting modules and classes (and this module), and
+    reports as `tamper` any of them found changed before a test's result is written.
+
+The writer and every helper it uses are bound at import time and reach the hooks as default
+arguments, never through module globals, so monkeypatching `json`, `os`, `hmac` or this
+module by the tested code does not reach them.
+"""
+
+import sys
+
+
+def _make_writer():
+    """The record writer, bound before the tested code can touch anything."""
+    import _hashlib
+    import os
+
+    key = b""
+    if os.environ.get("AGENTAO_KEY_STDIN"):
+        while len(key) < 64:
+            chunk = os.read(0, 64 - len(key))
+            if not chunk:
+                break
+            key += chunk
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+    fd = os.dup(1)
+    # JSON by hand from builtins only: the json module's classes can be monkeypatched.
+    table = {c: f"\\u{c:04x}" for c in range(32)}
+    table.update({ord('"'): '\\"', ord("\\"): "\\\\"})
+    translate = str.translate
+    join = "".join
+    digest = _hashlib.hmac_digest
+    oswrite = os.write
+    encode = str.encode
+    hexlify = bytes.hex
+    int_repr, float_repr = int.__repr__, float.__repr__
+    inf = float("inf")
+
+    def char(c):
+        n = ord(c)
+        if n < 0x7F:
+            return c
+        if n < 0x10000:
+            return f"\\u{n:04x}"
+        n -= 0x10000
+        return f"\\u{0xD800 + (n >> 10):04x}\\u{0xDC00 + (n & 0x3FF):04x}"
+
+    def text(v):
+        return '"' + join(char(c) for c in translate(v, table)) + '"'
+
+    def dumps(record):
+        parts = []
+        for k, v in record.items():
+            t = type(v)
+            if t is bool:
+                v = "true" if v else "false"
+            elif t is int:
+                v = int_repr(v)
+            elif t is float:
+                v = float_repr(v) if v == v and -inf < v < inf else "0"
+            else:
+                v = text(v if t is str else str(v))
+            parts.append(text(k) + ":" + v)
+        return "{" + ",".join(parts) + "}"
+
+    seq = [0]
+
+    def write(record):
+        seq[0] += 1
+        n = seq[0]
+        body = dumps(record)
+        mac = hexlify(digest(key, encode(f"{n} {body}", "utf-8"), "sha256"))
+        data = encode(f"\nAGENTAO1 {n} {mac} {body}\n", "utf-8")
+        while data:
+            data = data[oswrite(fd, data):]
+
+    return write
+
+
+def _cap(text, n=4000):
+    text = str(text)
+    return text if len(text) <= n else text[: n - 1] + "\u2026"
+
+
+def _added_lines(path):
+    """{absolute file path: set of new line numbers} from a unified diff (the canonical one)."""
+    added = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().split("\n")
+    except OSError:
+        return added
+    current = None
+    in_hunk = False
+    new_line = 0
+    for line in lines:
+        if line.startswith("diff --git "):
+            current, in_hunk = None, False
+        elif not in_hunk and line.startswith("+++ "):
+            name = line[4:].split("\t")[0]
+            current = None if name == "/dev/null" else "/repo/" + name[2:]
+            if current is not None:
+                added.setdefault(current, set())
+        elif line.startswith("@@ "):
+            in_hunk = True
+            try:
+                new_line = int(line.split(" ")[2][1:].split(",")[0])
+            except (IndexError, ValueError):
+                current = None
+        elif current is not None and line.startswith("+"):
+            added[current].add(new_line)
+            new_line += 1
+        elif current is not None and line.startswith(" "):
+            new_line += 1
+    return added
+
+
+def _install_audit_hook(added, write):
+    import os
+
+    getframe = sys._getframe
+    # Events the offending line raises itself (the innermost frame is the added line).
+    direct = frozenset({
+        "exec", "compile", "gc.get_objects", "gc.get_referrers", "gc.get_referents",
+        "sys._current_frames", "sys.settrace", "sys.setprofile", "sys.addaudithook",
+        "object.__getattr__", "object.__setattr__", "object.__delattr__",
+        "sys.monitoring.register_callback", "sys._getframe", "sys._getframemodulename",
+    })
+    # Events raised inside library code the added line called (the first frame outside the
+    # standard library is the added line).
+    called = frozenset({
+        "os.system", "subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
+        "os.forkpty", "os.kill", "os.killpg", "signal.pthread_kill", "socket.connect",
+        "socket.bind", "ctypes.dlopen", "ctypes.dlsym", "ctypes.addressof", "ctypes.cdata",
+        "ctypes.call_function", "pty.spawn", "gc.get_objects", "gc.get_referrers",
+        "gc.get_referents", "sys._current_frames",
+    })
+    watched = direct | called
+    stdlib = (os.path.dirname(os.__file__), "<frozen")
+    inspect_py = os.path.join(stdlib[0], "inspect.py")
+    busy = [False]
+
+    def hook(event, args):
+        if event not in watched or busy[0]:
+            return
+        busy[0] = True
+        try:
+            frame = getframe(1)
+            if event == "sys._getframe" and frame.f_code.co_filename == inspect_py:
+                # inspect.currentframe()/stack() on behalf of the caller.
+                while frame is not None and frame.f_code.co_filename.startswith(stdlib):
+                    frame = frame.f_back
+            elif event not in direct:
+                while frame is not None and frame.f_code.co_filename.startswith(stdlib):
+                    frame = frame.f_back
+            if frame is None:
+                return
+            lines = added.get(frame.f_code.co_filename)
+            if lines and frame.f_lineno in lines:
+                where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+                write({"t": "tamper", "why": f"{event} from {where}"})
+        finally:
+            busy[0] = False
+
+    sys.addaudithook(hook)
+
+
+# Modules whose functions and classes decide what a test's report says.
+_WATCHED_MODULES = (
+    "_pytest.runner", "_pytest.reports", "_pytest.python", "_pytest.main", "_pytest.nodes",
+    "_pytest.outcomes", "_pytest.skipping", "_pytest.unittest", "_pytest.fixtures",
+    "_pytest.assertion.rewrite", "_pytest.assertion.util", "_pytest.capture",
+    "pluggy._callers", "pluggy._hooks", "pluggy._manager", "pluggy._result", __name__,
+)
+# Entries that legitimately change during a run.
+_VOLATILE = frozenset({"__warningregistry__", "_abc_impl"})
+
+
+def _make_integrity_check(write):
+    """A check that reports any watched module or class entry replaced since load."""
+    import importlib
+
+    def entries():
+        out = {}
+        for name in _WATCHED_MODULES:
+            module = sys.modules.get(name)
+            if module is None:
+                try:
+                    module = importlib.import_module(name)
+                except ImportError:
+                    continue
+            for k, v in list(vars(module).items()):
+                if k in _VOLATILE:
+                    continue
+                out[(name, k)] = v
+                if isinstance(v, type) and getattr(v, "__module__", None) == name:
+                    for ck, cv in list(vars(v).items()):
+                        if ck not in _VOLATILE:
+                            out[(f"{name}.{k}", ck)] = cv
+        return out
+
+    original = {}
+    reported = set()
+
+    def arm():
+        original.update(entries())
+
+    import sysconfig
+    import types
+
+    paths = sysconfig.get_paths()
+    trusted = tuple(
+        p.rstrip("/") + "/" for p in {paths["purelib"], paths["platlib"], paths["stdlib"]}
+    )
+    function_type, method_type = types.FunctionType, types.MethodType
+
+    def code_file(f):
+        return f.__code__.co_filename if type(f) is function_type else None
+
+    def foreign(v):
+        """Whether `v` is code that comes from outside the installed test tools: the tested
+        repository, a string handed to exec, or a builtin swapped in. Plain data is not."""
+        if isinstance(v, property):
+            parts = [v.fget, v.fset, v.fdel]
+        elif isinstance(v, (classmethod, staticmethod)):
+            parts = [v.__func__]
+        elif type(v) is method_type:
+            parts = [v.__func__]
+        elif isinstance(v, type):
+            parts = [x for x in vars(v).values() if type(x) is function_type]
+        elif type(v) is function_type:
+            parts = [v]
+        elif callable(v) or hasattr(type(v), "__get__"):
+            return True
+        else:
+            return False
+        for f in parts:
+            if f is None:
+                continue
+            name = code_file(f)
+            if name is None or not name.startswith(trusted):
+                return True
+        return False
+
+    def check():
+        if not original:
+            return
+        now = entries()
+        for where, value in now.items():
+            before = original.get(where, original)
+            if before is value or where in reported or not foreign(value):
+                continue
+            reported.add(where)
+            what = "added" if before is original else "replaced"
+            write({"t": "tamper", "why": f"{where[0]}.{where[1]} was {what} during the run"})
+        for where in original.keys() - now.keys():
+            if where not in reported and callable(original[where]):
+                reported.add(where)
+                write({"t": "tamper", "why": f"{where[0]}.{where[1]} was removed during the run"})
+
+    return check, arm
+
+
+def _hooks():
+    """The plugin's hooks, as closures over the writer and the check: no module global or
+    default argument the tested code could swap."""
+    import os
+
+    write = _make_writer()
+    check, arm = (lambda: None), (lambda: None)
+    added_file = os.environ.get("AGENTAO_ADDED_FILE", "")
+    if added_file:
+        added = _added_lines(added_file)
+        if added:
+            _install_audit_hook(added, write)
+        check, arm = _make_integrity_check(write)
+    write({"t": "start"})
+    statvfs = os.statvfs
+
+    def pytest_collectreport(report):
+        if report.failed:
+            write({"t": "collect", "id": report.nodeid, "m": _cap(report.longreprtext, 2000)})
+
+    def pytest_collection_finish(session):
+        if session.config.option.collectonly:
+            for item in session.items:
+                write({"t": "item", "id": item.nodeid})
+
+    def pytest_runtest_logreport(report):
+        if report.when == "call":
+            check()
+        record = {
+            "t": "report",
+            "id": report.nodeid,
+            "w": report.when,
+            "o": report.outcome,
+            "d": round(float(getattr(report, "duration", 0.0) or 0.0), 4),
+        }
+        if hasattr(report, "wasxfail"):
+            record["x"] = 1
+        if report.failed:
+            crash = getattr(report.longrepr, "reprcrash", None)
+            record["m"] = _cap(getattr(crash, "message", "") or "", 1000)
+            record["l"] = _cap(report.longreprtext, 4000)
+        write(record)
+
+    def pytest_sessionfinish(session, exitstatus):
+        check()
+        free = -1
+        try:
+            st = statvfs("/tmp")
+            free = st.f_bavail * st.f_frsize
+        except OSError:
+            pass
+        write({"t": "end", "exit": int(exitstatus), "tmp_free": free})
+
+    return (
+        pytest_collectreport,
+        pytest_collection_finish,
+        pytest_runtest_logreport,
+        pytest_sessionfinish,
+        arm,
+    )
+
+
+(
+    pytest_collectreport,
+    pytest_collection_finish,
+    pytest_runtest_logreport,
+    pytest_sessionfinish,
+    _arm,
+) = _hooks()
+_arm()

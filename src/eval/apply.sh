@@ -1,0 +1,93 @@
+#!/bin/bash
+# The apply phase of an evaluation, run as root inside the evaluation container before any
+# code of the repository runs (the tests run later, as another user, in a second exec).
+#
+# 1. The task's hidden bug and test patch are applied to /repo and committed.
+# 2. The submitted patch is applied with SWE-bench's fallback chain (git apply, git apply
+#    --3way, patch --fuzz) to a scratch index, or for `patch` to a scratch clone whose git
+#    directory lives outside its work tree, so nothing the patch writes can reach /repo, a git
+#    directory, or a hook or config git would run.
+# 3. What applying changed is read from git itself (every file, with its mode, ignored files
+#    included) and written as the canonical diff; that diff, not the submitted text, goes into
+#    /repo. The host refuses the evaluation on what the change list shows before any test runs.
+#
+# Tool output goes to $W/apply.log; stdout carries only this script's marker lines.
+set -u
+W=/agentao
+R=$W/r
+exec 3>&1 >"$W/apply.log" 2>&1
+mark() { printf '%s\n' "$*" >&3; }
+cd /repo || { mark "AGENTAO_TASK_BROKEN cd"; exit 90; }
+for f in bug test; do
+  if [ -s "$W/$f.diff" ]; then
+    if ! { git apply "$W/$f.diff" && git add -A && git commit -qm "agentao: $f"; }; then
+      mark "AGENTAO_TASK_BROKEN $f"
+      exit 90
+    fi
+  fi
+done
+rm -f "$W/bug.diff" "$W/test.diff"
+mkdir -m 0700 -p "$R"
+# Where pytest will put test folders on sys.path (its rootdir-less "prepend" import mode):
+# for each selected test's folder, the first folder upwards that is not a package. A new
+# module there shadows whatever the tests import by that name.
+if [ -s "$W/testdirs" ]; then
+  while IFS= read -r d; do
+    while [ "$d" != "." ] && [ -f "/repo/$d/__init__.py" ]; do d=$(dirname "$d"); done
+    mark "AGENTAO_BASEDIR $d"
+  done <"$W/testdirs"
+fi
+
+# git's own methods apply to a scratch index only (nothing is written to any work tree);
+# GNU patch needs files, so it gets a scratch clone whose git directory lives outside its
+# work tree. Either way git lists what changed, ignored files included.
+list_changes() {
+  git diff --cached --raw -z --no-renames --no-abbrev HEAD >"$R/listing" \
+    && git diff --cached --binary --no-renames --full-index --function-context HEAD >"$R/canonical.diff" \
+    || { mark "AGENTAO_TASK_BROKEN listing"; exit 90; }
+}
+export GIT_INDEX_FILE=$W/model.index
+if git read-tree HEAD && git apply --cached -v "$W/model.diff"; then
+  method=git_apply
+elif git read-tree HEAD && git apply --cached -v --3way "$W/model.diff"; then
+  method=git_apply3way
+fi
+if [ -n "${method:-}" ]; then
+  list_changes
+  unset GIT_INDEX_FILE
+else
+  unset GIT_INDEX_FILE
+  S=$W/scratch
+  G=$W/scratch.git
+  git clone -q --shared --separate-git-dir="$G" /repo "$S" \
+    && git --git-dir="$G" config core.hooksPath /dev/null \
+    && git --git-dir="$G" config core.fsmonitor false \
+    || { mark "AGENTAO_TASK_BROKEN scratch"; exit 90; }
+  # From here git reads only $G, whatever the patch writes into the work tree (a `.git`
+  # there is just a file to git, and shows in the change list).
+  export GIT_DIR=$G GIT_WORK_TREE=$S
+  cd "$S" || { mark "AGENTAO_TASK_BROKEN scratch"; exit 90; }
+  if patch --batch --forward --fuzz=5 -p1 -i "$W/model.diff"; then
+    method=patch_fuzz
+  else
+    mark "AGENTAO_APPLY_FAILED"
+    exit 91
+  fi
+  git add -A -f || { mark "AGENTAO_TASK_BROKEN listing"; exit 90; }
+  list_changes
+  unset GIT_DIR GIT_WORK_TREE
+fi
+size=$(stat -c %s "$R/canonical.diff")
+if [ "$size" -gt "${AGENTAO_MAX_CHANGE_BYTES:-2097152}" ]; then
+  mark "AGENTAO_TOO_LARGE $size"
+  exit 93
+fi
+cd /repo || exit 92
+if [ -s "$R/canonical.diff" ] && ! git apply --index --binary "$R/canonical.diff"; then
+  mark "AGENTAO_APPLY_FAILED repo"
+  exit 91
+fi
+chmod 0755 "$R" && chmod 0644 "$R/canonical.diff"
+mark "AGENTAO_APPLIED $method"
+mark "AGENTAO_LISTING $(base64 -w0 "$R/listing")"
+mark "AGENTAO_DIFF $(base64 -w0 "$R/canonical.diff")"

@@ -1,0 +1,578 @@
+//! Running pytest the one way agentao trusts, for evaluations and the forge alike.
+//!
+//! - The tests run as an unprivileged user ([`TEST_USER`]) that cannot write `/repo`, the
+//!   harness files or the test tools; what it can write (`/tmp`, `/var/tmp`) is a size-capped
+//!   tmpfs, so a run cannot fill the host's disk.
+//! - The interpreter is isolated (`python -I -B`: no current directory or script directory on
+//!   `sys.path`, no `PYTHON*` variables, no user site), and pytest is the environment's, started
+//!   by absolute path, so a `pytest.py` in the repository cannot stand in for it.
+//! - Results come from our own plugin (`agentao_report.py`) as records signed with a per-run
+//!   secret that the plugin reads from its stdin (then closed) before any code of the
+//!   repository is imported: the secret is in no file, environment or command line. The host checks every signature and sequence number while the output
+//!   streams ([`RecordReader`]), so printing, flooding, exiting early or rewriting a report
+//!   file cannot make a failing test pass; a forged or missing record is an anomaly that counts
+//!   against the run, never for it.
+//!
+//! What this does not cover: code that, once imported, subverts the interpreter itself
+//! (finding the secret in memory, or rewriting pytest through a route the audit hook and the
+//! integrity checks do not see) runs with the same rights as the reporter. The static tamper
+//! scan (`tamper.rs`) and the changed-path policy (`policy.rs`) narrow that door; they do not
+//! shut it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use super::results::{TestResult, TestStatus};
+use crate::sandbox::ExecRequest;
+
+/// `uid:gid` the tests run as: it owns nothing on the image.
+pub const TEST_USER: &str = "1000:1000";
+/// Root-owned folder holding the bootstrap and the plugins (uploads go to the container's
+/// own file system: the engine's copy API cannot reach the tmpfs at `/tmp`).
+pub const HARNESS_DIR: &str = "/agentao/h";
+/// The environment's interpreter, by absolute path.
+pub const PYTHON: &str = "/opt/agentao/venv/bin/python";
+
+const BOOTSTRAP: &str = "import sys\nsys.path.insert(0, sys.argv.pop(1))\nimport pytest\nsys.exit(pytest.main(sys.argv[1:]))\n";
+const REPORT_PLUGIN: &str = include_str!("agentao_report.py");
+const COV_PLUGIN: &str = include_str!("../tasks/agentao_cov.py");
+const RECORD_PREFIX: &[u8] = b"AGENTAO1 ";
+/// Longest record line accepted; longer lines are dropped (and counted if they claim to be
+/// records).
+const MAX_LINE: usize = 256 * 1024;
+/// More records than this is an anomaly, not more memory.
+const MAX_RECORDS: u64 = 2_000_000;
+/// `/tmp` with less free space than this at the end of a run means the run hit its disk limit.
+pub const DISK_FULL_BYTES: i64 = 1 << 20;
+
+/// pytest options of every run: node ids relative to `/repo`, the project's `addopts`
+/// ignored, no cache, no random order, short tracebacks.
+pub const PYTEST_ARGS: &[&str] = &[
+    "-p",
+    "agentao_report",
+    "-p",
+    "no:cacheprovider",
+    "-p",
+    "no:randomly",
+    "--rootdir=/repo",
+    "-o",
+    "addopts=",
+    "-q",
+    "--tb=short",
+];
+
+/// One pytest run.
+#[derive(Debug, Clone)]
+pub struct PytestRun {
+    /// Node ids or locations to run.
+    pub targets: Vec<String>,
+    /// Killed after this long.
+    pub timeout: Duration,
+    /// `--collect-only`: report the items instead of running them.
+    pub collect_only: bool,
+    /// Keep going past collection errors.
+    pub continue_on_collection_errors: bool,
+    /// Record per-test coverage into this file (inside the sandbox).
+    pub coverage_file: Option<String>,
+    /// A unified diff whose added lines the audit hook watches.
+    pub added_diff: Option<String>,
+    /// Bytes of output kept for the log.
+    pub output_cap: usize,
+}
+
+impl PytestRun {
+    pub fn new(targets: Vec<String>, timeout: Duration) -> PytestRun {
+        PytestRun {
+            targets,
+            timeout,
+            collect_only: false,
+            continue_on_collection_errors: false,
+            coverage_file: None,
+            added_diff: None,
+            output_cap: 64 << 10,
+        }
+    }
+
+    /// Files to upload under `/` before the run (`(path, bytes, mode)`): the harness,
+    /// root-owned and read-only to the test user.
+    pub fn files(&self) -> Vec<(String, Vec<u8>, u32)> {
+        let h = HARNESS_DIR.trim_start_matches('/');
+        vec![
+            (format!("{h}/bootstrap.py"), BOOTSTRAP.into(), 0o644),
+            (
+                format!("{h}/agentao_report.py"),
+                REPORT_PLUGIN.into(),
+                0o644,
+            ),
+            (format!("{h}/agentao_cov.py"), COV_PLUGIN.into(), 0o644),
+        ]
+    }
+
+    /// The exec request (run as [`TEST_USER`] in `/repo`), signing with `key`.
+    pub fn request(&self, key: &RunKey) -> ExecRequest {
+        let mut argv: Vec<String> = vec![
+            PYTHON.into(),
+            "-I".into(),
+            "-B".into(),
+            format!("{HARNESS_DIR}/bootstrap.py"),
+            HARNESS_DIR.into(),
+        ];
+        argv.extend(PYTEST_ARGS.iter().map(|s| s.to_string()));
+        if self.collect_only {
+            argv.push("--collect-only".into());
+        }
+        if self.continue_on_collection_errors {
+            argv.push("--continue-on-collection-errors".into());
+        }
+        let mut req = ExecRequest::new(Vec::<String>::new())
+            .user(TEST_USER)
+            .workdir("/repo")
+            .env("HOME=/tmp")
+            .env("LANG=C.UTF-8")
+            .env("AGENTAO_KEY_STDIN=1")
+            .stdin(key.hex.clone().into_bytes())
+            .timeout(self.timeout)
+            .output_cap(self.output_cap);
+        if let Some(file) = &self.coverage_file {
+            argv.extend(["-p".into(), "agentao_cov".into()]);
+            req = req.env(format!("AGENTAO_COV_FILE={file}"));
+        }
+        if let Some(diff) = &self.added_diff {
+            req = req.env(format!("AGENTAO_ADDED_FILE={diff}"));
+        }
+        argv.extend(self.targets.iter().cloned());
+        req.cmd = argv;
+        req
+    }
+}
+
+/// The per-run secret the records are signed with.
+#[derive(Clone)]
+pub struct RunKey {
+    hex: String,
+}
+
+impl std::fmt::Debug for RunKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunKey(..)")
+    }
+}
+
+impl RunKey {
+    /// 256 random bits.
+    pub fn random() -> RunKey {
+        let mut bytes = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+        RunKey {
+            hex: hex::encode(bytes),
+        }
+    }
+
+    fn mac(&self, message: &[u8]) -> [u8; 32] {
+        hmac_sha256(self.hex.as_bytes(), message)
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104).
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut k = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    inner.update(message);
+    let inner = inner.finalize();
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner);
+    outer.finalize().into()
+}
+
+/// The end record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunEnd {
+    /// pytest's exit status.
+    pub exit: i64,
+    /// Free bytes in `/tmp` at the end (-1 when unknown).
+    pub tmp_free: i64,
+}
+
+/// What the verified records of one run say.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunRecords {
+    /// Final result per node id.
+    pub results: BTreeMap<String, TestResult>,
+    /// Collected node ids (collect-only runs).
+    pub items: Vec<String>,
+    /// Collection errors: (node id, message).
+    pub collect_errors: Vec<(String, String)>,
+    /// Tampering the plugin saw.
+    pub tamper: Vec<String>,
+    /// Records that did not check out (forged, out of order, oversized, too many).
+    pub anomalies: Vec<String>,
+    /// Whether the start record arrived.
+    pub started: bool,
+    pub end: Option<RunEnd>,
+}
+
+impl RunRecords {
+    /// The status of `id` (`Missing` when no report named it).
+    pub fn status(&self, id: &str) -> TestStatus {
+        self.results
+            .get(id)
+            .map(|r| r.status)
+            .unwrap_or(TestStatus::Missing)
+    }
+
+    /// Statuses of `ids`.
+    pub fn statuses(&self, ids: &[String]) -> BTreeMap<String, TestStatus> {
+        ids.iter().map(|id| (id.clone(), self.status(id))).collect()
+    }
+
+    /// Whether the run hit its disk limit.
+    pub fn disk_full(&self) -> bool {
+        self.end
+            .as_ref()
+            .is_some_and(|e| e.tmp_free >= 0 && e.tmp_free < DISK_FULL_BYTES)
+    }
+
+    /// Why these records cannot be trusted as a complete run, if they cannot.
+    pub fn untrusted(&self) -> Option<String> {
+        if let Some(t) = self.tamper.first() {
+            return Some(format!("tampering seen during the run: {t}"));
+        }
+        if let Some(a) = self.anomalies.first() {
+            return Some(format!("the run's results do not check out: {a}"));
+        }
+        if !self.started {
+            return Some("the test run never started its reporter".into());
+        }
+        if self.end.is_none() {
+            return Some("the test run ended without its final record".into());
+        }
+        None
+    }
+}
+
+/// Per-test phases seen so far.
+#[derive(Debug, Default)]
+struct Phases {
+    setup: Option<Phase>,
+    call: Option<Phase>,
+    teardown: Option<Phase>,
+    time: f64,
+}
+
+#[derive(Debug)]
+struct Phase {
+    outcome: String,
+    message: String,
+    text: String,
+}
+
+/// Reads the signed records out of a run's stdout as it streams.
+pub struct RecordReader {
+    key: RunKey,
+    line: Vec<u8>,
+    overlong: bool,
+    next_seq: u64,
+    phases: BTreeMap<String, Phases>,
+    out: RunRecords,
+}
+
+impl RecordReader {
+    pub fn new(key: RunKey) -> RecordReader {
+        RecordReader {
+            key,
+            line: Vec::new(),
+            overlong: false,
+            next_seq: 1,
+            phases: BTreeMap::new(),
+            out: RunRecords::default(),
+        }
+    }
+
+    /// Feeds a chunk of stdout.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        for chunk in bytes.split_inclusive(|b| *b == b'\n') {
+            let complete = chunk.ends_with(b"\n");
+            let part = if complete {
+                &chunk[..chunk.len() - 1]
+            } else {
+                chunk
+            };
+            if !self.overlong {
+                if self.line.len() + part.len() > MAX_LINE {
+                    self.overlong = true;
+                    if self.line.starts_with(RECORD_PREFIX) || part.starts_with(RECORD_PREFIX) {
+                        self.anomaly("an oversized record".into());
+                    }
+                    self.line.clear();
+                } else {
+                    self.line.extend_from_slice(part);
+                }
+            }
+            if complete {
+                if !self.overlong {
+                    let line = std::mem::take(&mut self.line);
+                    self.line_done(&line);
+                }
+                self.overlong = false;
+                self.line.clear();
+            }
+        }
+    }
+
+    /// The verified records.
+    pub fn finish(mut self) -> RunRecords {
+        if !self.line.is_empty() && !self.overlong {
+            let line = std::mem::take(&mut self.line);
+            self.line_done(&line);
+        }
+        for (id, p) in std::mem::take(&mut self.phases) {
+            self.out.results.insert(id, p.result());
+        }
+        self.out
+    }
+
+    fn anomaly(&mut self, what: String) {
+        if self.out.anomalies.len() < 20 {
+            self.out.anomalies.push(what);
+        }
+    }
+
+    fn line_done(&mut self, line: &[u8]) {
+        let Some(rest) = line.strip_prefix(RECORD_PREFIX) else {
+            return;
+        };
+        let rest = String::from_utf8_lossy(rest);
+        let mut parts = rest.splitn(3, ' ');
+        let (Some(seq), Some(mac), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
+            self.anomaly("a malformed record".into());
+            return;
+        };
+        let expected = self.key.mac(format!("{seq} {body}").as_bytes());
+        if hex::decode(mac).ok().as_deref() != Some(&expected[..]) {
+            self.anomaly(format!("a record with a forged signature (seq {seq})"));
+            return;
+        }
+        let Ok(seq) = seq.parse::<u64>() else {
+            self.anomaly("a record with a bad sequence number".into());
+            return;
+        };
+        if seq != self.next_seq {
+            self.anomaly(format!(
+                "record {seq} arrived where {} was due",
+                self.next_seq
+            ));
+        }
+        self.next_seq = seq.max(self.next_seq) + 1;
+        if seq > MAX_RECORDS {
+            self.anomaly("too many records".into());
+            return;
+        }
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(body.trim_end()) else {
+            self.anomaly(format!("record {seq} is not JSON"));
+            return;
+        };
+        if self.out.end.is_some() {
+            self.anomaly(format!("record {seq} came after the end record"));
+        }
+        let text = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_owned();
+        match v.get("t").and_then(|t| t.as_str()) {
+            Some("start") => self.out.started = true,
+            Some("report") => {
+                let p = self.phases.entry(text("id")).or_default();
+                p.time += v.get("d").and_then(|d| d.as_f64()).unwrap_or(0.0);
+                let mut outcome = text("o");
+                if v.get("x").is_some() && outcome == "passed" && text("w") == "call" {
+                    // An unexpected pass of a non-strict xfail: JUnit calls it a pass too.
+                    outcome = "passed".into();
+                }
+                let phase = Phase {
+                    outcome,
+                    message: text("m"),
+                    text: text("l"),
+                };
+                match text("w").as_str() {
+                    "setup" => p.setup = Some(phase),
+                    "call" => p.call = Some(phase),
+                    _ => p.teardown = Some(phase),
+                }
+            }
+            Some("collect") => {
+                if self.out.collect_errors.len() < 1000 {
+                    self.out.collect_errors.push((text("id"), text("m")));
+                }
+            }
+            Some("item") => self.out.items.push(text("id")),
+            Some("tamper") => self.out.tamper.push(text("why")),
+            Some("end") => {
+                self.out.end = Some(RunEnd {
+                    exit: v.get("exit").and_then(|x| x.as_i64()).unwrap_or(-1),
+                    tmp_free: v.get("tmp_free").and_then(|x| x.as_i64()).unwrap_or(-1),
+                })
+            }
+            _ => self.anomaly(format!("record {seq} has an unknown type")),
+        }
+    }
+}
+
+impl Phases {
+    /// One status per test, as JUnit (xunit1) would give it: a failed setup or teardown is
+    /// an error, a failed call a failure, a skip (or expected failure) a skip, and a pass
+    /// only when the call passed and nothing around it failed.
+    fn result(self) -> TestResult {
+        let failed = |p: &Option<Phase>| p.as_ref().is_some_and(|p| p.outcome == "failed");
+        let skipped = |p: &Option<Phase>| p.as_ref().is_some_and(|p| p.outcome == "skipped");
+        let (status, from) = if failed(&self.call) {
+            (TestStatus::Failed, &self.call)
+        } else if failed(&self.setup) {
+            (TestStatus::Error, &self.setup)
+        } else if failed(&self.teardown) {
+            (TestStatus::Error, &self.teardown)
+        } else if skipped(&self.setup) || skipped(&self.call) {
+            (TestStatus::Skipped, &None)
+        } else if self.call.as_ref().is_some_and(|p| p.outcome == "passed") {
+            (TestStatus::Passed, &None)
+        } else {
+            (TestStatus::Missing, &None)
+        };
+        let (message, text) = from
+            .as_ref()
+            .map(|p| (p.message.clone(), p.text.clone()))
+            .unwrap_or_default();
+        TestResult {
+            status,
+            message,
+            text,
+            time: self.time,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        // Test case 2.
+        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(
+            hex::encode(mac),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        // Test case 6: a key longer than the block.
+        let mac = hmac_sha256(
+            &[0xaa; 131],
+            b"Test Using Larger Than Block-Size Key - Hash Key First",
+        );
+        assert_eq!(
+            hex::encode(mac),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+    }
+
+    fn signed(key: &RunKey, seq: u64, body: &str) -> String {
+        let mac = hex::encode(key.mac(format!("{seq} {body}").as_bytes()));
+        format!("\nAGENTAO1 {seq} {mac} {body}\n")
+    }
+
+    #[test]
+    fn only_signed_records_in_sequence_count() {
+        let key = RunKey::random();
+        let mut r = RecordReader::new(key.clone());
+        let stream = [
+            signed(&key, 1, r#"{"t":"start"}"#),
+            "noise from the tests\n".to_owned(),
+            signed(
+                &key,
+                2,
+                r#"{"t":"report","id":"t.py::a","w":"call","o":"failed","m":"boom"}"#,
+            ),
+            // Forged by the tested code: wrong key.
+            signed(
+                &RunKey::random(),
+                3,
+                r#"{"t":"report","id":"t.py::a","w":"call","o":"passed"}"#,
+            ),
+            signed(&key, 3, r#"{"t":"end","exit":1,"tmp_free":5000000}"#),
+        ]
+        .concat();
+        // Split mid-record to exercise reassembly.
+        let (a, b) = stream.as_bytes().split_at(40);
+        r.feed(a);
+        r.feed(b);
+        let out = r.finish();
+        assert_eq!(out.status("t.py::a"), TestStatus::Failed);
+        assert_eq!(out.results["t.py::a"].message, "boom");
+        assert_eq!(out.anomalies.len(), 1, "{:?}", out.anomalies);
+        assert!(out.untrusted().unwrap().contains("forged"));
+        assert!(!out.disk_full());
+    }
+
+    #[test]
+    fn a_clean_run_is_trusted_and_phases_combine() {
+        let key = RunKey::random();
+        let mut r = RecordReader::new(key.clone());
+        let bodies = [
+            r#"{"t":"start"}"#,
+            r#"{"t":"report","id":"a","w":"setup","o":"passed"}"#,
+            r#"{"t":"report","id":"a","w":"call","o":"passed"}"#,
+            r#"{"t":"report","id":"a","w":"teardown","o":"failed","m":"td"}"#,
+            r#"{"t":"report","id":"b","w":"setup","o":"passed"}"#,
+            r#"{"t":"report","id":"b","w":"call","o":"passed"}"#,
+            r#"{"t":"report","id":"b","w":"teardown","o":"passed"}"#,
+            r#"{"t":"report","id":"c","w":"setup","o":"skipped"}"#,
+            r#"{"t":"end","exit":1,"tmp_free":100}"#,
+        ];
+        for (i, b) in bodies.iter().enumerate() {
+            r.feed(signed(&key, i as u64 + 1, b).as_bytes());
+        }
+        let out = r.finish();
+        assert_eq!(out.untrusted(), None);
+        assert_eq!(out.status("a"), TestStatus::Error);
+        assert_eq!(out.status("b"), TestStatus::Passed);
+        assert_eq!(out.status("c"), TestStatus::Skipped);
+        assert_eq!(out.status("d"), TestStatus::Missing);
+        assert!(out.disk_full());
+    }
+
+    #[test]
+    fn gaps_replays_and_missing_ends_are_anomalies() {
+        let key = RunKey::random();
+        let mut r = RecordReader::new(key.clone());
+        r.feed(signed(&key, 1, r#"{"t":"start"}"#).as_bytes());
+        r.feed(signed(&key, 1, r#"{"t":"start"}"#).as_bytes());
+        r.feed(signed(&key, 5, r#"{"t":"start"}"#).as_bytes());
+        let out = r.finish();
+        assert_eq!(out.anomalies.len(), 2, "{:?}", out.anomalies);
+        assert!(out.end.is_none());
+        let mut r = RecordReader::new(key.clone());
+        r.feed(signed(&key, 1, r#"{"t":"start"}"#).as_bytes());
+        assert!(r.finish().untrusted().unwrap().contains("final record"));
+    }
+
+    #[test]
+    fn oversized_lines_are_dropped_without_growing() {
+        let key = RunKey::random();
+        let mut r = RecordReader::new(key.clone());
+        r.feed(b"AGENTAO1 ");
+        for _ in 0..100 {
+            r.feed(&[b'x'; 64 * 1024]);
+        }
+        assert!(r.line.len() <= MAX_LINE);
+        r.feed(b"\n");
+        r.feed(signed(&key, 1, r#"{"t":"start"}"#).as_bytes());
+        let out = r.finish();
+        assert!(out.started);
+        assert_eq!(out.anomalies, vec!["an oversized record".to_owned()]);
+    }
+}
