@@ -20,9 +20,10 @@ use crate::tasks::TaskStore;
 
 /// Restarts of a dead embedded model server before the miner gives up on a request.
 pub const MODEL_RESTARTS: u32 = 3;
-/// The status a miner answers when its model is down and could not be brought back: the
-/// validator charges it to the miner.
-pub const MODEL_DOWN_STATUS: u16 = 500;
+/// The status a miner answers when its model is down and could not be brought back (with a
+/// message starting [`MODEL_DOWN`]): the validator charges it to the miner. Not 500: a
+/// dendrite takes a 500 for an SDK axon of the original class and asks again differently.
+pub const MODEL_DOWN_STATUS: u16 = 503;
 /// How that answer's message starts.
 pub const MODEL_DOWN: &str = "miner model unavailable";
 

@@ -10,7 +10,7 @@
 //! is answerable for: a call that brought back no answer (unreachable, timeout, protocol
 //! error: recorded as such, never as an empty patch) and an evaluation that failed for the
 //! machine (`environment_error`) leave it alone, as for a miner that is down. A miner that
-//! answers that its own model is down (its 500, [`super::miner::MODEL_DOWN`]) is charged a 0.
+//! answers that its own model is down (its 503 with [`super::miner::MODEL_DOWN`]) is charged a 0.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

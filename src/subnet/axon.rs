@@ -106,7 +106,7 @@ type Handler<T> = Arc<
 >;
 
 /// A handler that cannot answer: the caller gets this status and message instead of a
-/// synapse (e.g. 500 from a miner whose model is down).
+/// synapse (e.g. 503 from a miner whose model is down).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HandlerError {
     pub status: u16,

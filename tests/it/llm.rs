@@ -446,10 +446,18 @@ async fn a_model_server_that_cannot_restart_makes_the_miner_answer_an_error() {
     let report: serde_json::Value =
         serde_json::from_str(run.stdout.lines().next().unwrap()).unwrap();
     let miner = &report["miners"][0];
-    assert_eq!(miner["status_code"], 500, "{report}");
+    assert_eq!(miner["status_code"], 503, "{report}");
     assert_eq!(miner["score"], 0.0);
+    assert_eq!(miner["charged"], true, "{report}");
     assert!(
-        run.stderr.contains("restarts failed; answering 500"),
+        miner["model_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("miner model unavailable"),
+        "{report}"
+    );
+    assert!(
+        run.stderr.contains("restarts failed; answering 503"),
         "{}",
         run.stderr
     );
