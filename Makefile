@@ -33,6 +33,8 @@ bench: deps
 	$(RELEASE_BIN) bench dataset --records 100000 --out $(BENCH)/dataset.json
 	$(RELEASE_BIN) bench axon --requests 2000 --concurrency 32 --out $(BENCH)/axon.json
 	$(RELEASE_BIN) bench forge --package idna==3.20 --package jmespath==1.1.0 --candidates 8 --out $(BENCH)/forge.json
+	$(RELEASE_BIN) llm install
+	$(RELEASE_BIN) bench llm --requests 5 --max-tokens 128 --out $(BENCH)/llm.json
 	@echo "benchmark results in $(BENCH)"
 
 test: deps

@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-const MARKER: &str = ".agentao-complete";
+/// The file that marks a venv complete.
+pub const MARKER: &str = ".agentao-complete";
 
 /// Why a venv could not be made.
 #[derive(Debug, thiserror::Error)]

@@ -111,6 +111,14 @@ pub struct Episode {
 }
 
 impl Episode {
+    /// Why the model failed, when the episode ended in a model error.
+    pub fn model_error(&self) -> Option<&str> {
+        match &self.exit_status {
+            ExitStatus::ModelError { message } => Some(message),
+            _ => None,
+        }
+    }
+
     /// Writes `patch.diff` and `trajectory.json` into `dir`.
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
@@ -247,7 +255,8 @@ pub async fn solve(
         protocol: cfg.protocol,
         exit_status,
         patch: patch?,
-        cost: steps.iter().map(|s| s.cost).sum(),
+        // Folded from +0.0: an empty f64 sum is -0.0, which showed as `cost: -0.0`.
+        cost: steps.iter().fold(0.0, |sum, s| sum + s.cost),
         steps,
         messages,
         usage,

@@ -9,7 +9,7 @@ use super::UserError;
 use super::tasks_cmd::StoreArg;
 use crate::agent::{AgentConfig, Protocol, run_external, solve};
 use crate::config::Settings;
-use crate::llm::local::{DEFAULT_PORT, LocalModel, LocalServer, is_serving};
+use crate::llm::local::{LocalModel, SharedServer, is_serving};
 use crate::llm::{LlmClient, LlmConfig, lookup};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -59,8 +59,9 @@ pub enum LlmCmd {
     /// Serve the embedded model (SmolLM2-135M) as an OpenAI-compatible API on loopback,
     /// installing it into the cache first if needed.
     Serve {
-        #[arg(long, default_value_t = DEFAULT_PORT)]
-        port: u16,
+        /// Port on loopback (default: `--llm-port`, 8642).
+        #[arg(long)]
+        port: Option<u16>,
     },
 }
 
@@ -85,13 +86,15 @@ pub fn remote_llm(settings: &Settings) -> Option<LlmClient> {
 }
 
 /// A model client for the settings; starts the embedded server when no API key is set and
-/// nothing serves the local URL yet (the returned handle keeps it alive).
-pub async fn llm_for(settings: &Settings) -> anyhow::Result<(LlmClient, Option<LocalServer>)> {
+/// nothing serves the local URL yet (the returned handle keeps it alive, and lets a miner
+/// restart it). The server is only returned once it answered a real completion.
+pub async fn llm_for(settings: &Settings) -> anyhow::Result<(LlmClient, Option<SharedServer>)> {
     let mut server = None;
     let mut cfg = match remote_config(settings) {
         Some(cfg) => cfg,
         None => {
-            let mut url = format!("http://127.0.0.1:{DEFAULT_PORT}/v1");
+            let port = settings.llm.local_port;
+            let mut url = format!("http://127.0.0.1:{port}/v1");
             if !is_serving(&url).await {
                 let local = LocalModel::new(&settings.cache_dir);
                 if !local.is_installed() {
@@ -101,9 +104,17 @@ pub async fn llm_for(settings: &Settings) -> anyhow::Result<(LlmClient, Option<L
                     );
                     local.install(settings.pip_index_url.as_deref()).await?;
                 }
-                let s = local.serve(DEFAULT_PORT).await?;
+                let s = local.serve(port).await?;
                 url = s.base_url.clone();
-                server = Some(s);
+                server = Some(std::sync::Arc::new(tokio::sync::Mutex::new(s)));
+            } else if let Err(reason) =
+                crate::llm::local::completion_check(&url, &settings.llm.model).await
+            {
+                // `/v1/models` answering proves little: a server whose inference crashes
+                // still lists its models.
+                anyhow::bail!(
+                    "a model server answers at {url} but not with a chat completion ({reason}); stop it or set --llm-port"
+                );
             }
             LlmConfig::new(&url, &settings.llm.model)
         }
@@ -191,18 +202,24 @@ pub async fn run_llm(cmd: LlmCmd, settings: &Settings) -> anyhow::Result<()> {
     let local = LocalModel::new(&settings.cache_dir);
     let port = match cmd {
         LlmCmd::Install => {
-            if local.is_installed() {
-                eprintln!("the embedded model is installed in {}", local.dir.display());
-            } else {
+            if !local.is_installed() {
                 eprintln!(
-                    "installing the embedded model into {} (building llama.cpp takes minutes)",
-                    local.dir.display()
+                    "installing the embedded model into {} (building llama.cpp for {} takes minutes)",
+                    local.dir.display(),
+                    local.variant.name()
                 );
-                local.install(settings.pip_index_url.as_deref()).await?;
             }
+            let build = local.install(settings.pip_index_url.as_deref()).await?;
+            eprintln!(
+                "the embedded model is installed in {}: llama-cpp-python {}, variant {} ({})",
+                local.dir.display(),
+                build.llama_cpp_python,
+                build.variant,
+                build.system_info
+            );
             return Ok(());
         }
-        LlmCmd::Serve { port } => port,
+        LlmCmd::Serve { port } => port.unwrap_or(settings.llm.local_port),
     };
     if !local.is_installed() {
         eprintln!("installing the embedded model into {}", local.dir.display());
@@ -210,9 +227,11 @@ pub async fn run_llm(cmd: LlmCmd, settings: &Settings) -> anyhow::Result<()> {
     }
     let server = local.serve(port).await?;
     eprintln!(
-        "serving {} at {}",
+        "serving {} at {} (variant {}; first reply: {:?})",
         crate::llm::EMBEDDED_MODEL,
-        server.base_url
+        server.base_url,
+        server.variant,
+        server.first_reply
     );
     server.wait().await?;
     Ok(())

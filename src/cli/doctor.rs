@@ -156,13 +156,7 @@ async fn python_check() -> Check {
 
 async fn llm_check(settings: &Settings) -> Check {
     let Some(key) = &settings.llm.api_key else {
-        return ok(
-            "llm",
-            format!(
-                "no OPENAI_API_KEY: the embedded model {} will be used",
-                settings.llm.model
-            ),
-        );
+        return embedded_check(settings).await;
     };
     let base = settings
         .llm
@@ -191,6 +185,62 @@ async fn llm_check(settings: &Settings) -> Check {
             format!("{base} unreachable ({e}) — check OPENAI_BASE_URL"),
         ),
         Err(_) => fail("llm", format!("{base} timed out — check OPENAI_BASE_URL")),
+    }
+}
+
+/// The embedded model must answer a real chat completion: a server whose inference crashes
+/// still answers `/v1/models`. One already serving on the configured port is asked; otherwise
+/// the installed one is started on a free port for the check.
+async fn embedded_check(settings: &Settings) -> Check {
+    use crate::llm::local::{LocalModel, completion_check, is_serving};
+    let url = format!("http://127.0.0.1:{}/v1", settings.llm.local_port);
+    if is_serving(&url).await {
+        return match completion_check(&url, &settings.llm.model).await {
+            Ok(reply) => ok(
+                "llm",
+                format!("no OPENAI_API_KEY; the model server at {url} answered {reply:?}"),
+            ),
+            Err(e) => fail(
+                "llm",
+                format!("the model server at {url} lists its models but {e}"),
+            ),
+        };
+    }
+    let local = LocalModel::new(&settings.cache_dir);
+    if !local.is_installed() {
+        let why = match local.installed_build() {
+            Some(b) => format!(
+                "built for {} (llama-cpp-python {}), this host needs {}",
+                b.variant,
+                b.llama_cpp_python,
+                local.variant.name()
+            ),
+            None => "not installed".into(),
+        };
+        return fail(
+            "llm",
+            format!(
+                "no OPENAI_API_KEY and the embedded model in {} is {why} — run `agentao llm install`",
+                local.dir.display()
+            ),
+        );
+    }
+    let port = match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
+        Ok(addr) => addr.port(),
+        Err(e) => return fail("llm", format!("no free port for the model check: {e}")),
+    };
+    let started = std::time::Instant::now();
+    match local.serve(port).await {
+        Ok(server) => ok(
+            "llm",
+            format!(
+                "no OPENAI_API_KEY; the embedded model answered {:?} in {:.1}s (variant {})",
+                server.first_reply,
+                started.elapsed().as_secs_f64(),
+                server.variant
+            ),
+        ),
+        Err(e) => fail("llm", e.to_string()),
     }
 }
 

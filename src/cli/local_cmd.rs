@@ -1,7 +1,8 @@
 //! `agentao local`: one subnet round on this machine with the embedded defaults — base image,
 //! a forged task, a validator and a miner on the local chain talking over the signed wire
 //! protocol, the miner's agent with the local model, evaluation, score, weights, dataset record,
-//! export.
+//! export. A round in which the miner's model failed is recorded, then exits non-zero with the
+//! cause.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -72,6 +73,7 @@ pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
         data_dir: settings.data_dir.clone(),
         netuid: settings.netuid,
         store: args.store.path(settings),
+        model_server: None,
     };
     let task = pick_task(&engine, &store, &source, records.len()).await;
     steps.finish();
@@ -84,7 +86,8 @@ pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
     let steps = Steps::new("starting the model");
     let llm = super::agent_cmd::llm_for(settings).await;
     steps.finish();
-    let (llm, _server) = llm?;
+    let (llm, server) = llm?;
+    cfg.model_server = server;
     cfg.agent.protocol = protocol_for(ProtocolArg::Auto, llm.model());
     let steps = Steps::new(&format!(
         "validator -> miner axon; agent solving with {}; validator evaluating",
@@ -124,5 +127,14 @@ pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
         exported.total_rows,
         out.display()
     );
+    // A round whose model stopped answering proves nothing about the agent: not a success.
+    // (A model that answered but made no patch is a normal score of 0.)
+    if let Some((uid, cause)) = report
+        .miners
+        .iter()
+        .find_map(|m| m.model_error.as_ref().map(|e| (m.uid, e)))
+    {
+        anyhow::bail!("the model of miner uid {uid} failed during the round: {cause}");
+    }
     Ok(())
 }

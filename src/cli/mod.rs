@@ -73,6 +73,9 @@ pub struct GlobalArgs {
     /// Base URL of an OpenAI-compatible service.
     #[arg(long, global = true, env = ev::OPENAI_BASE_URL)]
     pub openai_base_url: Option<String>,
+    /// Loopback port of the embedded model server (default 8642).
+    #[arg(long, global = true, env = ev::AGENTAO_LLM_PORT)]
+    pub llm_port: Option<u16>,
     /// Docker engine socket.
     #[arg(long, global = true, env = ev::DOCKER_HOST)]
     pub docker_host: Option<String>,
@@ -178,6 +181,7 @@ impl GlobalArgs {
                 base_url: self.openai_base_url.clone().filter(|u| !u.is_empty()),
                 model,
                 instance_cost: self.instance_cost.unwrap_or(d.llm.instance_cost),
+                local_port: self.llm_port.unwrap_or(d.llm.local_port),
             },
             docker_host: self.docker_host.clone().filter(|h| !h.is_empty()),
             cache_dir: self.cache_dir.clone().unwrap_or(d.cache_dir),

@@ -108,8 +108,9 @@ pub async fn miner(args: MinerArgs, settings: &Settings) -> anyhow::Result<()> {
         mg = chain.metagraph().await?;
     }
     let engine = super::engine(settings).await?;
-    let (llm, _server) = llm_for(settings).await?;
+    let (llm, server) = llm_for(settings).await?;
     let miner = Miner {
+        model_server: server,
         engine,
         agent: AgentConfig {
             protocol: protocol_for(ProtocolArg::Auto, llm.model()),

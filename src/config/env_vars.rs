@@ -35,6 +35,8 @@ pub const AGENTAO_DEBIAN_MIRROR: &str = "AGENTAO_DEBIAN_MIRROR";
 pub const OPENAI_API_KEY: &str = "OPENAI_API_KEY";
 /// Base URL of the OpenAI-compatible API.
 pub const OPENAI_BASE_URL: &str = "OPENAI_BASE_URL";
+/// Loopback port of the embedded model server (default 8642).
+pub const AGENTAO_LLM_PORT: &str = "AGENTAO_LLM_PORT";
 /// Default model name or alias (`gpt4omini`).
 pub const AGENTAO_MODEL: &str = "AGENTAO_MODEL";
 /// Maximum dollars a miner spends on one task.
@@ -81,6 +83,7 @@ pub const ALL: &[&str] = &[
     AGENTAO_DEBIAN_MIRROR,
     OPENAI_API_KEY,
     OPENAI_BASE_URL,
+    AGENTAO_LLM_PORT,
     AGENTAO_MODEL,
     AGENTAO_INSTANCE_COST,
     AGENTAO_NETUID,

@@ -38,6 +38,8 @@ pub struct LlmSettings {
     pub model: String,
     /// Dollar budget per task.
     pub instance_cost: f64,
+    /// Loopback port of the embedded model server.
+    pub local_port: u16,
 }
 
 /// Which chain the neurons read and write.
@@ -111,6 +113,7 @@ impl Settings {
                 base_url: None,
                 model: crate::llm::EMBEDDED_MODEL.to_owned(),
                 instance_cost: DEFAULT_INSTANCE_COST,
+                local_port: crate::llm::local::DEFAULT_PORT,
             },
             docker_host: None,
             cache_dir: default_cache_dir(),

@@ -117,6 +117,7 @@ pub fn schema() -> Arc<Schema> {
         Field::new("judge_brevity", Float64, true),
         Field::new("time_score", Float64, false),
         Field::new("final_score", Float64, false),
+        Field::new("model_error", Boolean, false),
         Field::new("cost_usd", Float64, false),
         Field::new("prompt_tokens", Int64, false),
         Field::new("completion_tokens", Int64, false),
@@ -152,12 +153,14 @@ fn to_batch(records: &[Record]) -> Result<RecordBatch, DatasetError> {
     let mut seq = UInt64Builder::with_capacity(n);
     let mut at = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut resolved = BooleanBuilder::with_capacity(n);
+    let mut model_error = BooleanBuilder::with_capacity(n);
     for r in records {
         seq.append_value(r.seq);
         let t = chrono::DateTime::parse_from_rfc3339(&r.recorded_at)
             .map_err(|e| DatasetError::Encode(format!("record {}: recorded_at: {e}", r.seq)))?;
         at.append_value(t.timestamp_micros());
         resolved.append_value(r.resolved);
+        model_error.append_value(r.model_error);
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(seq.finish()),
@@ -193,6 +196,7 @@ fn to_batch(records: &[Record]) -> Result<RecordBatch, DatasetError> {
         floats(&|r| r.judge_brevity),
         floats(&|r| Some(r.time_score)),
         floats(&|r| Some(r.final_score)),
+        Arc::new(model_error.finish()),
         floats(&|r| Some(r.cost_usd)),
         ints(&|r| r.prompt_tokens),
         ints(&|r| r.completion_tokens),

@@ -61,6 +61,10 @@ pub struct Record {
     pub judge_brevity: Option<f64>,
     pub time_score: f64,
     pub final_score: f64,
+    /// The miner's episode ended in a model error (its model stopped answering), or the miner
+    /// answered that its model is down: filter these rows out to study agents, not outages.
+    #[serde(default)]
+    pub model_error: bool,
 
     // Costs and timings.
     pub cost_usd: f64,
@@ -111,6 +115,7 @@ impl Record {
             judge_brevity: None,
             time_score: 0.0,
             final_score: 0.0,
+            model_error: false,
             cost_usd: 0.0,
             prompt_tokens: 0,
             completion_tokens: 0,

@@ -15,6 +15,7 @@ use crate::agent::AgentConfig;
 use crate::dataset::RecordStore;
 use crate::eval::EvalConfig;
 use crate::llm::LlmClient;
+use crate::llm::local::SharedServer;
 use crate::sandbox::Engine;
 use crate::subnet::{
     Axon, AxonConfig, Chain, Dendrite, Keypair, LocalChain, Neuron, Wallet, normalize_weights,
@@ -40,6 +41,9 @@ pub struct RoundConfig {
     pub netuid: u16,
     /// The task store the miner looks tasks up in.
     pub store: PathBuf,
+    /// The embedded model server behind the round's model, when this process runs it (the
+    /// miner restarts it if it dies).
+    pub model_server: Option<SharedServer>,
 }
 
 /// What the round did.
@@ -166,6 +170,7 @@ pub async fn run_round(
         llm: llm.clone(),
         agent: cfg.agent.clone(),
         store: cfg.store.clone(),
+        model_server: cfg.model_server.clone(),
     };
     let axon = miner.serve_on(Axon::new(
         miner_key.clone(),

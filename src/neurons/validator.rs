@@ -9,7 +9,8 @@
 //! miners all get the floor. The moving average (alpha 0.1) moves only for answers the miner
 //! is answerable for: a call that brought back no answer (unreachable, timeout, protocol
 //! error: recorded as such, never as an empty patch) and an evaluation that failed for the
-//! machine (`environment_error`) leave it alone, as for a miner that is down.
+//! machine (`environment_error`) leave it alone, as for a miner that is down. A miner that
+//! answers that its own model is down (its 503 with [`super::miner::MODEL_DOWN`]) is charged a 0.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -151,6 +152,9 @@ pub struct MinerResult {
     pub duplicate: bool,
     pub score: f64,
     pub record_seq: u64,
+    /// Why the miner's model failed, when its episode ended in a model error or it answered
+    /// that its model is down.
+    pub model_error: Option<String>,
 }
 
 /// What a validator needs for a round.
@@ -224,21 +228,28 @@ impl Validator {
             record.miner_uid = miner.uid as i64;
             record.response_seconds = answer.latency_s;
             let Some(patch) = patch else {
-                // No answer: nothing to evaluate, nothing to charge.
+                // No answer: nothing to evaluate, nothing to charge, unless the miner said
+                // its own model is down: its failure, charged as a 0.
                 let kind = answer.failure.unwrap_or(CallFailure::ProtocolError);
                 let outcome = AnswerOutcome::NoAnswer {
                     kind,
                     message: answer.status_message.clone(),
                 };
+                let model_down = answer.status_message.starts_with(super::miner::MODEL_DOWN);
+                if model_down {
+                    scores.update(&miner.hotkey, 0.0);
+                }
                 record.outcome = outcome.kind();
                 record.outcome_reason = answer.status_message.clone();
+                record.model_error = model_down;
                 let seq = records.append(&mut record)?;
                 tracing::warn!(
                     uid = miner.uid,
                     status = answer.status_code,
                     outcome = kind.as_str(),
                     message = %answer.status_message,
-                    "no answer; average left alone"
+                    charged = model_down,
+                    "no answer; average left alone unless the miner's model is down"
                 );
                 results.push(MinerResult {
                     uid: miner.uid,
@@ -248,11 +259,12 @@ impl Validator {
                     patch_bytes: 0,
                     resolved: false,
                     outcome,
-                    charged: false,
+                    charged: model_down,
                     judged: None,
                     duplicate: false,
                     score: 0.0,
                     record_seq: seq,
+                    model_error: model_down.then(|| answer.status_message.clone()),
                 });
                 continue;
             };
@@ -293,6 +305,10 @@ impl Validator {
                 tracing::warn!(uid = miner.uid, outcome = ?verdict.outcome, "the evaluation failed for the machine; not charged to the miner");
             }
             let reply = answer.synapse.as_ref().map(|s| &s.body);
+            let model_error = reply
+                .map(|r| r.model_error.clone())
+                .filter(|e| !e.is_empty());
+            record.model_error = model_error.is_some();
             record.agent = reply.map(|r| r.agent_name.clone()).unwrap_or_default();
             record.model = reply.map(|r| r.model.clone()).unwrap_or_default();
             // A patch over the evaluation's limit was refused unread; it is not kept either.
@@ -338,6 +354,7 @@ impl Validator {
                 duplicate,
                 score,
                 record_seq: seq,
+                model_error,
             });
         }
         scores.save()?;

@@ -99,7 +99,19 @@ impl Default for AxonConfig {
     }
 }
 
-type Handler<T> = Arc<dyn Fn(Synapse<T>) -> Pin<Box<dyn Future<Output = T> + Send>> + Send + Sync>;
+type Handler<T> = Arc<
+    dyn Fn(Synapse<T>) -> Pin<Box<dyn Future<Output = Result<T, HandlerError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A handler that cannot answer: the caller gets this status and message instead of a
+/// synapse (e.g. 503 from a miner whose model is down).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandlerError {
+    pub status: u16,
+    pub message: String,
+}
 
 /// Counters for operators and tests.
 #[derive(Debug, Default)]
@@ -149,10 +161,22 @@ impl Axon {
     }
 
     /// Serves `CodingTask` with `f`.
-    pub fn coding_task<F, Fut>(mut self, f: F) -> Axon
+    pub fn coding_task<F, Fut>(self, f: F) -> Axon
     where
         F: Fn(Synapse<CodingTask>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = CodingTask> + Send + 'static,
+    {
+        self.coding_task_or_error(move |s| {
+            let answer = f(s);
+            async move { Ok(answer.await) }
+        })
+    }
+
+    /// Serves `CodingTask` with `f`, which may answer with an error status instead.
+    pub fn coding_task_or_error<F, Fut>(mut self, f: F) -> Axon
+    where
+        F: Fn(Synapse<CodingTask>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<CodingTask, HandlerError>> + Send + 'static,
     {
         self.inner.coding = Some(Arc::new(move |s| Box::pin(f(s))));
         self
@@ -164,7 +188,10 @@ impl Axon {
         F: Fn(Synapse<Forecast>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Forecast> + Send + 'static,
     {
-        self.inner.forecast = Some(Arc::new(move |s| Box::pin(f(s))));
+        self.inner.forecast = Some(Arc::new(move |s| {
+            let answer = f(s);
+            Box::pin(async move { Ok(answer.await) })
+        }));
         self
     }
 
@@ -553,7 +580,8 @@ async fn handle<T: SynapseBody>(
     synapse.dendrite = Some(dendrite.clone());
     let answer = tokio::time::timeout(left, handler(synapse.clone()))
         .await
-        .map_err(|_| Refusal(408, format!("handler exceeded the {timeout}s timeout")))?;
+        .map_err(|_| Refusal(408, format!("handler exceeded the {timeout}s timeout")))?
+        .map_err(|e| Refusal(e.status, e.message))?;
     synapse.body = answer;
     synapse.timeout = timeout;
     let axon = TerminalInfo {

@@ -305,6 +305,10 @@ pub struct CodingTask {
     pub prompt_tokens: u64,
     #[serde(default)]
     pub completion_tokens: u64,
+    /// Filled by the miner: why the agent's model stopped answering, when the episode ended
+    /// in a model error (empty otherwise). Defaulted, so answers without it still read.
+    #[serde(default)]
+    pub model_error: String,
 }
 
 impl SynapseBody for CodingTask {

@@ -26,6 +26,7 @@ fn records(store: &mut RecordStore, n: usize, offset: usize) {
         r.miner_hotkey = format!("5Miner{}", i % 5);
         r.resolved = i % 3 == 0;
         r.final_score = if r.resolved { 0.9 } else { 0.0 };
+        r.model_error = i % 10 == 7;
         r.judge_quality = (i % 2 == 0).then_some(0.75);
         r.prompt_tokens = i as i64;
         r.trajectory = format!("{{\"steps\": {i}}}");
@@ -95,6 +96,7 @@ print(json.dumps({
     "dtypes": {k: str(v) for k, v in df.dtypes.items()},
     "quality_nulls": int(df["judge_quality"].isna().sum()),
     "resolved": int(df["resolved"].sum()),
+    "model_errors": int(df["model_error"].sum()),
     "row_groups": meta.num_row_groups,
     "compression": meta.row_group(0).column(0).compression,
 }))
@@ -128,6 +130,11 @@ print(json.dumps({
     assert_eq!(got["dtypes"]["recorded_at"], "datetime64[us, UTC]");
     assert_eq!(got["quality_nulls"], 1500);
     assert_eq!(got["resolved"], 1000);
+    assert_eq!(got["features"]["model_error"], "Value('bool')");
+    assert_eq!(
+        got["model_errors"], 300,
+        "rows whose model failed can be filtered"
+    );
     assert_eq!(got["row_groups"], 4, "1000 rows in groups of 300");
     assert_eq!(got["compression"], "ZSTD");
 }

@@ -9,6 +9,7 @@ mod cli;
 mod dataset;
 pub mod eval;
 pub mod forge;
+mod llm;
 mod round;
 mod sandbox;
 mod subnet;

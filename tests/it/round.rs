@@ -101,6 +101,7 @@ async fn a_local_round_goes_over_the_wire_and_sets_weights() {
         data_dir: dir.path().to_path_buf(),
         netuid: 62,
         store,
+        model_server: None,
     };
     let report = run_round(&engine, &task, &llm(&model), &mut records, &cfg, "r1")
         .await
@@ -230,6 +231,7 @@ async fn identical_patches_get_the_floor_and_silent_miners_keep_their_average() 
             llm: llm(&model),
             agent: agent(&run),
             store: store.clone(),
+            model_server: None,
         };
         let axon = miner.serve_on(Axon::new(key.clone(), mg.clone(), AxonConfig::default()));
         servers.push(axon.serve(listener));
