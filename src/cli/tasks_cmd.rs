@@ -8,10 +8,9 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::UserError;
 use crate::config::Settings;
-use crate::tasks::pypi::top_packages;
-use crate::tasks::{
-    EnvSpec, Forge, ForgeConfig, Selection, Task, TaskStore, build_env_image, swebench_row,
-};
+use crate::forge::{EnvSpec, Forge, ForgeConfig, Selection, build_env_image};
+use crate::python::top_packages;
+use crate::tasks::{Task, TaskStore, swebench_row};
 
 /// Where the task store is.
 #[derive(Debug, Args)]

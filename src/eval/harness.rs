@@ -4,7 +4,7 @@
 //! Two execs. The apply phase (`apply.sh`, root, before any code of the repository runs)
 //! applies the patch in a scratch clone and reports what applying changed; the host refuses
 //! forbidden changes (`policy.rs`) and tampering code (`tamper.rs`) on that change list, not on
-//! the patch's text. The test phase runs as an unprivileged user through `pytest_run.rs`,
+//! the patch's text. The test phase runs as an unprivileged user through `pytest/`,
 //! whose signed records are the only source of test results. Anything odd after the patch was
 //! applied (forged or missing records, tampering seen at run time, a full disk) counts against
 //! the patch; only the machine's own failures are environment errors.
@@ -18,9 +18,8 @@ use sha2::{Digest, Sha256};
 use tracing::debug;
 
 use super::patch::{PatchError, check_patch};
-use super::pytest_run::{PytestRun, RecordReader, RunKey};
-use super::results::TestStatus;
 use super::{policy, tamper};
+use crate::pytest::{PytestRun, RecordReader, RunKey, TestStatus};
 use crate::sandbox::{
     Engine, ExecRequest, ExecStatus, Limits, OutputStream, Sandbox, SandboxError, SandboxSpec,
 };
@@ -30,7 +29,7 @@ use crate::tasks::Task;
 /// every cache key, so a new harness never serves an old verdict.
 pub const HARNESS_VERSION: &str = "agentao-eval-3";
 
-/// Where the harness files go (the container's own file system; see `pytest_run::HARNESS_DIR`).
+/// Where the harness files go (the container's own file system; see `pytest::HARNESS_DIR`).
 const WORK: &str = "/agentao";
 /// The in-container apply phase.
 const APPLY_SH: &str = include_str!("apply.sh");
@@ -534,7 +533,7 @@ async fn tmp_is_full(sandbox: &Sandbox) -> bool {
     };
     let mut it = out.stdout.split_whitespace().map(|n| n.parse::<i64>().ok());
     match (it.next().flatten(), it.next().flatten()) {
-        (Some(blocks), Some(size)) => blocks * size < super::pytest_run::DISK_FULL_BYTES,
+        (Some(blocks), Some(size)) => blocks * size < crate::pytest::DISK_FULL_BYTES,
         _ => false,
     }
 }

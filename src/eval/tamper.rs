@@ -13,7 +13,7 @@
 //!   `__import__`, `importlib`, builtins), and processes, sockets, `ctypes`, decoding tricks.
 //!
 //! The scan is a tripwire for what honest fixes do not contain; it is not a proof that the
-//! rest is harmless (see `pytest_run.rs` for what the runner adds, and what it cannot).
+//! rest is harmless (see `pytest/` for what the runner adds, and what it cannot).
 
 use std::collections::{BTreeMap, BTreeSet};
 

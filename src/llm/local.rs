@@ -199,7 +199,7 @@ impl LocalModel {
 
     /// Whether the server (of the wanted version and variant) and the weights are installed.
     pub fn is_installed(&self) -> bool {
-        crate::pyenv::is_complete(&self.venv())
+        crate::python::venv::is_complete(&self.venv())
             && self
                 .installed_build()
                 .is_some_and(|b| b.same_build(&BuildInfo::wanted(self.variant)))
@@ -214,7 +214,7 @@ impl LocalModel {
         let _lock = InstallLock::acquire(&self.dir.join(".install.lock")).await?;
         let wanted = BuildInfo::wanted(self.variant);
         let current = self.installed_build();
-        let server_ok = crate::pyenv::is_complete(&self.venv())
+        let server_ok = crate::python::venv::is_complete(&self.venv())
             && current.as_ref().is_some_and(|b| b.same_build(&wanted));
         let build = match current {
             Some(b) if server_ok => b,
@@ -343,7 +343,7 @@ impl LocalModel {
         )
         .map_err(|e| setup_err("writing the build marker", e))?;
         std::fs::write(
-            venv.join(crate::pyenv::MARKER),
+            venv.join(crate::python::venv::MARKER),
             format!("llama-cpp-python[server]=={}", build.llama_cpp_python),
         )
         .map_err(|e| setup_err("marking the venv", e))?;
@@ -757,7 +757,7 @@ impl InstallLock {
 }
 
 async fn run(cmd: &mut tokio::process::Command, step: &str) -> Result<(), LocalLlmError> {
-    crate::pyenv::run(cmd, step)
+    crate::python::venv::run(cmd, step)
         .await
         .map_err(|r| setup_err(step, r))
 }
@@ -827,7 +827,11 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("models")).unwrap();
         std::fs::write(local.gguf(), b"gguf").unwrap();
         // An old native install: complete venv, no build marker.
-        std::fs::write(venv.join(crate::pyenv::MARKER), "llama-cpp-python[server]").unwrap();
+        std::fs::write(
+            venv.join(crate::python::venv::MARKER),
+            "llama-cpp-python[server]",
+        )
+        .unwrap();
         assert!(!local.is_installed());
         let mut other = BuildInfo::wanted(BuildVariant::X86Baseline);
         std::fs::write(venv.join(BUILD_MARKER), serde_json::to_vec(&other).unwrap()).unwrap();

@@ -14,13 +14,14 @@ use super::validator::{MinerResult, Scores, Validator};
 use crate::agent::AgentConfig;
 use crate::dataset::RecordStore;
 use crate::eval::EvalConfig;
+use crate::forge::{Forge, ForgeConfig};
 use crate::llm::LlmClient;
 use crate::llm::local::SharedServer;
 use crate::sandbox::Engine;
 use crate::subnet::{
     Axon, AxonConfig, Chain, Dendrite, Keypair, LocalChain, Neuron, Wallet, normalize_weights,
 };
-use crate::tasks::{Forge, ForgeConfig, Task, TaskStore};
+use crate::tasks::{Task, TaskStore};
 
 /// Where a round's task comes from when the store has none.
 #[derive(Debug, Clone)]
@@ -63,7 +64,7 @@ pub enum RoundError {
     #[error("no task: every package was skipped ({0})")]
     NoTask(String),
     #[error(transparent)]
-    Forge(#[from] crate::tasks::ForgeError),
+    Forge(#[from] crate::forge::ForgeError),
     #[error(transparent)]
     Store(#[from] crate::tasks::store::StoreError),
     #[error(transparent)]
@@ -71,7 +72,7 @@ pub enum RoundError {
     #[error(transparent)]
     Dataset(#[from] crate::dataset::DatasetError),
     #[error(transparent)]
-    Pypi(#[from] crate::tasks::pypi::PypiError),
+    Pypi(#[from] crate::python::PypiError),
     #[error(transparent)]
     Wallet(#[from] crate::subnet::WalletError),
     #[error(transparent)]

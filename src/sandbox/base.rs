@@ -14,6 +14,7 @@ use tracing::info;
 
 use super::image::{build_image_from_context, import_rootfs, tag, tar_files};
 use super::{Engine, SandboxError};
+use crate::python::{WheelhouseError, download_wheels};
 
 const DOCKERFILE: &str = include_str!("../../docker/base/Dockerfile");
 const PACKAGES: &str = include_str!("../../docker/base/packages.txt");
@@ -142,7 +143,15 @@ pub async fn build_base_image(
         .join(format!("base-{}", &hash_parts(&[REQUIREMENTS])[..12]));
     if !wheels.join(".complete").exists() {
         on_step("downloading wheels for the base image");
-        download_wheels(&wheels, REQUIREMENTS, opts.pip_index_url.as_deref()).await?;
+        download_wheels(&wheels, REQUIREMENTS, opts.pip_index_url.as_deref())
+            .await
+            .map_err(|e| match e {
+                WheelhouseError::Io { context, source } => SandboxError::io(context, source),
+                WheelhouseError::Pip { reason } => SandboxError::Tool {
+                    tool: "pip download".into(),
+                    reason,
+                },
+            })?;
         report.wheels_downloaded = true;
     }
 
@@ -228,73 +237,6 @@ async fn debootstrap(dir: &Path, mirror: &str) -> Result<(), SandboxError> {
         });
     }
     Ok(())
-}
-
-/// Downloads wheels for the image's Python (CPython 3.11, x86_64 glibc) into `dest`, marking
-/// it complete only when pip succeeded.
-pub async fn download_wheels(
-    dest: &Path,
-    requirements: &str,
-    index_url: Option<&str>,
-) -> Result<(), SandboxError> {
-    let tmp = dest.with_extension("partial");
-    let _ = tokio::fs::remove_dir_all(&tmp).await;
-    tokio::fs::create_dir_all(&tmp)
-        .await
-        .map_err(|e| SandboxError::io(tmp.display().to_string(), e))?;
-    let req_file = tmp.join("requirements.txt");
-    tokio::fs::write(&req_file, requirements)
-        .await
-        .map_err(|e| SandboxError::io(req_file.display().to_string(), e))?;
-    let mut cmd = tokio::process::Command::new("python3");
-    cmd.args(["-m", "pip", "download", "--quiet", "--only-binary=:all:"])
-        .args([
-            "--python-version",
-            "3.11",
-            "--implementation",
-            "cp",
-            "--abi",
-            "cp311",
-        ])
-        .args([
-            "--platform",
-            "manylinux_2_28_x86_64",
-            "--platform",
-            "manylinux_2_17_x86_64",
-            "--platform",
-            "manylinux2014_x86_64",
-            "--platform",
-            "linux_x86_64",
-        ])
-        .arg("--dest")
-        .arg(&tmp)
-        .arg("-r")
-        .arg(&req_file)
-        .kill_on_drop(true);
-    if let Some(url) = index_url {
-        cmd.args(["--index-url", url]);
-    }
-    let out = cmd
-        .output()
-        .await
-        .map_err(|e| SandboxError::io("spawn python3 -m pip", e))?;
-    if !out.status.success() {
-        return Err(SandboxError::Tool {
-            tool: "pip download".into(),
-            reason: String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-                .to_owned(),
-        });
-    }
-    tokio::fs::write(tmp.join(".complete"), b"")
-        .await
-        .map_err(|e| SandboxError::io("wheelhouse marker", e))?;
-    let _ = tokio::fs::remove_dir_all(dest).await;
-    tokio::fs::rename(&tmp, dest)
-        .await
-        .map_err(|e| SandboxError::io(dest.display().to_string(), e))
 }
 
 /// The full path of `program` on `PATH`, if any.

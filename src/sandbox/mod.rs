@@ -22,7 +22,7 @@ mod reaper;
 
 pub use base::{
     BASE_REPO, BaseImage, BaseImageOptions, BuildReport, base_image_tag, build_base_image,
-    download_wheels, hash_parts, which,
+    hash_parts, which,
 };
 pub use container::{ExecOutput, ExecRequest, ExecStatus, OutputStream, Sandbox, SandboxSpec};
 pub use engine::{Engine, EngineInfo};

@@ -1,24 +1,13 @@
-//! Coding tasks: the task model (SWE-bench fields plus ours), package sources from PyPI
-//! (`pypi`, `deps`), task environments (`env`: one image per package version), the per-suite
-//! baseline (`baseline`), procedural bugs (`mutate`), problem statements (`statement`), the
-//! forge that validates candidates into tasks (`forge`) and the SQLite store (`store`).
+//! Coding tasks: the task model (SWE-bench fields plus ours: `model.rs`), the SQLite task
+//! store with the forge's log (`store.rs`), and the JSON Lines reader for task files.
 //!
-//! Uses `sandbox/` for containers and images, and `eval/` (the harness) for the gold-patch
-//! check of every forged task; `eval/` in turn needs only the task model from here. Knows
-//! nothing of miners, scoring or the subnet.
+//! The low layer every user of a task shares (the forge, the harness, the agent, the dataset):
+//! imports nothing above `config/` and `jsonl`, so it must not touch Docker, pytest, PyPI or
+//! the forge that makes tasks.
 
-pub mod baseline;
-pub mod deps;
-pub mod env;
-pub mod forge;
 pub mod model;
-pub mod mutate;
-pub mod pypi;
-pub mod statement;
 pub mod store;
 
-pub use env::{EnvSpec, build_env_image};
-pub use forge::{Forge, ForgeConfig, ForgeError, PackageReport, Selection};
 pub use model::{Difficulty, Task};
 pub use store::{TaskStore, swebench_row};
 

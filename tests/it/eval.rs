@@ -4,8 +4,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use agentao::eval::{EvalConfig, Outcome, Prediction, TestStatus, evaluate, run_batch};
+use agentao::forge::{EnvSpec, build_env_image};
 use agentao::sandbox::Engine;
-use agentao::tasks::{EnvSpec, Task, build_env_image};
+use agentao::tasks::Task;
 
 use crate::support::{assert_no_containers, engine, run_id};
 

@@ -5,8 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use agentao::eval::{EvalConfig, Outcome, evaluate};
-use agentao::tasks::statement::{Secrets, leaks};
-use agentao::tasks::{Forge, ForgeConfig, Task, TaskStore};
+use agentao::forge::statement::{Secrets, leaks};
+use agentao::forge::{Forge, ForgeConfig};
+use agentao::tasks::{Task, TaskStore};
 use sha2::{Digest, Sha256};
 
 use crate::support::{Response, TestServer, assert_no_containers, base_image, engine, run_id};
@@ -343,8 +344,8 @@ pub async fn forged_tinycalc() -> Vec<Task> {
 
 #[tokio::test]
 async fn the_issue_writer_is_used_only_when_its_text_does_not_leak() {
+    use agentao::forge::statement::rewrite;
     use agentao::llm::{Budget, LlmClient, LlmConfig};
-    use agentao::tasks::statement::rewrite;
     let answers = std::sync::Arc::new(std::sync::Mutex::new(vec![
         // Second answer: quotes the buggy line.
         "Title: add is wrong\n\nThe code does `return a - b` so add(1, 2) gives -1.".to_owned(),

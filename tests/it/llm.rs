@@ -192,7 +192,7 @@ async fn an_old_native_install_is_replaced_by_the_portable_build() {
         .unwrap();
     assert!(made.success());
     std::fs::write(
-        venv.join(agentao::pyenv::MARKER),
+        venv.join(agentao::python::venv::MARKER),
         "llama-cpp-python[server]",
     )
     .unwrap();

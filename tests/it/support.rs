@@ -201,7 +201,7 @@ pub async fn python_venv(name: &str, packages: &[&str]) -> std::path::PathBuf {
         .join("pyenv")
         .join(name);
     let index = std::env::var("PIP_INDEX_URL").ok();
-    agentao::pyenv::ensure_venv(&dir, packages, index.as_deref())
+    agentao::python::venv::ensure_venv(&dir, packages, index.as_deref())
         .await
         .unwrap_or_else(|e| panic!("{e}"))
 }

@@ -126,8 +126,8 @@ struct DatasetBench {
 
 #[derive(Debug, Serialize)]
 struct ForgeModeResult {
-    selection: crate::tasks::Selection,
-    packages: Vec<crate::tasks::PackageReport>,
+    selection: crate::forge::Selection,
+    packages: Vec<crate::forge::PackageReport>,
     candidates_tried: usize,
     validated: usize,
     cpu_seconds: f64,
@@ -273,11 +273,11 @@ time.sleep(3600)
 
 async fn python_with_bittensor(settings: &Settings) -> anyhow::Result<std::path::PathBuf> {
     let dir = settings.cache_dir.join("pyenv").join("bittensor");
-    if !crate::pyenv::is_complete(&dir) {
+    if !crate::python::venv::is_complete(&dir) {
         eprintln!("installing bittensor 10.5.0 into {}", dir.display());
     }
     let index = settings.pip_index_url.as_deref();
-    Ok(crate::pyenv::ensure_venv(&dir, &["bittensor==10.5.0"], index).await?)
+    Ok(crate::python::venv::ensure_venv(&dir, &["bittensor==10.5.0"], index).await?)
 }
 
 async fn run_load(
@@ -703,7 +703,7 @@ async fn bench_forge(
     packages: &[String],
     candidates: usize,
 ) -> anyhow::Result<ForgeBench> {
-    use crate::tasks::{Forge, Selection};
+    use crate::forge::{Forge, Selection};
     let engine = super::engine(settings).await?;
     let mut modes = Vec::new();
     for selection in [Selection::Coverage, Selection::WholeSuite] {

@@ -6,56 +6,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::eval::pytest_run::{PytestRun, RecordReader, RunKey, RunRecords};
-use crate::eval::{TestResult, TestStatus};
-use crate::sandbox::{ExecStatus, OutputStream, Sandbox, SandboxError};
+use crate::pytest::{PytestRun, TestResult, TestStatus, run_pytest};
+use crate::sandbox::{Sandbox, SandboxError};
 
 /// Where a baseline's coverage data goes (the forge's sandboxes keep `/tmp` on the
 /// container's own file system, so the host can read it back).
 const COVERAGE_FILE: &str = "/tmp/agentao-coverage.db";
-
-/// Runs pytest in `sandbox` through the trusted runner: uploads the harness, hands the key,
-/// reads the signed records. A run that timed out is `None`.
-pub async fn run_pytest(
-    sandbox: &Sandbox,
-    run: &PytestRun,
-) -> Result<Option<RunRecords>, SandboxError> {
-    sandbox.write_files("/", &run.files()).await?;
-    let key = RunKey::random();
-    let mut reader = RecordReader::new(key.clone());
-    let out = sandbox
-        .exec_with(
-            &run.request(&key)
-                .timeout(run.timeout + Duration::from_secs(30)),
-            |stream, bytes| {
-                if stream == OutputStream::Stdout {
-                    reader.feed(bytes);
-                }
-            },
-        )
-        .await?;
-    let records = reader.finish();
-    if matches!(
-        out.status,
-        ExecStatus::TimedOut | ExecStatus::OutOfMemory | ExecStatus::Exited(124)
-    ) {
-        return Ok(None);
-    }
-    if !records.started {
-        return Err(SandboxError::Tool {
-            tool: "pytest".into(),
-            reason: out
-                .stderr
-                .lines()
-                .chain(out.stdout.lines())
-                .rev()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" | "),
-        });
-    }
-    Ok(Some(records))
-}
 
 /// Why a baseline could not be taken.
 #[derive(Debug, thiserror::Error)]

@@ -3,9 +3,9 @@
 //! quotes the mutated line, never points at it, and never holds a diff; [`leaks`] checks that,
 //! and an LLM rewrite that fails the check is thrown away.
 
-use crate::eval::TestResult;
 use crate::llm::{Budget, LlmClient, Message};
 use crate::prompts;
+use crate::pytest::TestResult;
 
 /// Lines of traceback kept in the excerpt.
 const EXCERPT_LINES: usize = 25;
@@ -172,7 +172,7 @@ fn clip(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval::TestStatus;
+    use crate::pytest::TestStatus;
 
     #[test]
     fn the_template_shows_the_failure_but_not_the_bug() {

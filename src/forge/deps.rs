@@ -22,10 +22,10 @@ impl Requirements {
     /// Everything to download, deduplicated, the package itself and pytest's own runner
     /// plugins that the base image pins left out.
     pub fn all(&self, own_name: &str) -> Vec<String> {
-        let own = super::pypi::normalize(own_name);
+        let own = crate::python::normalize(own_name);
         let mut out: Vec<String> = Vec::new();
         for r in self.runtime.iter().chain(&self.test).chain(&self.build) {
-            let name = super::pypi::normalize(requirement_name(r));
+            let name = crate::python::normalize(requirement_name(r));
             if name.is_empty() || name == own {
                 continue;
             }
@@ -180,7 +180,7 @@ fn extra_of(marker: &str) -> Option<String> {
     let quote = rest.chars().next()?;
     let inner = &rest[1..];
     let end = inner.find(quote)?;
-    Some(super::pypi::normalize(&inner[..end]))
+    Some(crate::python::normalize(&inner[..end]))
 }
 
 fn read_pyproject(text: &str, req: &mut Requirements) {
@@ -207,7 +207,7 @@ fn read_pyproject(text: &str, req: &mut Requirements) {
             .and_then(|e| e.as_table())
         {
             for (k, v) in extras {
-                if TEST_GROUPS.contains(&super::pypi::normalize(k).as_str()) {
+                if TEST_GROUPS.contains(&crate::python::normalize(k).as_str()) {
                     req.test.extend(strings(Some(v)));
                 }
             }
@@ -215,7 +215,7 @@ fn read_pyproject(text: &str, req: &mut Requirements) {
     }
     if let Some(groups) = doc.get("dependency-groups").and_then(|g| g.as_table()) {
         for (k, _) in groups {
-            if TEST_GROUPS.contains(&super::pypi::normalize(k).as_str()) {
+            if TEST_GROUPS.contains(&crate::python::normalize(k).as_str()) {
                 req.test.extend(group(groups, k, 0));
             }
         }

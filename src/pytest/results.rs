@@ -1,4 +1,4 @@
-//! Test results as the trusted runner (`pytest_run.rs`) reports them: one status per pytest
+//! Test results as the trusted runner (`runner.rs`) reports them: one status per pytest
 //! node id, with what pytest said about a failure.
 
 use serde::{Deserialize, Serialize};
