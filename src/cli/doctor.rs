@@ -74,7 +74,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
             Err(e) => fail("base image", e.to_string()),
         });
     }
-    let wheelhouse = settings.cache_dir.join("wheelhouse");
+    let wheelhouse = settings.paths().wheelhouse();
     checks.push(if wheelhouse.is_dir() {
         ok("wheelhouse", wheelhouse.display().to_string())
     } else {

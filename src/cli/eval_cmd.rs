@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::UserError;
+use super::context;
 use crate::config::Settings;
 use crate::eval::{EvalConfig, read_predictions, run_batch};
 
@@ -47,9 +48,9 @@ pub async fn run(args: EvalArgs, settings: &Settings) -> anyhow::Result<()> {
             .predictions
             .file_stem()
             .map_or_else(|| "run".to_owned(), |s| s.to_string_lossy().into_owned());
-        settings.data_dir.join("runs").join(stem)
+        settings.paths().run_dir(&stem)
     });
-    let engine = super::engine(settings).await?;
+    let engine = context::engine(settings).await?;
     let cfg = EvalConfig {
         max_patch_bytes: args.max_patch_bytes,
         test_timeout: Duration::from_secs(args.test_timeout),

@@ -2,9 +2,10 @@
 
 use clap::Subcommand;
 
+use super::context;
 use super::progress::Steps;
 use crate::config::Settings;
-use crate::sandbox::{self, BaseImageOptions};
+use crate::sandbox::{self, BaseImageOptions, Rebuild};
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCmd {
@@ -20,18 +21,19 @@ pub enum ImageCmd {
     Gc,
 }
 
-/// Builds the base image unless its recipe's tag exists (or `force`), with progress.
+/// Builds the base image unless its recipe's tag exists (or `rebuild` says always), with
+/// progress.
 pub async fn ensure_base_image(
     engine: &sandbox::Engine,
     settings: &Settings,
-    force: bool,
+    rebuild: Rebuild,
 ) -> Result<sandbox::BuildReport, sandbox::SandboxError> {
     let steps = Steps::new("checking the base image");
     let opts = BaseImageOptions {
         cache_dir: settings.cache_dir.clone(),
         mirror: settings.debian_mirror.clone(),
         pip_index_url: settings.pip_index_url.clone(),
-        force,
+        rebuild,
     };
     let report = sandbox::build_base_image(engine, &opts, &mut |s: &str| steps.step(s)).await;
     steps.finish();
@@ -39,10 +41,15 @@ pub async fn ensure_base_image(
 }
 
 pub async fn run(cmd: ImageCmd, settings: &Settings) -> anyhow::Result<()> {
-    let engine = super::engine(settings).await?;
+    let engine = context::engine(settings).await?;
     match cmd {
         ImageCmd::BuildBase { force } => {
-            let report = ensure_base_image(&engine, settings, force).await?;
+            let rebuild = if force {
+                Rebuild::Always
+            } else {
+                Rebuild::IfMissing
+            };
+            let report = ensure_base_image(&engine, settings, rebuild).await?;
             if report.skipped {
                 eprintln!("{} is up to date", report.image.reference);
             } else {

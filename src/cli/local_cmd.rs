@@ -10,8 +10,9 @@ use std::time::Duration;
 use clap::Args;
 
 use super::agent_cmd::{ProtocolArg, protocol_for};
+use super::context::{self, StoreArg, forge_config};
 use super::progress::Steps;
-use super::tasks_cmd::{StoreArg, forge_config, parse_package_spec, ranking_queue};
+use super::tasks_cmd::{parse_package_spec, ranking_queue};
 use crate::agent::AgentConfig;
 use crate::config::Settings;
 use crate::dataset::{ExportOptions, RecordStore, export};
@@ -38,11 +39,11 @@ pub struct LocalArgs {
 }
 
 pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
-    let engine = super::engine(settings).await?;
-    super::image::ensure_base_image(&engine, settings, false).await?;
+    let engine = context::engine(settings).await?;
+    super::image::ensure_base_image(&engine, settings, crate::sandbox::Rebuild::IfMissing).await?;
 
     let store = args.store.open(settings)?;
-    let records_path = super::dataset_cmd::records_path(settings);
+    let records_path = context::records_path(settings);
     let mut records = RecordStore::open(&records_path)?;
     let packages: Vec<(String, Option<String>)> = if args.package.is_empty() {
         ranking_queue(0)
@@ -70,7 +71,7 @@ pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
             run_id: settings.run_id.clone(),
             ..EvalConfig::default()
         },
-        data_dir: settings.data_dir.clone(),
+        paths: settings.paths(),
         netuid: settings.netuid,
         store: args.store.path(settings),
         model_server: None,
@@ -84,7 +85,7 @@ pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
     );
 
     let steps = Steps::new("starting the model");
-    let llm = super::agent_cmd::llm_for(settings).await;
+    let llm = context::llm(settings).await;
     steps.finish();
     let (llm, server) = llm?;
     cfg.model_server = server;
@@ -101,7 +102,7 @@ pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
 
     let out = args
         .export
-        .unwrap_or_else(|| settings.data_dir.join("dataset").join("export"));
+        .unwrap_or_else(|| settings.paths().dataset_export());
     let store = RecordStore::open(&records_path)?;
     let exported = {
         let out = out.clone();

@@ -6,6 +6,7 @@
 
 mod agent_cmd;
 mod bench;
+pub mod context;
 mod dataset_cmd;
 mod doctor;
 mod eval_cmd;
@@ -313,17 +314,4 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Validator(args) => neuron_cmd::validator(args, &settings).await,
         Command::Miner(args) => neuron_cmd::miner(args, &settings).await,
     }
-}
-
-/// Connects to the engine named in the settings and reaps what dead runs left behind.
-pub(crate) async fn engine(settings: &Settings) -> anyhow::Result<crate::sandbox::Engine> {
-    let engine = crate::sandbox::Engine::connect(settings.docker_host.as_deref()).await?;
-    let reaped = crate::sandbox::reap_leftovers(&engine).await?;
-    if !reaped.containers.is_empty() {
-        tracing::info!(
-            count = reaped.containers.len(),
-            "removed containers left by earlier runs"
-        );
-    }
-    Ok(engine)
 }

@@ -11,9 +11,9 @@ use std::time::Duration;
 use clap::Args;
 
 use super::UserError;
-use super::agent_cmd::{ProtocolArg, llm_for, protocol_for};
-use super::subnet_cmd::{chain, wallet};
-use super::tasks_cmd::{StoreArg, forge_config, ranking_queue};
+use super::agent_cmd::{ProtocolArg, protocol_for};
+use super::context::{self, StoreArg, chain, forge_config, wallet};
+use super::tasks_cmd::ranking_queue;
 use crate::agent::AgentConfig;
 use crate::config::Settings;
 use crate::dataset::RecordStore;
@@ -107,8 +107,8 @@ pub async fn miner(args: MinerArgs, settings: &Settings) -> anyhow::Result<()> {
         tracing::info!(%ip, port = args.port, "axon address published");
         mg = chain.metagraph().await?;
     }
-    let engine = super::engine(settings).await?;
-    let (llm, server) = llm_for(settings).await?;
+    let engine = context::engine(settings).await?;
+    let (llm, server) = context::llm(settings).await?;
     let miner = Miner {
         model_server: server,
         engine,
@@ -150,12 +150,12 @@ pub async fn validator(args: ValidatorArgs, settings: &Settings) -> anyhow::Resu
     let key = wallet(settings).load_hotkey()?;
     let hotkey = key.ss58();
     let chain = chain(settings, Some(key.clone()), true)?;
-    let engine = super::engine(settings).await?;
-    super::image::ensure_base_image(&engine, settings, false).await?;
+    let engine = context::engine(settings).await?;
+    super::image::ensure_base_image(&engine, settings, crate::sandbox::Rebuild::IfMissing).await?;
     let store = args.store.open(settings)?;
-    let mut records = RecordStore::open(&super::dataset_cmd::records_path(settings))?;
-    let mut scores = Scores::load_in(&settings.data_dir);
-    let (judge, _server) = llm_for(settings).await?;
+    let mut records = RecordStore::open(&context::records_path(settings))?;
+    let mut scores = Scores::load(&settings.paths().scores());
+    let (judge, _server) = context::llm(settings).await?;
     let validator = Validator {
         engine: engine.clone(),
         judge: Some((judge, settings.llm.instance_cost)),

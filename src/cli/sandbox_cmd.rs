@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::context;
 use crate::config::Settings;
 use crate::sandbox::{ExecRequest, ExecStatus, OutputStream, Sandbox, SandboxSpec};
 
@@ -24,7 +25,7 @@ pub struct SandboxArgs {
 }
 
 pub async fn run(args: SandboxArgs, settings: &Settings) -> anyhow::Result<()> {
-    let engine = super::engine(settings).await?;
+    let engine = context::engine(settings).await?;
     let image = args
         .image
         .unwrap_or_else(|| format!("{}:latest", crate::sandbox::BASE_REPO));

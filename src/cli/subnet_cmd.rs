@@ -9,11 +9,9 @@ use clap::Subcommand;
 use serde::Serialize;
 
 use super::UserError;
+use super::context::{chain, local_chain, wallet};
 use crate::config::{Network, Settings};
-use crate::subnet::{
-    AnyChain, AxonTarget, Chain, CodingTask, Dendrite, Keypair, LocalChain, Neuron, SubtensorChain,
-    SubtensorConfig, Wallet,
-};
+use crate::subnet::{AxonTarget, Chain, CodingTask, Dendrite, Neuron, Wallet};
 
 #[derive(Debug, Subcommand)]
 pub enum SubnetCmd {
@@ -80,30 +78,6 @@ pub struct LoadReport {
     pub requests_per_second: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
-}
-
-/// The chain `--subtensor.network` names; `signer` signs weights on a subtensor chain.
-pub fn chain(settings: &Settings, signer: Option<Keypair>, wait: bool) -> anyhow::Result<AnyChain> {
-    Ok(match &settings.network {
-        Network::Local => AnyChain::Local(local_chain(settings)),
-        Network::Subtensor(endpoint) => {
-            let mut config = SubtensorConfig::new(endpoint, settings.netuid);
-            config.wait = wait;
-            AnyChain::Subtensor(Box::new(SubtensorChain::new(config, signer)?))
-        }
-    })
-}
-
-pub fn local_chain(settings: &Settings) -> LocalChain {
-    LocalChain::in_data_dir(&settings.data_dir, settings.netuid)
-}
-
-pub fn wallet(settings: &Settings) -> Wallet {
-    Wallet::new(
-        &settings.wallet.path,
-        &settings.wallet.name,
-        &settings.wallet.hotkey,
-    )
 }
 
 pub async fn run(cmd: SubnetCmd, settings: &Settings) -> anyhow::Result<()> {

@@ -7,30 +7,11 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::UserError;
+use super::context::{self, StoreArg, forge_config};
 use crate::config::Settings;
 use crate::forge::{EnvSpec, Forge, ForgeConfig, Selection, build_env_image};
 use crate::python::top_packages;
 use crate::tasks::{Task, TaskStore, swebench_row};
-
-/// Where the task store is.
-#[derive(Debug, Args)]
-pub struct StoreArg {
-    /// Task store (SQLite); default `<data dir>/tasks.db`.
-    #[arg(long)]
-    pub store: Option<PathBuf>,
-}
-
-impl StoreArg {
-    pub fn path(&self, settings: &Settings) -> PathBuf {
-        self.store
-            .clone()
-            .unwrap_or_else(|| settings.data_dir.join("tasks.db"))
-    }
-
-    pub fn open(&self, settings: &Settings) -> anyhow::Result<TaskStore> {
-        Ok(TaskStore::open(&self.path(settings))?)
-    }
-}
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum SelectionArg {
@@ -95,15 +76,6 @@ pub fn ranking_queue(skip: usize) -> Vec<(String, Option<String>)> {
 }
 
 /// The forge's defaults with this machine's settings: limits, run id, index, parallelism.
-pub fn forge_config(settings: &Settings) -> ForgeConfig {
-    let mut cfg = ForgeConfig::new(&settings.cache_dir);
-    cfg.workers = settings.max_sandboxes.max(1);
-    cfg.limits = settings.limits.clone();
-    cfg.run_id = settings.run_id.clone();
-    cfg.index_url = settings.pip_index_url.clone();
-    cfg
-}
-
 impl ForgeArgs {
     pub fn config(&self, settings: &Settings) -> ForgeConfig {
         let mut cfg = forge_config(settings);
@@ -119,7 +91,7 @@ impl ForgeArgs {
             cfg.workers = w.max(1);
         }
         // A configured model (not the tiny embedded one) rewrites problem statements.
-        cfg.issue_writer = super::agent_cmd::remote_llm(settings);
+        cfg.issue_writer = context::remote_llm(settings);
         cfg
     }
 
@@ -235,7 +207,7 @@ pub async fn run(cmd: TasksCmd, settings: &Settings) -> anyhow::Result<()> {
             Ok(())
         }
         TasksCmd::Prepare { store } => {
-            let engine = super::engine(settings).await?;
+            let engine = context::engine(settings).await?;
             let path = store.path(settings);
             let store = TaskStore::open(&path)?;
             let forge = Forge::new(&engine, forge_config(settings))?;
@@ -269,7 +241,7 @@ pub async fn run(cmd: TasksCmd, settings: &Settings) -> anyhow::Result<()> {
                     UserError::new(format!("{} is not a directory", source.display())).into(),
                 );
             }
-            let engine = super::engine(settings).await?;
+            let engine = context::engine(settings).await?;
             let package = if t.package.is_empty() {
                 t.instance_id.clone()
             } else {
@@ -326,7 +298,7 @@ pub fn export_swebench(tasks: &[Task], out: &Path) -> anyhow::Result<()> {
 }
 
 async fn forge(args: &ForgeArgs, settings: &Settings) -> anyhow::Result<()> {
-    let engine = super::engine(settings).await?;
+    let engine = context::engine(settings).await?;
     let base = crate::sandbox::base_image_tag().reference;
     if !engine.image_exists(&base).await? {
         return Err(crate::sandbox::SandboxError::ImageMissing(base).into());

@@ -6,10 +6,8 @@
 
 pub mod env_vars;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use crate::sandbox::Limits;
 
 /// Default subnet id (Agentao on mainnet).
 pub const DEFAULT_NETUID: u16 = 62;
@@ -17,6 +15,116 @@ pub const DEFAULT_NETUID: u16 = 62;
 pub const DEFAULT_INSTANCE_COST: f64 = 3.0;
 /// Default Debian mirror for debootstrap.
 pub const DEFAULT_DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
+/// The embedded model's id (`llm/` serves it; the default model when no API key is set).
+pub const EMBEDDED_MODEL: &str = "smollm2-135m-instruct";
+/// Default loopback port of the embedded model server.
+pub const DEFAULT_LLM_PORT: u16 = 8642;
+
+/// Resource limits of one sandbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Memory limit in MiB (swap is not allowed beyond it).
+    pub memory_mb: u64,
+    /// CPUs, fractions allowed.
+    pub cpus: f64,
+    /// Maximum number of processes.
+    pub pids: i64,
+    /// Wall-clock limit of the whole container.
+    pub wall: Duration,
+    /// Whether the container gets a network (bridge) at all. Off by default.
+    pub network: bool,
+    /// Size of the writable scratch space (`/tmp`, a tmpfs counted against the memory limit),
+    /// in MiB. The image's other world-writable folders (`/var/tmp`, `/run/lock`) are small
+    /// tmpfs mounts too, so a process that does not own the image's files cannot write past
+    /// these caps onto the host's disk. 0 leaves them on the container's own file system
+    /// (for trusted work whose files the host reads back: the engine's copy API cannot see
+    /// tmpfs mounts).
+    pub tmp_mb: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mb: 2048,
+            cpus: 1.0,
+            pids: 512,
+            wall: Duration::from_secs(900),
+            network: false,
+            tmp_mb: 512,
+        }
+    }
+}
+
+/// The layout of agentao's directories: every file and folder below the data directory (state
+/// worth keeping) and the cache directory (anything that can be rebuilt), named once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Paths {
+    data: PathBuf,
+    cache: PathBuf,
+}
+
+impl Paths {
+    pub fn new(data_dir: &Path, cache_dir: &Path) -> Paths {
+        Paths {
+            data: data_dir.to_path_buf(),
+            cache: cache_dir.to_path_buf(),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache
+    }
+
+    /// The SQLite task store with the forge's log.
+    pub fn task_store(&self) -> PathBuf {
+        self.data.join("tasks.db")
+    }
+
+    /// The dataset's append-only record store.
+    pub fn records(&self) -> PathBuf {
+        self.data.join("dataset").join("records.jsonl")
+    }
+
+    /// Where `agentao local` exports the dataset.
+    pub fn dataset_export(&self) -> PathBuf {
+        self.data.join("dataset").join("export")
+    }
+
+    /// A run directory: `agentao eval`'s (named after the predictions file) or `agentao
+    /// agent solve`'s (named after the run id).
+    pub fn run_dir(&self, name: &str) -> PathBuf {
+        self.data.join("runs").join(name)
+    }
+
+    /// The local chain (metagraph file and weights log).
+    pub fn local_chain(&self) -> PathBuf {
+        self.data.join("chain")
+    }
+
+    /// The local subnet's own wallets (validator and miner of `agentao local`).
+    pub fn local_wallets(&self) -> PathBuf {
+        self.data.join("wallets")
+    }
+
+    /// The validator's moving averages.
+    pub fn scores(&self) -> PathBuf {
+        self.data.join("validator").join("scores.json")
+    }
+
+    /// Wheelhouses of the base image.
+    pub fn wheelhouse(&self) -> PathBuf {
+        self.cache.join("wheelhouse")
+    }
+
+    /// A host-side venv for a Python program agentao runs beside itself.
+    pub fn venv(&self, name: &str) -> PathBuf {
+        self.cache.join("pyenv").join(name)
+    }
+}
 
 /// Wallet selection (names only; keys are read by `subnet/`).
 #[derive(Debug, Clone, PartialEq)]
@@ -111,9 +219,9 @@ impl Settings {
             llm: LlmSettings {
                 api_key: None,
                 base_url: None,
-                model: crate::llm::EMBEDDED_MODEL.to_owned(),
+                model: EMBEDDED_MODEL.to_owned(),
                 instance_cost: DEFAULT_INSTANCE_COST,
-                local_port: crate::llm::local::DEFAULT_PORT,
+                local_port: DEFAULT_LLM_PORT,
             },
             docker_host: None,
             cache_dir: default_cache_dir(),
@@ -124,6 +232,13 @@ impl Settings {
             debian_mirror: DEFAULT_DEBIAN_MIRROR.to_owned(),
             run_id: new_run_id(),
         }
+    }
+}
+
+impl Settings {
+    /// The layout of this configuration's data and cache directories.
+    pub fn paths(&self) -> Paths {
+        Paths::new(&self.data_dir, &self.cache_dir)
     }
 }
 

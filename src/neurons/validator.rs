@@ -53,11 +53,6 @@ pub struct Scores {
 }
 
 impl Scores {
-    /// The validator's averages in a data directory (`<data dir>/validator/scores.json`).
-    pub fn load_in(data_dir: &Path) -> Scores {
-        Scores::load(&data_dir.join("validator").join("scores.json"))
-    }
-
     /// Loads `path` (empty when missing or unreadable: scores are soft state).
     pub fn load(path: &Path) -> Scores {
         let mut s: Scores = std::fs::read(path)

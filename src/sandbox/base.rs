@@ -36,8 +36,16 @@ pub struct BaseImageOptions {
     pub mirror: String,
     /// Python index for `pip download` (`None`: pip's own configuration).
     pub pip_index_url: Option<String>,
-    /// Rebuild even when the tag exists.
-    pub force: bool,
+    pub rebuild: Rebuild,
+}
+
+/// Whether an image whose tag exists is built again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rebuild {
+    /// Build only when the recipe's tag is missing.
+    IfMissing,
+    /// Build even when the tag exists.
+    Always,
 }
 
 /// The base image's identity.
@@ -113,7 +121,7 @@ pub async fn build_base_image(
         wheels_downloaded: false,
         seconds: 0.0,
     };
-    if !opts.force && engine.image_exists(&image.reference).await? {
+    if opts.rebuild == Rebuild::IfMissing && engine.image_exists(&image.reference).await? {
         tag(engine, &image.reference, &format!("{BASE_REPO}:latest")).await?;
         report.skipped = true;
         report.seconds = begun.elapsed().as_secs_f64();
@@ -122,7 +130,7 @@ pub async fn build_base_image(
 
     let rootfs_hash = rootfs_hash();
     let rootfs_ref = format!("{ROOTFS_REPO}:{}", &rootfs_hash[..12]);
-    if opts.force || !engine.image_exists(&rootfs_ref).await? {
+    if opts.rebuild == Rebuild::Always || !engine.image_exists(&rootfs_ref).await? {
         on_step(&format!(
             "debootstrap {SUITE} root filesystem (about a minute)"
         ));

@@ -21,7 +21,7 @@ mod output;
 mod reaper;
 
 pub use base::{
-    BASE_REPO, BaseImage, BaseImageOptions, BuildReport, base_image_tag, build_base_image,
+    BASE_REPO, BaseImage, BaseImageOptions, BuildReport, Rebuild, base_image_tag, build_base_image,
     hash_parts, which,
 };
 pub use container::{ExecOutput, ExecRequest, ExecStatus, OutputStream, Sandbox, SandboxSpec};
@@ -31,7 +31,7 @@ pub use image::{ImageSummary, build_image_from_context, list_agentao_images, tar
 pub use output::BoundedBuf;
 pub use reaper::{GcReport, gc_images, reap_leftovers};
 
-use std::time::Duration;
+pub use crate::config::Limits;
 
 /// Label every agentao container carries; its value is the run id.
 pub const LABEL_RUN: &str = "agentao.run";
@@ -41,38 +41,3 @@ pub const LABEL_OWNER: &str = "agentao.owner";
 pub const LABEL_DEADLINE: &str = "agentao.deadline";
 /// Label on images agentao built, with the recipe hash.
 pub const LABEL_RECIPE: &str = "agentao.recipe";
-
-/// Resource limits of one sandbox.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Limits {
-    /// Memory limit in MiB (swap is not allowed beyond it).
-    pub memory_mb: u64,
-    /// CPUs, fractions allowed.
-    pub cpus: f64,
-    /// Maximum number of processes.
-    pub pids: i64,
-    /// Wall-clock limit of the whole container.
-    pub wall: Duration,
-    /// Whether the container gets a network (bridge) at all. Off by default.
-    pub network: bool,
-    /// Size of the writable scratch space (`/tmp`, a tmpfs counted against the memory limit),
-    /// in MiB. The image's other world-writable folders (`/var/tmp`, `/run/lock`) are small
-    /// tmpfs mounts too, so a process that does not own the image's files cannot write past
-    /// these caps onto the host's disk. 0 leaves them on the container's own file system
-    /// (for trusted work whose files the host reads back: the engine's copy API cannot see
-    /// tmpfs mounts).
-    pub tmp_mb: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            memory_mb: 2048,
-            cpus: 1.0,
-            pids: 512,
-            wall: Duration::from_secs(900),
-            network: false,
-            tmp_mb: 512,
-        }
-    }
-}

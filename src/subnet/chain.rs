@@ -188,11 +188,6 @@ pub struct LocalChain {
 }
 
 impl LocalChain {
-    /// The local chain of a data directory: `<data dir>/chain`.
-    pub fn in_data_dir(data_dir: &Path, netuid: u16) -> LocalChain {
-        LocalChain::new(&data_dir.join("chain"), netuid)
-    }
-
     pub fn new(dir: &Path, netuid: u16) -> LocalChain {
         LocalChain {
             dir: dir.to_path_buf(),

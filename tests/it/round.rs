@@ -98,7 +98,7 @@ async fn a_local_round_goes_over_the_wire_and_sets_weights() {
             run_id: run.clone(),
             ..EvalConfig::default()
         },
-        data_dir: dir.path().to_path_buf(),
+        paths: agentao::config::Paths::new(dir.path(), dir.path()),
         netuid: 62,
         store,
         model_server: None,

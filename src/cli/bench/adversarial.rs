@@ -51,7 +51,7 @@ pub async fn bench_adversarial(
         .ok_or_else(|| {
             anyhow::anyhow!("no task whose reference fix can take a statement before it")
         })?;
-    let engine = crate::cli::engine(settings).await?;
+    let engine = crate::cli::context::engine(settings).await?;
     let root = engine.root_dir().await?;
     let root = if root.is_empty() {
         "/".to_owned()

