@@ -332,27 +332,16 @@ class CodingTask(bt.Synapse):
     patch: typing.Optional[str] = ""
 "#;
 
-/// agentao's `CodingTask` as a Python SDK class: the original three fields, ours with
-/// defaults, and the fields the body hash covers.
-const AGENTAO: &str = r#"
-import asyncio, json, sys, time, typing
-import requests
-import bittensor as bt
-import bittensor.utils.networking as net
-net.get_external_ip = lambda: "127.0.0.1"
-
-class CodingTask(bt.Synapse):
-    required_hash_fields: typing.ClassVar[tuple[str, ...]] = (
-        "repo", "problem_statement", "task_id", "version", "hints", "time_limit")
-    repo: str = ""
-    problem_statement: str = ""
-    patch: typing.Optional[str] = ""
-    task_id: str = ""
-    version: str = ""
-    hints: str = ""
-    time_limit: float = 0.0
-    agent_name: str = ""
-"#;
+/// agentao's `CodingTask` as a Python SDK class (the file `bench axon` serves too) after the
+/// imports the scripts use.
+const AGENTAO: &str = concat!(
+    "import asyncio, json, sys, time, typing\n",
+    "import requests\n",
+    "import bittensor as bt\n",
+    "import bittensor.utils.networking as net\n",
+    "net.get_external_ip = lambda: \"127.0.0.1\"\n",
+    include_str!("../../src/cli/bench/coding_task.py"),
+);
 
 /// Runs a Python script (the SDK's venv) with `args`; asserts it succeeded and returns its last
 /// stdout line as JSON.

@@ -1,0 +1,110 @@
+//! `bench eval`: wall time per evaluation of forged tasks against `docker run --rm` of the same
+//! tests, and batch throughput with one and two workers.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::{ms, percentile, tempfile_dir};
+use crate::config::Settings;
+
+#[derive(Debug, Serialize)]
+pub(super) struct EvalBench {
+    benchmark: &'static str,
+    tasks: usize,
+    iterations: usize,
+    agentao_median_s: f64,
+    docker_run_median_s: f64,
+    /// agentao per evaluation / `docker run --rm` of the same test command. Target <= 1.15.
+    overhead_ratio: f64,
+    throughput_workers_1_per_min: f64,
+    throughput_workers_2_per_min: f64,
+}
+
+pub(super) async fn bench_eval(
+    settings: &Settings,
+    tasks: &[crate::tasks::Task],
+    iterations: usize,
+    batch: usize,
+) -> anyhow::Result<EvalBench> {
+    use crate::eval::{EvalConfig, Prediction, evaluate, run_batch};
+    let engine = crate::cli::context::engine(settings).await?;
+    let cfg = EvalConfig {
+        limits: settings.limits.clone(),
+        run_id: settings.run_id.clone(),
+        ..EvalConfig::default()
+    };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for task in tasks {
+        for _ in 0..iterations {
+            let t = Instant::now();
+            let v = evaluate(&engine, task, &task.patch, &cfg).await;
+            anyhow::ensure!(
+                v.resolved,
+                "gold patch of {} did not resolve: {:?}",
+                task.instance_id,
+                v.outcome
+            );
+            ours.push(t.elapsed());
+
+            let t = Instant::now();
+            let status = tokio::process::Command::new("docker")
+                .args([
+                    "run",
+                    "--rm",
+                    "--network",
+                    "none",
+                    "-w",
+                    "/repo",
+                    &task.image,
+                ])
+                .args([
+                    "python",
+                    "-m",
+                    "pytest",
+                    "-p",
+                    "no:cacheprovider",
+                    "-q",
+                    "--tb=short",
+                ])
+                .args(task.selected_tests())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .await?;
+            anyhow::ensure!(status.success(), "baseline pytest failed on {}", task.image);
+            theirs.push(t.elapsed());
+        }
+    }
+    let mut throughput = [0.0; 2];
+    for (slot, workers) in [(0, 1), (1, 2)] {
+        let dir = tempfile_dir()?;
+        let (mut ts, mut ps) = (Vec::new(), Vec::new());
+        for i in 0..batch {
+            let mut t = tasks[i % tasks.len()].clone();
+            t.instance_id = format!("{}#{i}", t.instance_id);
+            ps.push(Prediction {
+                instance_id: t.instance_id.clone(),
+                model_name_or_path: "gold".into(),
+                model_patch: Some(t.patch.clone()),
+            });
+            ts.push(t);
+        }
+        let t = Instant::now();
+        run_batch(&engine, &ts, &ps, &dir, workers, &cfg, |_, _| {}).await?;
+        throughput[slot] = batch as f64 / t.elapsed().as_secs_f64() * 60.0;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let om = percentile(&mut ours, 0.5);
+    let tm = percentile(&mut theirs, 0.5);
+    Ok(EvalBench {
+        benchmark: "eval_overhead",
+        tasks: tasks.len(),
+        iterations,
+        agentao_median_s: ms(om) / 1000.0,
+        docker_run_median_s: ms(tm) / 1000.0,
+        overhead_ratio: om.as_secs_f64() / tm.as_secs_f64(),
+        throughput_workers_1_per_min: (throughput[0] * 100.0).round() / 100.0,
+        throughput_workers_2_per_min: (throughput[1] * 100.0).round() / 100.0,
+    })
+}
