@@ -16,6 +16,7 @@ mod base;
 mod container;
 mod engine;
 mod error;
+mod exec;
 mod image;
 mod output;
 mod reaper;
@@ -24,9 +25,10 @@ pub use base::{
     BASE_REPO, BaseImage, BaseImageOptions, BuildReport, Rebuild, base_image_tag, build_base_image,
     hash_parts, which,
 };
-pub use container::{ExecOutput, ExecRequest, ExecStatus, OutputStream, Sandbox, SandboxSpec};
+pub use container::{Sandbox, SandboxSpec};
 pub use engine::{Engine, EngineInfo};
 pub use error::SandboxError;
+pub use exec::{ExecOutput, ExecRequest, ExecStatus, OutputStream};
 pub use image::{ImageSummary, build_image_from_context, list_agentao_images, tar_files};
 pub use output::BoundedBuf;
 pub use reaper::{GcReport, gc_images, reap_leftovers};

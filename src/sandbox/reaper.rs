@@ -3,10 +3,12 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bollard::query_parameters::{ListContainersOptions, ListImagesOptions, RemoveImageOptions};
+use bollard::Docker;
+use bollard::query_parameters::{
+    ListContainersOptions, ListImagesOptions, RemoveContainerOptions, RemoveImageOptions,
+};
 use tracing::{info, warn};
 
-use super::container::remove_container;
 use super::error::status_of;
 use super::{Engine, LABEL_DEADLINE, LABEL_OWNER, LABEL_RECIPE, LABEL_RUN, SandboxError};
 
@@ -147,6 +149,20 @@ pub async fn gc_images(engine: &Engine, keep: &[String]) -> Result<GcReport, San
         }
     }
     Ok(report)
+}
+
+/// Force-removes a container; "already gone" and "removal in progress" count as done.
+pub(crate) async fn remove_container(docker: &Docker, id: &str) -> Result<(), SandboxError> {
+    let opts = RemoveContainerOptions {
+        force: true,
+        v: true,
+        ..Default::default()
+    };
+    match docker.remove_container(id, Some(opts)).await {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(status_of(&e), Some(404) | Some(409)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]

@@ -29,7 +29,6 @@
 //! listen backlog), headers within [`AxonConfig::header_timeout`] (an idle keep-alive
 //! connection is closed after it too), a body within [`AxonConfig::body_timeout`].
 
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,7 +40,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use tokio::sync::oneshot;
+
+mod gate;
+mod nonces;
+
+use gate::Gate;
+use nonces::NonceBook;
 
 use super::chain::Metagraph;
 use super::synapse::{
@@ -243,113 +247,8 @@ impl Axon {
     }
 }
 
-/// The nonces used per (hotkey, uuid), within the freshness window.
-struct NonceBook {
-    /// When the axon started: older nonces are refused.
-    started_ns: i64,
-    endpoints: HashMap<String, Seen>,
-    last_prune_ns: i64,
-}
-
-/// One (hotkey, uuid): every nonce at or below `floor` is refused, and so is one in `recent`.
-struct Seen {
-    floor: i64,
-    recent: BTreeSet<i64>,
-}
-
-impl Seen {
-    fn newest(&self) -> i64 {
-        self.recent.last().copied().unwrap_or(self.floor)
-    }
-}
-
-impl NonceBook {
-    fn new(started_ns: i64) -> NonceBook {
-        NonceBook {
-            started_ns,
-            endpoints: HashMap::new(),
-            last_prune_ns: started_ns,
-        }
-    }
-
-    /// Whether `nonce` may be used by `endpoint` now; `oldest_ns` is the window's start.
-    fn check(&self, endpoint: &str, nonce: i64, now: i64, oldest_ns: i64) -> Result<(), Refusal> {
-        if nonce <= self.started_ns {
-            return Err(Refusal(
-                401,
-                "nonce predates this axon's start: requests signed before a restart are not taken"
-                    .into(),
-            ));
-        }
-        if nonce <= oldest_ns {
-            return Err(Refusal(
-                401,
-                format!(
-                    "nonce is too old: acceptable delta is {:.2} seconds but request was {:.2} seconds old",
-                    (now as i128 - oldest_ns as i128) as f64 / 1e9,
-                    (now as i128 - nonce as i128) as f64 / 1e9
-                ),
-            ));
-        }
-        if let Some(seen) = self.endpoints.get(endpoint) {
-            if nonce <= seen.floor {
-                return Err(Refusal(
-                    401,
-                    "nonce is not newer than the last one processed".into(),
-                ));
-            }
-            if seen.recent.contains(&nonce) {
-                return Err(Refusal(401, "nonce was already used".into()));
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks and records `nonce` in one step, so two copies of a request cannot both pass.
-    /// `horizon_ns` is the oldest any request's window can reach (4 s + the largest timeout).
-    fn commit(
-        &mut self,
-        endpoint: &str,
-        nonce: i64,
-        now: i64,
-        oldest_ns: i64,
-        horizon_ns: i64,
-    ) -> Result<(), Refusal> {
-        self.check(endpoint, nonce, now, oldest_ns)?;
-        let prune_due = now.saturating_sub(self.last_prune_ns) > 1_000_000_000;
-        if !self.endpoints.contains_key(endpoint) && self.endpoints.len() >= MAX_ENDPOINTS {
-            self.prune(now, horizon_ns);
-            if self.endpoints.len() >= MAX_ENDPOINTS {
-                return Err(Refusal(
-                    503,
-                    "busy: too many dendrites at once; try again".into(),
-                ));
-            }
-        } else if prune_due && self.endpoints.len() > 1024 {
-            self.prune(now, horizon_ns);
-        }
-        let seen = self.endpoints.entry(endpoint.to_owned()).or_insert(Seen {
-            floor: i64::MIN,
-            recent: BTreeSet::new(),
-        });
-        seen.recent.insert(nonce);
-        while seen.recent.len() > RECENT_PER_ENDPOINT {
-            if let Some(oldest) = seen.recent.pop_first() {
-                seen.floor = oldest;
-            }
-        }
-        Ok(())
-    }
-
-    /// Forgets the endpoints none of whose nonces any window can still reach.
-    fn prune(&mut self, now: i64, horizon_ns: i64) {
-        self.endpoints.retain(|_, s| s.newest() > horizon_ns);
-        self.last_prune_ns = now;
-    }
-}
-
 /// A refusal: status and message.
-struct Refusal(u16, String);
+pub(super) struct Refusal(u16, String);
 
 async fn dispatch(
     State(state): State<Arc<Inner>>,
@@ -611,137 +510,4 @@ async fn handle<T: SynapseBody>(
         put(h, &k, &v);
     }
     Ok(resp)
-}
-
-/// Concurrency limit that hands free slots to the highest stake waiting.
-struct Gate {
-    state: Arc<Mutex<GateState>>,
-}
-
-struct GateState {
-    free: usize,
-    seq: u64,
-    waiting: BinaryHeap<Waiter>,
-}
-
-struct Waiter {
-    stake: u64,
-    seq: u64,
-    tx: oneshot::Sender<()>,
-}
-
-impl PartialEq for Waiter {
-    fn eq(&self, o: &Self) -> bool {
-        (self.stake, self.seq) == (o.stake, o.seq)
-    }
-}
-impl Eq for Waiter {}
-impl PartialOrd for Waiter {
-    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Waiter {
-    /// Higher stake first, then first come.
-    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
-        self.stake.cmp(&o.stake).then(o.seq.cmp(&self.seq))
-    }
-}
-
-struct Permit {
-    state: Arc<Mutex<GateState>>,
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        release(&self.state);
-    }
-}
-
-fn release(state: &Arc<Mutex<GateState>>) {
-    let mut s = state.lock().expect("gate lock");
-    while let Some(w) = s.waiting.pop() {
-        if w.tx.send(()).is_ok() {
-            return;
-        }
-    }
-    s.free += 1;
-}
-
-impl Gate {
-    fn new(permits: usize) -> Gate {
-        Gate {
-            state: Arc::new(Mutex::new(GateState {
-                free: permits,
-                seq: 0,
-                waiting: BinaryHeap::new(),
-            })),
-        }
-    }
-
-    async fn acquire(&self, stake: f64, wait: Duration) -> Option<Permit> {
-        let mut rx = {
-            let mut s = self.state.lock().expect("gate lock");
-            if s.free > 0 {
-                s.free -= 1;
-                return Some(Permit {
-                    state: self.state.clone(),
-                });
-            }
-            let (tx, rx) = oneshot::channel();
-            s.seq += 1;
-            let seq = s.seq;
-            s.waiting.push(Waiter {
-                stake: (stake.max(0.0) * 1e9) as u64,
-                seq,
-                tx,
-            });
-            rx
-        };
-        match tokio::time::timeout(wait, &mut rx).await {
-            Ok(Ok(())) => Some(Permit {
-                state: self.state.clone(),
-            }),
-            _ => {
-                // Granted just as we gave up: pass the slot on.
-                rx.close();
-                if rx.try_recv().is_ok() {
-                    release(&self.state);
-                }
-                None
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn free_slots_go_to_the_highest_stake() {
-        let gate = Arc::new(Gate::new(1));
-        let first = gate.acquire(1.0, Duration::from_secs(1)).await.unwrap();
-        let order = Arc::new(Mutex::new(Vec::new()));
-        let mut tasks = Vec::new();
-        for stake in [1.0, 50.0, 10.0] {
-            let (g, o) = (gate.clone(), order.clone());
-            tasks.push(tokio::spawn(async move {
-                let p = g.acquire(stake, Duration::from_secs(5)).await.unwrap();
-                o.lock().unwrap().push(stake as u32);
-                drop(p);
-            }));
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        drop(first);
-        for t in tasks {
-            t.await.unwrap();
-        }
-        assert_eq!(*order.lock().unwrap(), [50, 10, 1]);
-        // A waiter that gives up gets nothing and costs nothing.
-        let held = gate.acquire(1.0, Duration::from_secs(1)).await.unwrap();
-        assert!(gate.acquire(1.0, Duration::from_millis(20)).await.is_none());
-        drop(held);
-        assert!(gate.acquire(1.0, Duration::from_millis(20)).await.is_some());
-    }
 }
