@@ -11,8 +11,9 @@ use agentao::neurons::validator::{AnswerOutcome, EMA_ALPHA, Scores, Validator};
 use agentao::subnet::{CallFailure, Dendrite, Keypair, Neuron, Wallet};
 use agentao::tasks::{Task, TaskStore};
 
+use crate::axon_limits::hostile_axon;
 use crate::forge::forged_tinycalc;
-use crate::subnet::{ORIGINAL, free_port, hostile_axon};
+use crate::subnet::{ORIGINAL, free_port};
 use crate::support::{
     Response, TestServer, assert_no_containers, base_image, bittensor, engine, run_id,
 };
