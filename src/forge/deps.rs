@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::python::version::Marker;
+
 /// Extras and groups that hold test requirements.
 const TEST_GROUPS: &[&str] = &["test", "tests", "testing"];
 
@@ -119,8 +121,9 @@ pub fn discover(root: &Path) -> Requirements {
     req
 }
 
-/// Drops markers that only name an extra (the forge wants the extra) and requirements meant
-/// only for other platforms.
+/// Judges a requirement's marker for the sandbox (PEP 508, with the marker's own extra
+/// requested): the bare requirement when it holds, nothing when it does not (another platform
+/// or Python), and the requirement as written when the marker does not parse (pip judges).
 fn clean(req: &str) -> Option<String> {
     let (spec, marker) = match req.split_once(';') {
         Some((s, m)) => (s.trim(), Some(m.trim())),
@@ -129,19 +132,10 @@ fn clean(req: &str) -> Option<String> {
     if spec.is_empty() {
         return None;
     }
-    match marker {
+    match marker.map(|m| (m, Marker::parse(m))) {
         None => Some(spec.to_owned()),
-        Some(m)
-            if m.contains("win32")
-                || m.contains("Windows")
-                || m.contains("darwin")
-                || m.contains("pypy")
-                || m.contains("PyPy") =>
-        {
-            None
-        }
-        Some(m) if m.contains("extra") => Some(spec.to_owned()),
-        Some(m) => Some(format!("{spec}; {m}")),
+        Some((_, Some(marker))) => marker.holds_in_sandbox().then(|| spec.to_owned()),
+        Some((m, None)) => Some(format!("{spec}; {m}")),
     }
 }
 
@@ -172,15 +166,7 @@ fn read_pkg_info(text: &str, req: &mut Requirements) {
 
 /// The extra a marker requires (`extra == "test"`), normalised.
 fn extra_of(marker: &str) -> Option<String> {
-    let at = marker.find("extra")?;
-    let rest = marker[at + 5..]
-        .trim_start()
-        .strip_prefix("==")?
-        .trim_start();
-    let quote = rest.chars().next()?;
-    let inner = &rest[1..];
-    let end = inner.find(quote)?;
-    Some(crate::python::normalize(&inner[..end]))
+    Marker::parse(marker)?.extra()
 }
 
 fn read_pyproject(text: &str, req: &mut Requirements) {

@@ -304,7 +304,7 @@ fn pick_sdist(
     if files.is_empty() {
         return Err(PypiError::UnknownPackage(name.to_owned()));
     }
-    let mut best: Option<(Vec<u64>, Sdist)> = None;
+    let mut best: Option<(pep440_rs::Version, Sdist)> = None;
     for f in files {
         let Some(stem) = f.filename.strip_suffix(".tar.gz") else {
             continue;
@@ -342,8 +342,6 @@ fn pick_sdist(
         version: version.map(str::to_owned),
     })
 }
-
-/// Sort key of a final release (`1.2.3`, `1.2.post1`); `None` for pre-releases, dev releases
 
 #[cfg(test)]
 mod tests {

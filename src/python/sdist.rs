@@ -9,6 +9,9 @@ use super::{PypiError, io};
 const MAX_UNPACKED_BYTES: u64 = 512 << 20;
 const MAX_ENTRIES: usize = 50_000;
 
+/// Unpacks a `.tar.gz` sdist into `dest` (which must not exist), dropping the archive's
+/// top-level folder. Refuses absolute paths, `..`, and links that leave the tree; other links
+/// and special files are skipped. Returns `dest`.
 pub fn unpack_sdist(archive: &Path, dest: &Path) -> Result<PathBuf, PypiError> {
     let file_name = archive
         .file_name()
