@@ -133,7 +133,7 @@ impl Episode {
 /// Errors that stop an episode before it can produce anything.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("agent sandbox: {0}")]
+    #[error(transparent)]
     Sandbox(#[from] SandboxError),
     #[error("preparing the task's repository failed: {0}")]
     Workspace(String),

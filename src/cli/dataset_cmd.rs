@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 
 use super::UserError;
+use super::printer;
 use crate::config::Settings;
 use crate::config::env_vars as ev;
 use crate::dataset::{ExportOptions, HubClient, RecordStore, export};
@@ -77,7 +78,7 @@ pub async fn run(cmd: DatasetCmd, settings: &Settings) -> anyhow::Result<()> {
                 ..ExportOptions::default()
             };
             let report = tokio::task::spawn_blocking(move || export(&store, &out, &opts)).await??;
-            println!("{}", serde_json::to_string(&report)?);
+            printer::data(serde_json::to_string(&report)?);
             Ok(())
         }
         DatasetCmd::Push {
@@ -97,7 +98,7 @@ pub async fn run(cmd: DatasetCmd, settings: &Settings) -> anyhow::Result<()> {
             let report = HubClient::new(endpoint.as_deref(), &token)
                 .push(&dir, &repo)
                 .await?;
-            println!("{}", serde_json::to_string(&report)?);
+            printer::data(serde_json::to_string(&report)?);
             Ok(())
         }
     }

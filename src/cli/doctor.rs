@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::printer;
 use crate::config::Settings;
 use crate::sandbox::{self, Engine};
 
@@ -91,7 +92,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     let mut failed = 0;
     for c in &checks {
         let mark = if c.ok { "ok  " } else { "FAIL" };
-        println!("{mark} {:<12} {}", c.name, c.detail);
+        printer::data(format_args!("{mark} {:<12} {}", c.name, c.detail));
         failed += usize::from(!c.ok);
     }
     if failed > 0 {

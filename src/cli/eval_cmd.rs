@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::UserError;
 use super::context;
+use super::printer;
 use crate::config::Settings;
 use crate::eval::{EvalConfig, read_predictions, run_batch};
 
@@ -69,7 +70,7 @@ pub async fn run(args: EvalArgs, settings: &Settings) -> anyhow::Result<()> {
         e => e.into(),
     })?;
     bar.finish_and_clear();
-    eprintln!(
+    printer::status(format_args!(
         "{} resolved, {} unresolved, {} empty, {} errors of {} ({} evaluated now); report: {}",
         report.resolved_instances,
         report.unresolved_instances,
@@ -78,7 +79,7 @@ pub async fn run(args: EvalArgs, settings: &Settings) -> anyhow::Result<()> {
         report.submitted_instances,
         report.evaluated_now,
         run_dir.join("report.json").display()
-    );
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    ));
+    printer::data(serde_json::to_string_pretty(&report)?);
     Ok(())
 }

@@ -3,6 +3,7 @@
 use clap::Subcommand;
 
 use super::context;
+use super::printer;
 use super::progress::Steps;
 use crate::config::Settings;
 use crate::sandbox::{self, BaseImageOptions, Rebuild};
@@ -51,15 +52,18 @@ pub async fn run(cmd: ImageCmd, settings: &Settings) -> anyhow::Result<()> {
             };
             let report = ensure_base_image(&engine, settings, rebuild).await?;
             if report.skipped {
-                eprintln!("{} is up to date", report.image.reference);
+                printer::status(format_args!("{} is up to date", report.image.reference));
             } else {
-                eprintln!("built {} in {:.0}s", report.image.reference, report.seconds);
+                printer::status(format_args!(
+                    "built {} in {:.0}s",
+                    report.image.reference, report.seconds
+                ));
             }
-            println!("{}", report.image.reference);
+            printer::data(report.image.reference);
         }
         ImageCmd::List => {
             for image in sandbox::list_agentao_images(&engine).await? {
-                println!(
+                printer::data(format_args!(
                     "{}\t{:.0} MB\t{}",
                     image.reference,
                     image.size_bytes as f64 / 1e6,
@@ -67,14 +71,14 @@ pub async fn run(cmd: ImageCmd, settings: &Settings) -> anyhow::Result<()> {
                         .recipe
                         .as_deref()
                         .map_or("", |r| &r[..r.len().min(12)])
-                );
+                ));
             }
         }
         ImageCmd::Gc => {
             let base = sandbox::base_image_tag().reference;
             let keep = vec![base, format!("{}:latest", sandbox::BASE_REPO)];
             let report = sandbox::gc_images(&engine, &keep).await?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            printer::data(serde_json::to_string_pretty(&report)?);
         }
     }
     Ok(())

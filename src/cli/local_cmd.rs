@@ -11,6 +11,7 @@ use clap::Args;
 
 use super::agent_cmd::{ProtocolArg, protocol_for};
 use super::context::{self, StoreArg, forge_config};
+use super::printer;
 use super::progress::Steps;
 use super::tasks_cmd::{parse_package_spec, ranking_queue};
 use crate::agent::AgentConfig;
@@ -79,10 +80,10 @@ pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
     let task = pick_task(&engine, &store, &source, records.len()).await;
     steps.finish();
     let task = task?;
-    eprintln!(
+    printer::status(format_args!(
         "task {} ({} {})",
         task.instance_id, task.package, task.pypi_version
-    );
+    ));
 
     let steps = Steps::new("starting the model");
     let llm = context::llm(settings).await;
@@ -98,7 +99,7 @@ pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
     let report = run_round(&engine, &task, &llm, &mut records, &cfg, &round_id).await;
     steps.finish();
     let report = report?;
-    println!("{}", serde_json::to_string(&report)?);
+    printer::data(serde_json::to_string(&report)?);
 
     let out = args
         .export
@@ -109,9 +110,9 @@ pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || export(&store, &out, &ExportOptions::default()))
             .await??
     };
-    println!("{}", serde_json::to_string(&exported)?);
+    printer::data(serde_json::to_string(&exported)?);
     for m in &report.miners {
-        eprintln!(
+        printer::status(format_args!(
             "round {}: {} -> miner uid {} (status {}, {:.1}s): {}, score {:.3}",
             report.round_id,
             report.instance_id,
@@ -120,14 +121,14 @@ pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
             m.latency_s,
             m.outcome.kind(),
             m.score
-        );
+        ));
     }
-    eprintln!(
+    printer::status(format_args!(
         "weights on the local chain: {:?}; dataset: {} rows in {}",
         report.weights,
         exported.total_rows,
         out.display()
-    );
+    ));
     // A round whose model stopped answering proves nothing about the agent: not a success.
     // (A model that answered but made no patch is a normal score of 0.)
     if let Some((uid, cause)) = report

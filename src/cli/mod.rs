@@ -13,6 +13,7 @@ mod eval_cmd;
 mod image;
 mod local_cmd;
 mod neuron_cmd;
+mod printer;
 mod progress;
 mod sandbox_cmd;
 mod subnet_cmd;
@@ -37,8 +38,10 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Flags every command accepts, Bittensor-style.
+/// Flags every command accepts, Bittensor-style. Their help has its own heading, after each
+/// command's own options.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Subnet id.
     #[arg(long, global = true, env = ev::AGENTAO_NETUID, default_value_t = config::DEFAULT_NETUID)]
@@ -234,14 +237,20 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    init_logging(cli.global.log_format, cli.global.logging_debug);
+    printer::init(cli.global.logging_debug);
+    init_logging(
+        cli.global.log_format,
+        cli.global.logging_debug,
+        printer::LogWriter,
+        printer::colour(),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            printer::error(format_args!("cannot start the async runtime: {e}"));
             return ExitCode::from(1);
         }
     };
@@ -257,7 +266,7 @@ pub fn main() -> ExitCode {
     drop(runtime);
     match outcome {
         None => {
-            eprintln!("interrupted; containers removed");
+            printer::status("interrupted; containers removed");
             ExitCode::from(130)
         }
         Some(Ok(())) => ExitCode::SUCCESS,
@@ -265,37 +274,57 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Prints the error with its causes (each once) and a hint, and picks the exit code.
 fn report(e: &anyhow::Error) -> ExitCode {
-    if let Some(user) = e.downcast_ref::<UserError>() {
-        eprintln!("error: {user}");
-        if let Some(hint) = &user.hint {
-            eprintln!("hint: {hint}");
+    let (code, hint) = classify(e);
+    printer::error(cause_chain(e));
+    if let Some(hint) = hint {
+        printer::hint(hint);
+    }
+    ExitCode::from(code)
+}
+
+/// The exit code and hint of an error, from the first cause in its chain that is the user's
+/// to fix (2) or the machine's (1): a user error wrapped in another is still the user's.
+fn classify(e: &anyhow::Error) -> (u8, Option<String>) {
+    for cause in e.chain() {
+        if let Some(user) = cause.downcast_ref::<UserError>() {
+            return (2, user.hint.clone());
         }
-        return ExitCode::from(2);
-    }
-    if let Some(chain) = e.downcast_ref::<crate::subnet::ChainError>()
-        && chain.is_refusal()
-    {
-        eprintln!("error: {chain}");
-        return ExitCode::from(2);
-    }
-    if let Some(sandbox) = e.downcast_ref::<SandboxError>() {
-        match sandbox {
-            SandboxError::ImageMissing(_) => {
-                eprintln!("error: {sandbox}");
-                return ExitCode::from(2);
-            }
-            SandboxError::EngineUnavailable { .. } => {
-                eprintln!("error: {sandbox}");
-                eprintln!("hint: is the Docker daemon running? `agentao doctor` checks the set-up");
-                return ExitCode::from(1);
+        if let Some(chain) = cause.downcast_ref::<crate::subnet::ChainError>()
+            && chain.is_refusal()
+        {
+            return (2, None);
+        }
+        match cause.downcast_ref::<SandboxError>() {
+            Some(SandboxError::ImageMissing(_)) => return (2, None),
+            Some(SandboxError::EngineUnavailable { .. }) => {
+                return (1, Some(DOCKER_HINT.to_owned()));
             }
             _ => {}
         }
     }
-    let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
-    eprintln!("error: {}", chain.join(": "));
-    ExitCode::from(1)
+    (1, None)
+}
+
+/// The hint for an engine that cannot be reached.
+const DOCKER_HINT: &str = "is the Docker daemon running? `agentao doctor` checks the set-up";
+
+/// `outer: cause: root`, each cause once: one whose text the message already ends with (an
+/// error that prints its source) is not repeated.
+fn cause_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
@@ -313,5 +342,44 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Subnet(cmd) => subnet_cmd::run(cmd, &settings).await,
         Command::Validator(args) => neuron_cmd::validator(args, &settings).await,
         Command::Miner(args) => neuron_cmd::miner(args, &settings).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::neurons::local::RoundError;
+    use crate::subnet::ChainError;
+
+    #[test]
+    fn a_user_error_wrapped_in_another_is_still_the_users() {
+        let e = anyhow::Error::from(UserError::new("bad flag").hint("try --help"))
+            .context("running the command");
+        assert_eq!(classify(&e), (2, Some("try --help".to_owned())));
+        let refusal = ChainError::NotRegistered {
+            hotkey: "5F".into(),
+            netuid: 62,
+        };
+        let e = anyhow::Error::from(RoundError::from(refusal));
+        assert_eq!(classify(&e).0, 2);
+        assert_eq!(
+            cause_chain(&e),
+            "local chain: hotkey 5F is not registered on netuid 62"
+        );
+        let missing = SandboxError::ImageMissing("agentao/x:1".into());
+        assert_eq!(classify(&anyhow::Error::from(missing).context("x")).0, 2);
+        let e = anyhow::anyhow!("plain");
+        assert_eq!(classify(&e), (1, None));
+    }
+
+    #[test]
+    fn no_cause_is_printed_twice() {
+        let io = std::io::Error::other("disk on fire");
+        let e = anyhow::Error::from(crate::python::PypiError::Io {
+            context: "/x".into(),
+            source: io,
+        })
+        .context("forging");
+        assert_eq!(cause_chain(&e), "forging: /x: disk on fire");
     }
 }

@@ -13,6 +13,7 @@ use clap::Args;
 use super::UserError;
 use super::agent_cmd::{ProtocolArg, protocol_for};
 use super::context::{self, StoreArg, chain, forge_config, wallet};
+use super::printer;
 use super::tasks_cmd::ranking_queue;
 use crate::agent::AgentConfig;
 use crate::config::Settings;
@@ -132,7 +133,7 @@ pub async fn miner(args: MinerArgs, settings: &Settings) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind((args.ip.as_str(), args.port))
         .await
         .map_err(|e| UserError::new(format!("cannot listen on {}:{}: {e}", args.ip, args.port)))?;
-    eprintln!("miner axon on {}:{}", args.ip, args.port);
+    printer::status(format_args!("miner axon on {}:{}", args.ip, args.port));
     let serving = axon.serve(listener);
     loop {
         tokio::time::sleep(Duration::from_secs(args.sync_every.max(1))).await;
@@ -199,9 +200,8 @@ pub async fn validator(args: ValidatorArgs, settings: &Settings) -> anyhow::Resu
         let results = validator
             .round(&task, &miners, &mut scores, &mut records, &round_id)
             .await?;
-        println!(
-            "{}",
-            serde_json::json!({"round_id": round_id, "instance_id": task.instance_id, "miners": results})
+        printer::data(
+            serde_json::json!({"round_id": round_id, "instance_id": task.instance_id, "miners": results}),
         );
         let (uids, weights) = scores.weights(&mg);
         match chain

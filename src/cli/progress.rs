@@ -1,9 +1,9 @@
-//! Progress on a terminal (indicatif), plain log lines otherwise.
+//! Progress on a terminal (indicatif bars registered with the printer, which suspends them
+//! around every line written), plain log lines otherwise.
 
-use std::io::IsTerminal;
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressStyle};
 
 /// A spinner for a multi-step job; hidden when stderr is not a terminal, where each step is
 /// logged through tracing instead.
@@ -14,9 +14,9 @@ pub struct Steps {
 
 impl Steps {
     pub fn new(what: &str) -> Steps {
-        let visible = std::io::stderr().is_terminal();
+        let visible = super::printer::progress_visible();
         let bar = if visible {
-            let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            let b = super::printer::add_bar(ProgressBar::new_spinner());
             b.set_style(
                 ProgressStyle::with_template("{spinner} [{elapsed}] {msg}")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
@@ -45,10 +45,10 @@ impl Steps {
 
 /// A counting bar over `len` items (hidden off a terminal, where callers log instead).
 pub fn counter(len: u64, what: &str) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
+    if !super::printer::progress_visible() {
         return ProgressBar::hidden();
     }
-    let b = ProgressBar::new(len);
+    let b = super::printer::add_bar(ProgressBar::new(len));
     b.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed}<{eta}] {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),

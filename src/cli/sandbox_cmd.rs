@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::context;
+use super::printer;
 use crate::config::Settings;
 use crate::sandbox::{ExecRequest, ExecStatus, OutputStream, Sandbox, SandboxSpec};
 
@@ -35,12 +36,9 @@ pub async fn run(args: SandboxArgs, settings: &Settings) -> anyhow::Result<()> {
     let sandbox = Sandbox::start(&engine, &spec).await?;
     let req = ExecRequest::new(args.command).timeout(Duration::from_secs(args.timeout));
     let out = sandbox
-        .exec_with(&req, |stream, bytes| {
-            use std::io::Write;
-            let _ = match stream {
-                OutputStream::Stdout => std::io::stdout().write_all(bytes),
-                OutputStream::Stderr => std::io::stderr().write_all(bytes),
-            };
+        .exec_with(&req, |stream, bytes| match stream {
+            OutputStream::Stdout => printer::data_raw(bytes),
+            OutputStream::Stderr => printer::stderr_raw(bytes),
         })
         .await;
     sandbox.remove().await?;

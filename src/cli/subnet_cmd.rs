@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::UserError;
 use super::context::{chain, local_chain, wallet};
+use super::printer;
 use crate::config::{Network, Settings};
 use crate::subnet::{AxonTarget, Chain, CodingTask, Dendrite, Neuron, Wallet};
 
@@ -84,9 +85,9 @@ pub async fn run(cmd: SubnetCmd, settings: &Settings) -> anyhow::Result<()> {
     match cmd {
         SubnetCmd::CreateHotkey => {
             let pair = wallet(settings).create_hotkey()?;
-            println!("{}", pair.ss58());
+            printer::data(pair.ss58());
         }
-        SubnetCmd::Whoami => println!("{}", wallet(settings).load_hotkey()?.ss58()),
+        SubnetCmd::Whoami => printer::data(wallet(settings).load_hotkey()?.ss58()),
         SubnetCmd::Register {
             hotkey,
             ip,
@@ -115,11 +116,11 @@ pub async fn run(cmd: SubnetCmd, settings: &Settings) -> anyhow::Result<()> {
                 port,
                 validator_permit: validator,
             })?;
-            println!("{}", serde_json::json!({"uid": uid, "hotkey": hotkey}));
+            printer::data(serde_json::json!({"uid": uid, "hotkey": hotkey}));
         }
         SubnetCmd::Metagraph => {
             let mg = chain(settings, None, false)?.metagraph().await?;
-            println!("{}", serde_json::to_string_pretty(&mg)?);
+            printer::data(serde_json::to_string_pretty(&mg)?);
         }
         SubnetCmd::SetWeights {
             uids,
@@ -133,9 +134,8 @@ pub async fn run(cmd: SubnetCmd, settings: &Settings) -> anyhow::Result<()> {
                 .set_weights(&hotkey, &uids, &weights, version_key)
                 .await?;
             let (uids, weights) = crate::subnet::normalize_weights(&uids, &weights)?;
-            println!(
-                "{}",
-                serde_json::json!({"hotkey": hotkey, "netuid": settings.netuid, "uids": uids, "weights": weights})
+            printer::data(
+                serde_json::json!({"hotkey": hotkey, "netuid": settings.netuid, "uids": uids, "weights": weights}),
             );
         }
         SubnetCmd::Load {
@@ -146,7 +146,7 @@ pub async fn run(cmd: SubnetCmd, settings: &Settings) -> anyhow::Result<()> {
             concurrency,
         } => {
             let report = load(&wallets, port, &axon_hotkey, requests, concurrency).await?;
-            println!("{}", serde_json::to_string(&report)?);
+            printer::data(serde_json::to_string(&report)?);
         }
     }
     Ok(())

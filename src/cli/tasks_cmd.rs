@@ -8,6 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::UserError;
 use super::context::{self, StoreArg, forge_config};
+use super::printer;
 use crate::config::Settings;
 use crate::forge::{EnvSpec, Forge, ForgeConfig, Selection, build_env_image};
 use crate::python::top_packages;
@@ -169,20 +170,18 @@ pub async fn run(cmd: TasksCmd, settings: &Settings) -> anyhow::Result<()> {
         TasksCmd::List { store, json } => {
             let store = store.open(settings)?;
             let rows = store.list()?;
-            let mut out = std::io::stdout().lock();
             for r in &rows {
                 if json {
-                    writeln!(out, "{}", serde_json::to_string(r)?)?;
+                    printer::data(serde_json::to_string(r)?);
                 } else {
-                    writeln!(
-                        out,
+                    printer::data(format_args!(
                         "{:<40} {:<22} {:<10} {:<22} {}",
                         r.instance_id, r.package, r.pypi_version, r.mutation_kind, r.created_at
-                    )?;
+                    ));
                 }
             }
             if !json {
-                eprintln!("{} tasks", rows.len());
+                printer::status(format_args!("{} tasks", rows.len()));
             }
             Ok(())
         }
@@ -191,7 +190,7 @@ pub async fn run(cmd: TasksCmd, settings: &Settings) -> anyhow::Result<()> {
             let task = store
                 .get(&id)?
                 .ok_or_else(|| UserError::new(format!("unknown task {id}")))?;
-            println!("{}", serde_json::to_string_pretty(&task)?);
+            printer::data(serde_json::to_string_pretty(&task)?);
             Ok(())
         }
         TasksCmd::Export {
@@ -203,7 +202,11 @@ pub async fn run(cmd: TasksCmd, settings: &Settings) -> anyhow::Result<()> {
             let store = store.open(settings)?;
             let tasks = store.all(package.as_deref())?;
             export_swebench(&tasks, &out)?;
-            eprintln!("{} tasks exported to {}", tasks.len(), out.display());
+            printer::status(format_args!(
+                "{} tasks exported to {}",
+                tasks.len(),
+                out.display()
+            ));
             Ok(())
         }
         TasksCmd::Prepare { store } => {
@@ -212,9 +215,8 @@ pub async fn run(cmd: TasksCmd, settings: &Settings) -> anyhow::Result<()> {
             let store = TaskStore::open(&path)?;
             let forge = Forge::new(&engine, forge_config(settings))?;
             for (package, version, image, updated) in forge.prepare_store(&store).await? {
-                println!(
-                    "{}",
-                    serde_json::json!({"package": package, "version": version, "image": image, "tasks_updated": updated})
+                printer::data(
+                    serde_json::json!({"package": package, "version": version, "image": image, "tasks_updated": updated}),
                 );
             }
             Ok(())
@@ -222,7 +224,7 @@ pub async fn run(cmd: TasksCmd, settings: &Settings) -> anyhow::Result<()> {
         TasksCmd::Log { store } => {
             let store = store.open(settings)?;
             for e in store.forge_log()? {
-                println!("{}", serde_json::to_string(&e)?);
+                printer::data(serde_json::to_string(&e)?);
             }
             Ok(())
         }
@@ -271,7 +273,12 @@ pub async fn run(cmd: TasksCmd, settings: &Settings) -> anyhow::Result<()> {
                 .append(true)
                 .open(&out)?;
             writeln!(file, "{}", serde_json::to_string(&t)?)?;
-            eprintln!("{} → {} ({})", t.instance_id, out.display(), t.image);
+            printer::status(format_args!(
+                "{} → {} ({})",
+                t.instance_id,
+                out.display(),
+                t.image
+            ));
             Ok(())
         }
     }
@@ -285,7 +292,7 @@ pub fn export_swebench(tasks: &[Task], out: &Path) -> anyhow::Result<()> {
         text.push('\n');
     }
     if out == Path::new("-") {
-        std::io::stdout().lock().write_all(text.as_bytes())?;
+        printer::data_raw(text.as_bytes());
         return Ok(());
     }
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -341,17 +348,17 @@ async fn forge(args: &ForgeArgs, settings: &Settings) -> anyhow::Result<()> {
                 );
             }
         }
-        println!("{}", serde_json::to_string(&report)?);
+        printer::data(serde_json::to_string(&report)?);
     }
     bar.finish_and_clear();
-    eprintln!(
+    printer::status(format_args!(
         "{total} tasks from {productive} packages in {}",
         args.store.path(settings).display()
-    );
+    ));
     if productive < want {
-        eprintln!(
+        printer::status(format_args!(
             "(wanted {want} packages; the list ran out or packages were skipped: `agentao tasks log`)"
-        );
+        ));
     }
     Ok(())
 }

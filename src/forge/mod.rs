@@ -110,7 +110,7 @@ pub enum ForgeError {
     Requirements(String),
     #[error("environment image: {0}")]
     Environment(SandboxError),
-    #[error("baseline: {0}")]
+    #[error(transparent)]
     Baseline(#[from] BaselineError),
     #[error("no source file parses or none is covered by a passing test")]
     NoCandidates,

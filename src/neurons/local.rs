@@ -64,21 +64,21 @@ pub struct RoundReport {
 pub enum RoundError {
     #[error("no task: every package was skipped ({0})")]
     NoTask(String),
-    #[error(transparent)]
+    #[error("forging a task")]
     Forge(#[from] crate::forge::ForgeError),
-    #[error(transparent)]
+    #[error("task store")]
     Store(#[from] crate::tasks::store::StoreError),
-    #[error(transparent)]
+    #[error("agent")]
     Agent(#[from] crate::agent::AgentError),
-    #[error(transparent)]
+    #[error("dataset")]
     Dataset(#[from] crate::dataset::DatasetError),
-    #[error(transparent)]
+    #[error("package index")]
     Pypi(#[from] crate::python::PypiError),
-    #[error(transparent)]
+    #[error("local wallet")]
     Wallet(#[from] crate::subnet::WalletError),
-    #[error(transparent)]
+    #[error("local chain")]
     Chain(#[from] crate::subnet::ChainError),
-    #[error(transparent)]
+    #[error("validator")]
     Validator(#[from] super::validator::ValidatorError),
     #[error("miner axon: {0}")]
     Axon(std::io::Error),

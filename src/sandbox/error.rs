@@ -24,7 +24,7 @@ pub enum SandboxError {
     Build(String),
     #[error("{tool} failed: {reason}")]
     Tool { tool: String, reason: String },
-    #[error("docker: {0}")]
+    #[error(transparent)]
     Docker(#[from] bollard::errors::Error),
     #[error("{context}: {source}")]
     Io {

@@ -16,7 +16,7 @@ const SIGNING_CONTEXT: &[u8] = b"substrate";
 /// Errors reading, writing or using keys.
 #[derive(Debug, thiserror::Error)]
 pub enum WalletError {
-    #[error("key file {path} is missing (create it with `agentao subnet wallet create` or btcli)")]
+    #[error("key file {path} is missing (create it with `agentao subnet create-hotkey` or btcli)")]
     Missing { path: String },
     #[error("key file {path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`")]
     TooOpen { path: String, mode: u32 },

