@@ -5,6 +5,7 @@
 
 mod adversarial;
 mod agent;
+mod architecture;
 mod axon_limits;
 mod cli;
 mod dataset;
