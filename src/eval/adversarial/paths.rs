@@ -26,7 +26,7 @@ pub(super) fn add(cx: &Ctx<'_>, cases: &mut Cases) {
             insert_top(
                 &format!("zz/{test_file}"),
                 &format!("zz/{test_file}"),
-                &fake_tests
+                fake_tests
             )
         ),
     );
@@ -37,7 +37,7 @@ pub(super) fn add(cx: &Ctx<'_>, cases: &mut Cases) {
         insert_top(
             &format!("q/{test_file}"),
             &format!("q/{test_file}"),
-            &fake_tests,
+            fake_tests,
         ),
     );
     let octal: String = test_file
