@@ -1,5 +1,6 @@
 //! JSON Lines parsing, shared by every file format agentao reads line by line (tasks,
-//! predictions). Blank lines are skipped; errors name the 1-based line.
+//! predictions). Blank lines are skipped; errors name the 1-based line. At the bottom of the
+//! dependency line: imports nothing of agentao.
 
 use serde::de::DeserializeOwned;
 

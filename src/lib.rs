@@ -1,22 +1,32 @@
 //! agentao: an autonomous software-engineering marketplace on a Bittensor subnet (netuid 62).
 //!
 //! # Layout
-//! - [`config`]: settings resolved once (defaults < `.env` < environment < flags) and the
-//!   documented environment variables.
-//! - [`sandbox`]: the Docker engine via bollard: images (the offline base image), containers
-//!   with limits, exec, copy, reaping. Knows nothing of tasks or subnets.
-//! - [`tasks`]: the task model (SWE-bench fields plus ours), PyPI sources, environment images,
-//!   the bug forge and the SQLite task store.
-//! - [`prompts`]: the prompt templates of `prompts/`, compiled in.
-//! - [`pyenv`]: host-side Python virtualenvs in the cache (model server, SDK for benchmarks).
+//! From the top of the dependency line to the bottom:
+//! - [`cli`]: the command line edge: clap, the composition root, the one printer, the only
+//!   place that turns errors into exit codes (and the only user of `anyhow`).
+//! - [`neurons`]: the miner, the validator, the local round and the scoring rules.
+//! - [`forge`]: PyPI package → validated coding tasks (baseline, mutations, validation, the
+//!   gold check through [`eval`]).
+//! - [`agent`]: the miner's SWE agent in a sandbox.
 //! - [`eval`]: patch → verdict in a fresh sandbox; resumable batch runs and reports.
+//! - [`dataset`]: (problem, solution, score) records, Parquet export, the Hub push.
+//! - [`subnet`]: the Bittensor wire protocol and chains; knows nothing of Docker or tasks.
+//! - [`pytest`]: the one trusted way pytest runs (signed records), for the forge and eval.
+//! - [`tasks`]: the task model and the SQLite task store.
+//! - [`python`]: host-side Python: the index client, sdists, wheelhouses, venvs, PEP 440/508.
+//! - [`sandbox`]: the Docker engine via bollard: images, containers with limits, exec, copy,
+//!   reaping. Knows nothing of tasks or subnets.
+//! - [`llm`]: model aliases and prices; the OpenAI-compatible client, the judge, the embedded
+//!   model server.
+//! - [`prompts`]: the prompt templates of `prompts/`, compiled in.
+//! - [`config`]: settings resolved once (defaults < `.env` < environment < flags), limits,
+//!   the directory layout ([`config::Paths`]) and the documented environment variables.
 //! - [`jsonl`]: the one JSON Lines reader (tasks, predictions).
-//! - [`llm`]: model aliases and prices; the OpenAI-compatible client and judge.
 //! - [`telemetry`]: logging (pretty or JSON) and opt-in telemetry.
-//! - [`cli`]: the command line edge; the only place that turns errors into exit codes.
 //!
-//! Dependencies point one way: `cli` → (`neurons`) → (`eval`, `agent`, `tasks`) → (`sandbox`,
-//! `llm`) → `config` values passed in. Nothing low imports anything high.
+//! Dependencies point one way: `cli` → `neurons` → {`forge`, `agent`, `eval`, `dataset`,
+//! `subnet`} → {`pytest`, `tasks`, `python`, `sandbox`, `llm`} → {`prompts`, `config`,
+//! `jsonl`}; `tests/it/architecture.rs` holds the table and fails on any other import.
 
 pub mod agent;
 pub mod cli;

@@ -1,5 +1,6 @@
 //! Prompt templates. The text lives in `prompts/*.md` (compiled in, so the binary needs no
-//! data files); this module looks them up by name and fills `{{placeholders}}`.
+//! data files); this module looks them up by name and fills `{{placeholders}}`. Near the bottom
+//! of the dependency line: it imports nothing of agentao but `config/`.
 
 /// Every prompt, by file name without `.md`.
 macro_rules! prompts {

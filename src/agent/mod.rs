@@ -4,6 +4,8 @@
 //! outside programs run as agents (`external`).
 //!
 //! Uses `sandbox/` for containers, `llm/` for the model and the task model from `tasks/`.
+//! Must not touch the forge, evaluation, scoring or the subnet: the miner (`neurons/`) wires
+//! it to the axon.
 
 pub mod episode;
 pub mod external;

@@ -1,5 +1,8 @@
 //! The command line: clap definitions, settings resolution, dispatch, and the one place where
 //! errors become exit codes. This is the edge: `anyhow` is used here and nowhere below.
+//! Owns the composition root (`context.rs`: engine, chain, wallet, model client, stores built
+//! from [`Settings`]), the one printer (`printer.rs`) and progress (`progress.rs`). May use
+//! every module; no module may use it. Decisions (rounds, scoring) belong to `neurons/`.
 //!
 //! Exit codes: 0 success, 1 unexpected failure (with the cause chain), 2 the user's input was
 //! wrong (bad flag, missing image, malformed file; with a hint), 130 interrupted.

@@ -2,7 +2,9 @@
 //! flags. Commands receive a [`Settings`], never raw arguments.
 //!
 //! The CLI (`cli/`) builds it; everything below reads it. It holds plain values only and does
-//! no I/O beyond locating default directories.
+//! no I/O beyond locating default directories. Also owns the sandbox [`Limits`], the embedded
+//! model's id and port and [`Paths`], the one spelling of the data and cache directories'
+//! layout. The bottom of the dependency line: imports no other module of agentao.
 
 pub mod env_vars;
 

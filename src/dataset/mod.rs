@@ -2,7 +2,8 @@
 //! (`record`), their append-only local store (`store`), Parquet export with a dataset card
 //! (`export`, `card`) and upload to the HuggingFace Hub over its HTTP API (`hub`).
 //!
-//! Uses the task model from `tasks/`; knows nothing of Docker, miners' networking or chains.
+//! Uses the task model from `tasks/` and the card template from `prompts/`; must not touch
+//! Docker, miners' networking, chains or scoring.
 
 pub mod card;
 pub mod export;

@@ -1,6 +1,8 @@
 //! Language models: the model table (aliases, prices), the OpenAI-compatible chat client with
 //! retries, token and dollar accounting and budgets (`client`), the embedded local model
-//! server (`local`), and the patch judge (`judge`). **Only `llm/` imports async-openai.**
+//! server (`local`, its venv through `python/`), and the patch judge (`judge`, prompts from
+//! `prompts/`). **Only `llm/` imports async-openai.** Must not touch Docker, tasks or the
+//! subnet.
 
 pub mod client;
 pub mod judge;

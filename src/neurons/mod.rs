@@ -2,7 +2,8 @@
 //! (`validator`: send a task, evaluate, score, moving averages, weights, dataset), the local
 //! subnet round that runs both on one machine (`local`), and the scoring rules (`scoring`).
 //!
-//! Uses `tasks/` (forge, store), `agent/`, `eval/`, `dataset/`, `subnet/` and `sandbox/`.
+//! Decides what the edge only wires: uses `forge/`, `tasks/` (store), `agent/`, `eval/`,
+//! `dataset/`, `subnet/`, `llm/` and `sandbox/`. Must not touch the command line (`cli/`).
 
 pub mod local;
 pub mod miner;

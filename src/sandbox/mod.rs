@@ -3,7 +3,8 @@
 //!
 //! This module owns every call to the Docker engine; **only `sandbox/` imports bollard**.
 //! It knows nothing about tasks, miners or subnets: callers hand it an image name, limits and
-//! commands, and get back exit codes, bounded output and files.
+//! commands, and get back exit codes, bounded output and files. Its only agentao imports are
+//! `config/` (limits) and `python/` (the base image's wheelhouse).
 //!
 //! Guarantees:
 //! - every container carries the labels `agentao.run`, `agentao.owner` and `agentao.deadline`;

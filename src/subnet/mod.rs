@@ -3,7 +3,8 @@
 //! dendrite client (`dendrite`), and the chain behind a trait with a local backend (`chain`) and a subtensor
 //! backend over JSON-RPC (`subtensor`).
 //!
-//! Knows nothing of Docker, tasks or scoring: neurons put those behind the handlers.
+//! Knows nothing of Docker, tasks or scoring: neurons put those behind the handlers. Imports
+//! nothing of agentao but `config/` (and `prompts/`, `jsonl` if it needs them).
 
 pub mod axon;
 pub mod chain;

@@ -1,5 +1,7 @@
 //! Logs and (opt-in) telemetry: the tracing subscriber, pretty on a terminal and JSON
-//! otherwise or on request. Nothing here is sent anywhere unless a PostHog key is set.
+//! otherwise or on request. Nothing here is sent anywhere unless a PostHog key is set. Writes
+//! through the writer the CLI hands it (its printer's, which suspends progress bars); imports
+//! nothing of agentao.
 
 use std::io::IsTerminal;
 
