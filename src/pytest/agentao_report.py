@@ -211,7 +211,7 @@ _WATCHED_MODULES = (
 _VOLATILE = frozenset({"__warningregistry__", "_abc_impl"})
 
 
-def _make_integrity_check(write):
+def _make_integrity_check(write, touched):
     """A check that reports any watched module or class entry replaced since load."""
     import importlib
 
@@ -314,7 +314,16 @@ def _make_integrity_check(write):
         if pm is None:
             return
         for key, impl in hookimpls(pm).items():
-            if key in session_state["impls"] or key in reported:
+            if key in reported:
+                continue
+            # Whenever it was registered, a hook implementation written by the patch is the
+            # tested code reaching into the run.
+            where = code_file(impl.function) or ""
+            if where in touched or where.startswith("<"):
+                reported.add(key)
+                write({"t": "tamper", "why": f"a {key[0]} implementation from {where} is registered"})
+                continue
+            if key in session_state["impls"]:
                 continue
             # New since the session started: conftests of the tree (which no patch may touch)
             # and the installed tools may register; nothing else may.
@@ -370,10 +379,16 @@ def _hooks():
         added = _added_lines(added_file)
         if added:
             _install_audit_hook(added, write)
-        check, arm, watch_session = _make_integrity_check(write)
+        check, arm, watch_session = _make_integrity_check(write, frozenset(added))
     write({"t": "start"})
     statvfs = os.statvfs
     test_report = _pytest.reports.TestReport
+    try:
+        import _pytest.subtests
+
+        subtest_report = _pytest.subtests.SubtestReport
+    except (ImportError, AttributeError):
+        subtest_report = None
     pm_box = []
 
     def pytest_configure(config):
@@ -389,9 +404,20 @@ def _hooks():
                 write({"t": "item", "id": _cap(item.nodeid, 4000)})
         if pm_box:
             watch_session(pm_box[0], session.items)
+            check()
 
     def pytest_runtest_logreport(report):
-        if type(report) is not test_report:
+        kind = type(report)
+        if kind is subtest_report and subtest_report is not None:
+            # One of a test's subtests: a failure fails the test; passes add nothing.
+            record = {"t": "subtest", "id": _cap(report.nodeid, 4000), "o": report.outcome}
+            if report.failed:
+                crash = getattr(report.longrepr, "reprcrash", None)
+                record["m"] = _cap(getattr(crash, "message", "") or "", 1000)
+                record["l"] = _cap(report.longreprtext, 4000)
+            write(record)
+            return
+        if kind is not test_report:
             write({"t": "tamper", "why": "a report pytest did not make was handed to the reporter"})
             return
         if report.when == "call":

@@ -80,6 +80,8 @@ struct Phases {
     setup: Option<Phase>,
     call: Option<Phase>,
     teardown: Option<Phase>,
+    /// The first failed subtest, if any (it fails the test).
+    failed_subtest: Option<Phase>,
     time: f64,
 }
 
@@ -255,6 +257,27 @@ impl RecordReader {
                     _ => p.teardown = Some(phase),
                 }
             }
+            Some("subtest") => {
+                let id = text("id");
+                if id.len() > MAX_ID || self.expected.as_ref().is_some_and(|e| !e.contains(&id)) {
+                    self.anomaly(format!(
+                        "record {seq} reports a subtest that was not asked for"
+                    ));
+                    return;
+                }
+                if !self.phases.contains_key(&id) && self.phases.len() >= MAX_TESTS {
+                    self.anomaly("too many tests reported".into());
+                    return;
+                }
+                let p = self.phases.entry(id).or_default();
+                if text("o") == "failed" && p.failed_subtest.is_none() {
+                    p.failed_subtest = Some(Phase {
+                        outcome: "failed".into(),
+                        message: text("m"),
+                        text: text("l"),
+                    });
+                }
+            }
             Some("collect") => {
                 if self.out.collect_errors.len() < 1000 {
                     self.out.collect_errors.push((text("id"), text("m")));
@@ -286,6 +309,8 @@ impl Phases {
         let skipped = |p: &Option<Phase>| p.as_ref().is_some_and(|p| p.outcome == "skipped");
         let (status, from) = if failed(&self.call) {
             (TestStatus::Failed, &self.call)
+        } else if self.failed_subtest.is_some() {
+            (TestStatus::Failed, &self.failed_subtest)
         } else if failed(&self.setup) {
             (TestStatus::Error, &self.setup)
         } else if failed(&self.teardown) {
@@ -412,6 +437,30 @@ mod tests {
         let mut r = RecordReader::new(key.clone());
         r.feed(signed(&key, 1, r#"{"t":"start"}"#).as_bytes());
         assert!(r.finish().untrusted().unwrap().contains("final record"));
+    }
+
+    #[test]
+    fn a_failed_subtest_fails_its_test() {
+        let key = RunKey::random();
+        let mut r = RecordReader::new(key.clone());
+        let bodies = [
+            r#"{"t":"start"}"#,
+            r#"{"t":"report","id":"a","w":"setup","o":"passed"}"#,
+            r#"{"t":"subtest","id":"a","o":"passed"}"#,
+            r#"{"t":"subtest","id":"a","o":"failed","m":"sub boom"}"#,
+            r#"{"t":"report","id":"a","w":"call","o":"passed"}"#,
+            r#"{"t":"report","id":"b","w":"call","o":"passed"}"#,
+            r#"{"t":"subtest","id":"b","o":"passed"}"#,
+            r#"{"t":"end","exit":1}"#,
+        ];
+        for (i, b) in bodies.iter().enumerate() {
+            r.feed(signed(&key, i as u64 + 1, b).as_bytes());
+        }
+        let out = r.finish();
+        assert_eq!(out.untrusted(), None);
+        assert_eq!(out.status("a"), TestStatus::Failed);
+        assert_eq!(out.results["a"].message, "sub boom");
+        assert_eq!(out.status("b"), TestStatus::Passed);
     }
 
     #[test]

@@ -42,8 +42,6 @@ pub const PYTEST_ARGS: &[&str] = &[
     "no:cacheprovider",
     "-p",
     "no:randomly",
-    "-p",
-    "no:debugging",
     "--rootdir=/repo",
     "-o",
     "addopts=",

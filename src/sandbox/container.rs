@@ -15,12 +15,15 @@ use futures_util::StreamExt;
 use tracing::{debug, warn};
 
 use super::error::status_of;
-use super::exec::ExecRequest;
+use super::exec::{ExecRequest, ExecStatus};
 use super::reaper::{self, remove_container};
 use super::{Engine, LABEL_DEADLINE, LABEL_OWNER, LABEL_RUN, Limits, SandboxError};
 
 /// Extra seconds the host waits past a command's own timeout before it kills the container.
 pub(super) const HOST_GRACE: Duration = Duration::from_secs(5);
+/// The image's world-writable folders, each a size-capped tmpfs when `Limits::tmp_mb > 0`.
+const TMPFS_MOUNTS: &[&str] = &["/tmp", "/var/tmp", "/run/lock"];
+
 /// Output kept per stream when the caller does not say.
 pub const DEFAULT_OUTPUT_CAP: usize = 1 << 20;
 
@@ -211,7 +214,33 @@ impl Sandbox {
         self.put_tar(dest, tar).await
     }
 
+    /// Whether `path` lies on one of the sandbox's tmpfs mounts, which the engine's copy API
+    /// cannot see (it works on the container's own file system).
+    fn on_tmpfs(&self, path: &str) -> bool {
+        self.limits.tmp_mb > 0
+            && TMPFS_MOUNTS
+                .iter()
+                .any(|m| path == *m || path.starts_with(&format!("{m}/")))
+    }
+
     async fn put_tar(&self, dest: &str, tar: Vec<u8>) -> Result<(), SandboxError> {
+        if self.on_tmpfs(dest) {
+            // Through an exec instead: `tar` inside the container reads the archive on stdin.
+            let out = self
+                .exec(
+                    &ExecRequest::new(["tar", "-x", "-f", "-", "-C", dest])
+                        .stdin(tar)
+                        .timeout(Duration::from_secs(120)),
+                )
+                .await?;
+            return match out.status {
+                ExecStatus::Exited(0) => Ok(()),
+                _ => Err(SandboxError::Tool {
+                    tool: "tar -x".into(),
+                    reason: out.stderr.trim().to_owned(),
+                }),
+            };
+        }
         self.engine
             .docker
             .upload_to_container(
@@ -273,6 +302,40 @@ impl Sandbox {
     }
 
     async fn download_tar(&self, path: &str, limit: u64) -> Result<Vec<u8>, SandboxError> {
+        if self.on_tmpfs(path) {
+            use base64::Engine as _;
+            let (parent, name) = path
+                .rsplit_once('/')
+                .map(|(p, n)| (if p.is_empty() { "/" } else { p }, n))
+                .ok_or_else(|| SandboxError::BadPath(path.to_owned()))?;
+            let cap = (limit as usize).saturating_mul(4) / 3 + (1 << 20);
+            let out = self
+                .exec(
+                    &ExecRequest::new([
+                        "sh",
+                        "-c",
+                        "cd \"$1\" && tar -c -f - -- \"$2\" | base64 -w0",
+                        "sh",
+                        parent,
+                        name,
+                    ])
+                    .timeout(Duration::from_secs(120))
+                    .output_cap(cap),
+                )
+                .await?;
+            if out.stdout_dropped > 0 {
+                return Err(SandboxError::TooLarge {
+                    what: path.to_owned(),
+                    limit,
+                });
+            }
+            if out.stderr.contains("Cannot stat") || out.stdout.trim().is_empty() {
+                return Err(SandboxError::BadPath(path.to_owned()));
+            }
+            return base64::engine::general_purpose::STANDARD
+                .decode(out.stdout.trim())
+                .map_err(|e| SandboxError::io("base64", std::io::Error::other(e)));
+        }
         let mut stream = self.engine.docker.download_from_container(
             &self.id,
             Some(DownloadFromContainerOptions {

@@ -231,6 +231,8 @@ impl Sandbox {
                 .await
                 .and(input.flush().await)
                 .map_err(|e| SandboxError::io("writing a command's stdin", e))?;
+            // End of input: readers that wait for it (tar) go on.
+            let _ = input.shutdown().await;
         }
         let host_deadline = tokio::time::Instant::now() + timeout + HOST_GRACE;
         let read_all = async {

@@ -270,8 +270,9 @@ async fn tasks_forged_from_a_real_pypi_package_hold_up_in_fresh_containers() {
         test_timeout: Duration::from_secs(120),
         ..EvalConfig::default()
     };
-    // A patch that changes nothing the tests see: the tests then run on the buggy tree.
-    let noop = "diff --git a/AGENTAO_NOOP.txt b/AGENTAO_NOOP.txt\nnew file mode 100644\n--- /dev/null\n+++ b/AGENTAO_NOOP.txt\n@@ -0,0 +1 @@\n+noop\n";
+    // A patch that changes nothing the tests see (a text file inside the package): the tests
+    // then run on the buggy tree.
+    let noop = "diff --git a/idna/NOOP.txt b/idna/NOOP.txt\nnew file mode 100644\n--- /dev/null\n+++ b/idna/NOOP.txt\n@@ -0,0 +1 @@\n+noop\n";
     for task in &tasks {
         assert_statement_is_clean(task);
         assert!(task.image.starts_with("agentao/env-idna:3.20-"));

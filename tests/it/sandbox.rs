@@ -167,13 +167,12 @@ async fn files_go_in_and_come_out() {
         b"read me\n"
     );
 
-    // Not /tmp: it is a tmpfs, which the engine's copy API cannot reach.
-    sb.write_file("/work/data.bin", &[0u8, 1, 2, 255], 0o600)
+    sb.write_file("/tmp/data.bin", &[0u8, 1, 2, 255], 0o600)
         .await
         .unwrap();
     let out = sb
         .exec(&ExecRequest::shell(
-            "stat -c %a /work/data.bin; wc -c < /work/data.bin",
+            "stat -c %a /tmp/data.bin; wc -c < /tmp/data.bin",
         ))
         .await
         .unwrap();
