@@ -245,6 +245,7 @@ async fn identical_patches_get_the_floor_and_silent_miners_keep_their_average() 
         },
         time_limit: Duration::from_secs(240),
         judge: Some((llm(&model), 1.0)),
+        forecasts: None,
     };
     let mut scores = Scores::load(&dir.path().join("scores.json"));
     scores.by_hotkey.insert(keys[2].ss58(), 0.5);

@@ -104,6 +104,7 @@ time.sleep(600)
         },
         time_limit: Duration::from_secs(120),
         judge: None,
+        forecasts: None,
     };
     let mut scores = Scores::load(&dir.path().join("scores.json"));
     for m in &miners {
@@ -397,6 +398,7 @@ async fn miners_answering_with_bypasses_score_zero_with_the_reason_recorded() {
         },
         time_limit: Duration::from_secs(120),
         judge: None,
+        forecasts: None,
     };
     let mut scores = Scores::load(&dir.path().join("scores.json"));
     for m in &miners {
