@@ -150,10 +150,10 @@ fn diff_stats(diff: &str) -> DiffStats {
             s.hunks += 1;
             s.largest_hunk = s.largest_hunk.max(hunk);
             hunk = 0;
-            if let Some((_, context)) = rest.split_once("@@") {
-                if let Some(name) = defined_name(context.trim()) {
-                    s.functions.insert(name);
-                }
+            if let Some((_, context)) = rest.split_once("@@")
+                && let Some(name) = defined_name(context.trim())
+            {
+                s.functions.insert(name);
             }
         } else if let Some(l) = line.strip_prefix('+') {
             hunk += 1;

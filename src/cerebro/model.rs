@@ -288,3 +288,51 @@ impl Ability {
         sigmoid(self.scale * (self.theta - beta))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cerebro::eval::SplitMix;
+
+    #[test]
+    fn an_unseen_agents_ability_is_learnt_from_its_outcomes() {
+        // Outcomes drawn from σ(1.5 − β) over spread difficulties.
+        let mut rng = SplitMix(7);
+        let mut ability = Ability::new((0.0, 1.0));
+        assert_eq!(ability.theta, 0.0);
+        for i in 0..2000 {
+            let beta = (i % 41) as f64 / 10.0 - 2.0;
+            let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+            ability.observe(beta, u < sigmoid(1.5 - beta));
+        }
+        assert!((ability.theta - 1.5).abs() < 0.15, "{}", ability.theta);
+        assert!(ability.p_resolve(1.5) > 0.45 && ability.p_resolve(1.5) < 0.55);
+        // A few failures pull a fresh agent below the prior; the prior keeps it finite.
+        let mut weak = Ability::new((0.0, 1.0));
+        for _ in 0..3 {
+            weak.observe(-1.0, false);
+        }
+        assert!(
+            weak.theta < -0.5 && weak.theta.is_finite(),
+            "{}",
+            weak.theta
+        );
+    }
+
+    #[test]
+    fn a_saved_model_loads_and_another_format_is_refused() {
+        let model = crate::cerebro::shipped_model().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.json");
+        model.save(&path).unwrap();
+        assert_eq!(Model::load(&path).unwrap().agents, model.agents);
+        let mut old: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        old["format"] = 0.into();
+        std::fs::write(&path, old.to_string()).unwrap();
+        let e = Model::load(&path).unwrap_err().to_string();
+        assert!(e.contains("train it again"), "{e}");
+        std::fs::write(&path, "{").unwrap();
+        assert!(Model::load(&path).is_err());
+    }
+}
