@@ -133,7 +133,13 @@ impl AnyChain {
             AnyChain::Subtensor(c) => c.explain_weights(hotkey, uids, weights, version_key).await,
             AnyChain::Local(c) => {
                 let (uids, weights) = normalize_weights(uids, weights)?;
-                let uid = c.metagraph().await?.neurons.iter().find(|n| n.hotkey == hotkey).map(|n| n.uid);
+                let uid = c
+                    .metagraph()
+                    .await?
+                    .neurons
+                    .iter()
+                    .find(|n| n.hotkey == hotkey)
+                    .map(|n| n.uid);
                 Ok(super::subtensor::WeightsPlan {
                     hotkey: hotkey.into(),
                     netuid: c.netuid,

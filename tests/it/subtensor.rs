@@ -24,11 +24,13 @@ pub(crate) const METADATA: &str = concat!(
     "/tests/fixtures/subtensor/finney-metadata-v14.scale.gz"
 );
 pub(crate) const SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/subtensor_sdk.py");
-pub(crate) const DEV_PHRASE: &str = "bottom drive obey lake curtain smoke basket hold race lonely fit walk";
+pub(crate) const DEV_PHRASE: &str =
+    "bottom drive obey lake curtain smoke basket hold race lonely fit walk";
 pub(crate) const NETUID: u16 = 62;
 pub(crate) const CURRENT: u64 = 4_000_000;
 pub(crate) const SPEC: u32 = 320;
-pub(crate) const GENESIS: &str = "0x2f0555cc76fc2840a25a6ea3b9637146806f1f44b090c175ffde2a7e5ab36c03";
+pub(crate) const GENESIS: &str =
+    "0x2f0555cc76fc2840a25a6ea3b9637146806f1f44b090c175ffde2a7e5ab36c03";
 pub(crate) const HEAD: &str = "0x5d1fbfbe852f28077f6bb2b9f5e7bd1a3a9f1c7c4e1f2ab3c4d5e6f708192a3b";
 pub(crate) const UID: u16 = 3;
 
@@ -187,8 +189,10 @@ pub(crate) fn chain(url: &str, signer: Option<Keypair>, wait: bool) -> Subtensor
 
 pub(crate) async fn sdk_keys(hotkey: &str) -> Value {
     let extra = json!({"Tempo": [NETUID], "RevealPeriodEpochs": [NETUID]});
-    sdk(json!({"op": "keys", "metadata": METADATA, "netuid": NETUID, "hotkey": hotkey,
-               "extra": extra}))
+    sdk(
+        json!({"op": "keys", "metadata": METADATA, "netuid": NETUID, "hotkey": hotkey,
+               "extra": extra}),
+    )
     .await
 }
 

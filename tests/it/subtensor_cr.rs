@@ -110,13 +110,19 @@ async fn a_commit_reveal_subnet_gets_the_sdks_timelocked_commit() {
     let (uids, weights) = ([0u16, 1, 2, 3], [0.1f32, 0.2, 0.0, 0.7]);
 
     let chain = cr_chain(&server.url, signer.clone(), 0, false, clock);
-    let plan = chain.explain_weights(&hotkey, &uids, &weights, 7).await.unwrap();
+    let plan = chain
+        .explain_weights(&hotkey, &uids, &weights, 7)
+        .await
+        .unwrap();
     let reveal = plan.commit_reveal.clone().expect("commit-reveal is on");
     assert_eq!(
         (reveal.reveal_block, reveal.reveal_round),
         (reveal_block, ROUND)
     );
-    chain.set_weights(&hotkey, &uids, &weights, 7).await.unwrap();
+    chain
+        .set_weights(&hotkey, &uids, &weights, 7)
+        .await
+        .unwrap();
     let submitted = state.lock().unwrap().submitted.clone();
     assert_eq!(submitted.len(), 1);
     let (commit, round, who) = commit_in(&submitted[0]);
@@ -146,7 +152,10 @@ async fn a_commit_reveal_subnet_gets_the_sdks_timelocked_commit() {
         "signature": SIGNATURE, "our_commit": hex(&commit),
     }))
     .await;
-    assert_eq!(theirs["call_function"], "commit_timelocked_mechanism_weights");
+    assert_eq!(
+        theirs["call_function"],
+        "commit_timelocked_mechanism_weights"
+    );
     assert_eq!(theirs["reveal_round"], ROUND, "{theirs}");
     assert_eq!(theirs["netuid"], NETUID);
     assert_eq!(theirs["mecid"], 0);
@@ -189,17 +198,18 @@ async fn reveal_rounds_match_bittensor_drand() {
             current_block: 1_050,
         },
     ];
-    cases.extend([(0, 1, 5_000), (62, 360, CURRENT), (4095, 99, 77_777)].map(
-        |(netuid, tempo, block)| epoch::fixed_as_state(netuid, tempo, block),
-    ));
+    cases.extend(
+        [(0, 1, 5_000), (62, 360, CURRENT), (4095, 99, 77_777)]
+            .map(|(netuid, tempo, block)| epoch::fixed_as_state(netuid, tempo, block)),
+    );
     for (i, state) in cases.iter().enumerate() {
         let period = 1 + i as u64 % 3;
         let answer = sdk(json!({"op": "reveal_round", "state": state,
                                 "reveal_period": period, "block_time": 12.0}))
         .await;
-        let (_, block) =
-            epoch::reveal_block(&Schedule::Stateful(*state), 1, period).unwrap();
-        let ours = |t: &Value| drand::reveal_round(block, state.current_block, 12.0, t.as_f64().unwrap());
+        let (_, block) = epoch::reveal_block(&Schedule::Stateful(*state), 1, period).unwrap();
+        let ours =
+            |t: &Value| drand::reveal_round(block, state.current_block, 12.0, t.as_f64().unwrap());
         let round = answer["round"].as_u64().unwrap();
         assert!(
             round == ours(&answer["before"]) || round == ours(&answer["after"]),
@@ -226,11 +236,24 @@ async fn mechanisms_and_the_wait_for_a_stored_commit() {
     let clear = cr_chain(&server.url, signer.clone(), 1, false, Clock::System);
     // The mechanism's own row rate-limits it (40 blocks ago, limit 100).
     let row = crate::subtensor::last_update(CURRENT - 40);
-    state.lock().unwrap().storage.insert(mech_last_update.clone(), row);
-    let err = clear.set_weights(&hotkey, &[0, 1], &[1.0, 3.0], 2).await.unwrap_err();
-    assert!(matches!(err, ChainError::RateLimited { blocks_left: 61 }), "{err}");
+    state
+        .lock()
+        .unwrap()
+        .storage
+        .insert(mech_last_update.clone(), row);
+    let err = clear
+        .set_weights(&hotkey, &[0, 1], &[1.0, 3.0], 2)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ChainError::RateLimited { blocks_left: 61 }),
+        "{err}"
+    );
     state.lock().unwrap().storage.remove(&mech_last_update);
-    clear.set_weights(&hotkey, &[0, 1], &[1.0, 3.0], 2).await.unwrap();
+    clear
+        .set_weights(&hotkey, &[0, 1], &[1.0, 3.0], 2)
+        .await
+        .unwrap();
     let submitted = state.lock().unwrap().submitted.clone();
     let args = json!({"netuid": NETUID, "mecid": 1, "dests": [0, 1], "weights": [21845, 65535],
                       "version_key": 2});
@@ -248,13 +271,20 @@ async fn mechanisms_and_the_wait_for_a_stored_commit() {
     .await;
     for (fate, ok) in [(Fate::Lands, true), (Fate::Fails, false)] {
         let (server, state) = cr_node(&keys, fate).await;
-        state.lock().unwrap().commit_key =
-            Some(commit_keys["TimelockedWeightCommits"].as_str().unwrap().into());
+        state.lock().unwrap().commit_key = Some(
+            commit_keys["TimelockedWeightCommits"]
+                .as_str()
+                .unwrap()
+                .into(),
+        );
         let chain = cr_chain(&server.url, signer.clone(), 0, true, Clock::System);
         let result = chain.set_weights(&hotkey, &[0, 1], &[1.0, 1.0], 0).await;
         assert_eq!(result.is_ok(), ok, "{result:?}");
         if !ok {
-            assert!(matches!(result, Err(ChainError::DispatchFailed(_))), "{result:?}");
+            assert!(
+                matches!(result, Err(ChainError::DispatchFailed(_))),
+                "{result:?}"
+            );
         }
     }
 }
@@ -277,10 +307,21 @@ async fn subnet_weights_explain_says_what_would_be_sent() {
     let keys = sdk_keys(&hotkey).await;
     let (server, state) = cr_node(&keys, Fate::Lands).await;
     let limit = keys["WeightsSetRateLimit"].as_str().unwrap().to_owned();
-    state.lock().unwrap().storage.insert(limit, hex(&500u64.encode()));
+    state
+        .lock()
+        .unwrap()
+        .storage
+        .insert(limit, hex(&500u64.encode()));
     let explain = [
-        "subnet", "weights", "--explain", "--uids", "0,1", "--weights", "0.25,0.75",
-        "--subtensor.network", &server.url,
+        "subnet",
+        "weights",
+        "--explain",
+        "--uids",
+        "0,1",
+        "--weights",
+        "0.25,0.75",
+        "--subtensor.network",
+        &server.url,
     ];
     let out = agentao(&explain);
     assert!(out.status.success(), "{out:?}");
@@ -303,11 +344,21 @@ async fn subnet_weights_explain_says_what_would_be_sent() {
     assert_eq!(cr["commit_reveal_version"], 4);
     let round = cr["reveal_round"].as_u64().unwrap();
     assert_eq!(cr["reveal_round_time"], drand::round_time(round));
-    assert!(state.lock().unwrap().submitted.is_empty(), "--explain sends nothing");
+    assert!(
+        state.lock().unwrap().submitted.is_empty(),
+        "--explain sends nothing"
+    );
 
     // Commit-reveal off: the plan says so.
-    let key = keys["CommitRevealWeightsEnabled"].as_str().unwrap().to_owned();
-    state.lock().unwrap().storage.insert(key, hex(&false.encode()));
+    let key = keys["CommitRevealWeightsEnabled"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    state
+        .lock()
+        .unwrap()
+        .storage
+        .insert(key, hex(&false.encode()));
     let out = agentao(&explain);
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["commit_reveal"], Value::Null);

@@ -72,7 +72,11 @@ impl EpochState {
 
 /// The commit's epoch and the first block the chain reveals it at, for a commit sent at the
 /// schedule's head with a reveal period of `period` epochs.
-pub fn reveal_block(schedule: &Schedule, netuid: u16, period: u64) -> Result<(u64, u64), ChainError> {
+pub fn reveal_block(
+    schedule: &Schedule,
+    netuid: u16,
+    period: u64,
+) -> Result<(u64, u64), ChainError> {
     match *schedule {
         Schedule::Stateful(state) => {
             if state.tempo == 0 {
@@ -165,13 +169,19 @@ mod tests {
             current_block: 120,
         };
         // Epochs at 150 and 200: the reveal of a commit at 121 (epoch 7) opens at 200.
-        assert_eq!(reveal_block(&Schedule::Stateful(base), 1, 2).unwrap(), (7, 200));
+        assert_eq!(
+            reveal_block(&Schedule::Stateful(base), 1, 2).unwrap(),
+            (7, 200)
+        );
         // An owner-triggered epoch at 130 moves everything forward.
         let pending = EpochState {
             pending_epoch_at: 130,
             ..base
         };
-        assert_eq!(reveal_block(&Schedule::Stateful(pending), 1, 2).unwrap(), (7, 180));
+        assert_eq!(
+            reveal_block(&Schedule::Stateful(pending), 1, 2).unwrap(),
+            (7, 180)
+        );
         let idle = EpochState { tempo: 0, ..base };
         assert!(matches!(
             reveal_block(&Schedule::Stateful(idle), 1, 2),

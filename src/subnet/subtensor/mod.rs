@@ -203,7 +203,6 @@ impl SubtensorChain {
             .copied()
             .unwrap_or(0))
     }
-
 }
 
 impl Chain for SubtensorChain {

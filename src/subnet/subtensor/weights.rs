@@ -25,7 +25,9 @@ pub const MAX_SUBNETS: u16 = 4096;
 
 /// Where a mechanism's weights and `LastUpdate` live.
 pub fn storage_index(netuid: u16, mechid: u8) -> u16 {
-    (mechid as u16).wrapping_mul(MAX_SUBNETS).wrapping_add(netuid)
+    (mechid as u16)
+        .wrapping_mul(MAX_SUBNETS)
+        .wrapping_add(netuid)
 }
 
 /// What would be sent, and why.
@@ -123,12 +125,12 @@ impl SubtensorChain {
         let public = ss58_decode(hotkey).map_err(|e| ChainError::BadWeights(e.to_string()))?;
         let (uids, weights) = normalize_weights(uids, weights)?;
         let (netuid, mechid) = (self.config.netuid, self.config.mechid);
-        let net = netuid.encode();
+        let net = [netuid.encode()];
         let uid = self
-            .storage::<u16>(rt, head, "Uids", &[net.clone(), public.to_vec()])
+            .storage::<u16>(rt, head, "Uids", &[net[0].clone(), public.to_vec()])
             .await?;
-        let required_version_key = self.uint(rt, head, "WeightsVersionKey", &[net.clone()]).await?;
-        let rate_limit_blocks = self.uint(rt, head, "WeightsSetRateLimit", &[net.clone()]).await?;
+        let required_version_key = self.uint(rt, head, "WeightsVersionKey", &net).await?;
+        let rate_limit_blocks = self.uint(rt, head, "WeightsSetRateLimit", &net).await?;
         let last_update = match uid {
             Some(uid) => self.last_update(rt, head, uid).await?,
             None => 0,
@@ -137,7 +139,7 @@ impl SubtensorChain {
         let since = head.number.saturating_sub(last_update);
         let rate_limit_wait_blocks = (rate_limit_blocks + 1).saturating_sub(since);
         let enabled = self
-            .storage::<bool>(rt, head, "CommitRevealWeightsEnabled", &[net.clone()])
+            .storage::<bool>(rt, head, "CommitRevealWeightsEnabled", &net)
             .await?
             .unwrap_or(false);
         let commit_reveal = if enabled {
