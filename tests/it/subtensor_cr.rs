@@ -323,7 +323,15 @@ async fn subnet_weights_explain_says_what_would_be_sent() {
         "--subtensor.network",
         &server.url,
     ];
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let before = now();
     let out = agentao(&explain);
+    let after = now();
     assert!(out.status.success(), "{out:?}");
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["uids"], json!([0, 1]));
@@ -343,6 +351,8 @@ async fn subnet_weights_explain_says_what_would_be_sent() {
     assert_eq!(cr["reveal_block"], block);
     assert_eq!(cr["commit_reveal_version"], 4);
     let round = cr["reveal_round"].as_u64().unwrap();
+    let at = |t| drand::reveal_round(block, CURRENT, 12.0, t);
+    assert!((at(before)..=at(after)).contains(&round), "{cr}");
     assert_eq!(cr["reveal_round_time"], drand::round_time(round));
     assert!(
         state.lock().unwrap().submitted.is_empty(),
