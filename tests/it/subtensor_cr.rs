@@ -293,10 +293,12 @@ async fn mechanisms_and_the_wait_for_a_stored_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subnet_weights_explain_says_what_would_be_sent() {
     let wallets = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
     let agentao = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_agentao"))
             .args(args)
             .env("AGENTAO_WALLET_PATH", wallets.path())
+            .env("AGENTAO_DATA_DIR", data.path())
             .env_remove("AGENTAO_SUBTENSOR_NETWORK")
             .output()
             .unwrap()
@@ -359,6 +361,12 @@ async fn subnet_weights_explain_says_what_would_be_sent() {
         "--explain sends nothing"
     );
 
+    // Mechanism 1 has its own LastUpdate row (empty here): no wait.
+    let out = agentao(&[&explain[..], &["--mechid", "1"]].concat());
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["mechid"], 1);
+    assert_eq!(plan["rate_limit_wait_blocks"], 0);
+
     // Commit-reveal off: the plan says so.
     let key = keys["CommitRevealWeightsEnabled"]
         .as_str()
@@ -371,5 +379,14 @@ async fn subnet_weights_explain_says_what_would_be_sent() {
         .insert(key, hex(&false.encode()));
     let out = agentao(&explain);
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["commit_reveal"], Value::Null);
+    assert_eq!(plan["rate_limit_wait_blocks"], 301);
+
+    // The local chain: the vector, no commit-reveal, and no uid until registered.
+    let out = agentao(&explain[..7]);
+    assert!(out.status.success(), "{out:?}");
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["weights"], json!([21845, 65535]));
+    assert_eq!(plan["uid"], Value::Null);
     assert_eq!(plan["commit_reveal"], Value::Null);
 }
