@@ -17,5 +17,6 @@ mod round;
 mod sandbox;
 mod subnet;
 mod subtensor;
+mod subtensor_cr;
 mod support;
 mod validator;
