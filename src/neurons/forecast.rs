@@ -3,7 +3,8 @@
 //! - The miner answers the `Forecast` synapse with Cerebro ([`MinerForecaster`]): from the
 //!   statement and repository alone (the text head; a miner never holds the fix), the
 //!   probability that its own answer to that task will resolve it, the task's difficulty (β)
-//!   and the minutes a human would need (`expected_seconds`, from the effort head).
+//!   and the time a human would need (`expected_seconds`, from the text effort head, which is
+//!   hardly better than the most common bucket: agents' own times are not in the data).
 //! - The validator ([`Forecasting`]) asks every miner of a round for its forecast before it
 //!   sends the task, makes its own (the fix head, which reads the gold patch, and the miner's
 //!   ability learnt online from its outcomes), writes both into the round's dataset record,
