@@ -3,6 +3,9 @@
 //!
 //! Layout: `tasks.jsonl` (one [`TaskFacts`] a line) and `responses.csv` with the header
 //! `agent,instance_id,resolved,date` (resolved is 0 or 1), each plain or gzipped (`.gz`).
+//!
+//! agentao's own dataset records (`dataset/records.jsonl`) add to it ([`Dataset::add_records`]):
+//! each miner is an agent, each record's task a task, its verdict the outcome.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -162,6 +165,99 @@ impl Dataset {
     }
 }
 
+/// The fields of a dataset record (`dataset::Record`) that training reads.
+#[derive(Debug, serde::Deserialize)]
+struct RecordRow {
+    instance_id: String,
+    #[serde(default)]
+    repo: String,
+    #[serde(default)]
+    problem_statement: String,
+    #[serde(default)]
+    hints_text: String,
+    #[serde(default)]
+    gold_patch: String,
+    #[serde(rename = "FAIL_TO_PASS", default)]
+    fail_to_pass: String,
+    #[serde(rename = "PASS_TO_PASS", default)]
+    pass_to_pass: String,
+    #[serde(default)]
+    mutation_kind: String,
+    #[serde(default)]
+    difficulty: String,
+    miner_hotkey: String,
+    resolved: bool,
+    #[serde(default)]
+    outcome: String,
+    #[serde(default)]
+    model_error: bool,
+}
+
+impl Dataset {
+    /// Adds the outcomes of agentao's dataset records (JSON Lines, as `dataset/records.jsonl`
+    /// holds them): the miner's hotkey is the agent. Records that say nothing about the agent
+    /// are left out: the machine's failures (`environment_error`), calls that brought back no
+    /// answer, and answers whose model was down. Returns how many outcomes were added.
+    pub fn add_records(&mut self, name: &str, text: &str) -> Result<usize, CerebroError> {
+        let rows: Vec<RecordRow> = crate::jsonl::parse(text).map_err(|e| CerebroError::Line {
+            file: name.to_owned(),
+            line: e.line,
+            reason: e.reason,
+        })?;
+        let list = |s: &str| serde_json::from_str::<Vec<String>>(s).unwrap_or_default();
+        let mut tasks: HashMap<String, u32> = self
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.instance_id.clone(), i as u32))
+            .collect();
+        let mut agents: HashMap<String, u32> = self
+            .agents
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.clone(), i as u32))
+            .collect();
+        let before = self.responses.len();
+        for r in rows {
+            let unanswered = [
+                "environment_error",
+                "unreachable",
+                "timeout",
+                "protocol_error",
+            ];
+            if r.model_error || unanswered.contains(&r.outcome.as_str()) {
+                continue;
+            }
+            let task = *tasks.entry(r.instance_id.clone()).or_insert_with(|| {
+                self.tasks.push(TaskFacts {
+                    instance_id: r.instance_id.clone(),
+                    repo: r.repo.clone(),
+                    problem_statement: r.problem_statement.clone(),
+                    hints_text: r.hints_text.clone(),
+                    patch: r.gold_patch.clone(),
+                    test_patch: String::new(),
+                    fail_to_pass: list(&r.fail_to_pass),
+                    pass_to_pass: list(&r.pass_to_pass),
+                    mutation_kind: r.mutation_kind.clone(),
+                    difficulty: serde_json::from_str(&r.difficulty).unwrap_or_default(),
+                });
+                (self.tasks.len() - 1) as u32
+            });
+            let agent = *agents.entry(r.miner_hotkey.clone()).or_insert_with(|| {
+                self.agents.push(r.miner_hotkey.clone());
+                (self.agents.len() - 1) as u32
+            });
+            self.responses.push(Response {
+                agent,
+                task,
+                resolved: r.resolved,
+            });
+        }
+        self.source = format!("{} + {name}", self.source);
+        Ok(self.responses.len() - before)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,5 +294,44 @@ mod tests {
         }
         let e = Dataset::parse("{\"instance_id\":\"a\"}\nnot json\n", ok, "t").unwrap_err();
         assert!(e.to_string().starts_with("tasks.jsonl:2:"), "{e}");
+    }
+
+    #[test]
+    fn dataset_records_add_their_miners_and_tasks() {
+        let mut d = Dataset::parse(
+            "{\"instance_id\":\"a\"}\n",
+            "agent,instance_id,resolved\nx,a,1\n",
+            "t",
+        )
+        .unwrap();
+        let row = |hotkey: &str, resolved: bool, outcome: &str| {
+            let mut v = serde_json::json!({
+                "instance_id": "demo__1.0-abc", "repo": "pypi/demo",
+                "problem_statement": "s", "gold_patch": "diff",
+                "FAIL_TO_PASS": "[\"t.py::a\"]", "PASS_TO_PASS": "[]",
+                "mutation_kind": "compare_swap", "difficulty": "{\"function_lines\": 7}",
+                "miner_hotkey": hotkey, "resolved": resolved, "outcome": outcome,
+            });
+            v["model_error"] = false.into();
+            v.to_string()
+        };
+        let text = [
+            row("5Fminer", true, "resolved"),
+            row("5Fminer", false, "environment_error"),
+            row("5Fother", false, "unresolved"),
+            row("5Fgone", false, "unreachable"),
+        ]
+        .join("\n");
+        assert_eq!(d.add_records("records.jsonl", &text).unwrap(), 2);
+        assert_eq!(d.tasks.len(), 2);
+        assert_eq!(d.agents, ["x", "5Fminer", "5Fother"]);
+        let t = &d.tasks[1];
+        assert_eq!(
+            (t.fail_to_pass.len(), t.forge_number("function_lines")),
+            (1, 7.0)
+        );
+        assert!(t.knows_fix());
+        let e = d.add_records("records.jsonl", "{}\n").unwrap_err();
+        assert!(e.to_string().starts_with("records.jsonl:1:"), "{e}");
     }
 }

@@ -29,6 +29,10 @@ pub struct DataArgs {
     /// the copy shipped in the binary (393 SWE-bench Verified tasks × 134 agents).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Also train on agentao's own dataset records (JSON Lines, e.g.
+    /// <data dir>/dataset/records.jsonl): each miner an agent, each verdict an outcome.
+    #[arg(long)]
+    pub records: Option<PathBuf>,
     /// Add hashed word n-grams of the statement, patch and tests to the features (larger
     /// model; no better in cross-validation on the shipped data).
     #[arg(long)]
@@ -83,14 +87,26 @@ pub async fn run(cmd: CerebroCmd, settings: &Settings) -> anyhow::Result<()> {
 }
 
 fn dataset(args: &DataArgs) -> anyhow::Result<Dataset> {
-    match &args.data {
-        None => Ok(Dataset::shipped()?),
+    let mut data = match &args.data {
+        None => Dataset::shipped()?,
         Some(dir) => Dataset::load(dir).map_err(|e| {
             let hint = "--data takes a directory with tasks.jsonl and responses.csv \
                         (plain or .gz); without it the shipped copy is used";
-            UserError::new(e.to_string()).hint(hint).into()
-        }),
+            UserError::new(e.to_string()).hint(hint)
+        })?,
+    };
+    if let Some(path) = &args.records {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| UserError::new(format!("{}: {e}", path.display())))?;
+        let added = data
+            .add_records(&path.display().to_string(), &text)
+            .map_err(|e| UserError::new(e.to_string()))?;
+        printer::status(format_args!(
+            "{added} outcomes added from {}",
+            path.display()
+        ));
     }
+    Ok(data)
 }
 
 fn config(args: &DataArgs) -> TrainConfig {
