@@ -368,8 +368,10 @@ async fn local_round_with_a_killed_server(
 }
 
 /// The last line of stderr: the one-line cause.
-fn cause(run: &LocalRun) -> &str {
-    run.stderr.lines().last().unwrap_or("")
+fn cause(run: &LocalRun) -> String {
+    crate::support::readable_lines(run.stderr.as_bytes())
+        .pop()
+        .unwrap_or_default()
 }
 
 #[tokio::test]
