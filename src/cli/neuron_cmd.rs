@@ -1,28 +1,28 @@
 //! `agentao miner` and `agentao validator`: the networked roles on the chain named by
 //! `--subtensor.network` (the local chain by default), with this wallet's hotkey.
 //!
-//! The miner serves its axon until interrupted, following the metagraph. The validator loops:
-//! metagraph, a task (from the store, forged when empty), up to `--sample` miners, evaluation and
-//! scores, moving averages, weights (a rate-limited or refused `set_weights` is logged and the
-//! loop goes on), the dataset.
+//! This file only builds what `neurons::miner::run` and `neurons::validator::run` need from the
+//! settings and hands them the cancellation token (cancelled on SIGINT or SIGTERM); the loops
+//! and what they decide live there.
 
 use std::time::Duration;
 
 use clap::Args;
+use tokio_util::sync::CancellationToken;
 
-use super::UserError;
 use super::agent_cmd::{ProtocolArg, protocol_for};
 use super::context::{self, Inclusion, StoreArg, chain, forge_config, wallet};
-use super::printer;
 use super::tasks_cmd::ranking_queue;
+use super::{Interrupted, UserError, printer};
 use crate::agent::AgentConfig;
 use crate::config::Settings;
 use crate::dataset::RecordStore;
 use crate::eval::EvalConfig;
-use crate::neurons::local::{TaskSource, WEIGHTS_VERSION_KEY, pick_task};
-use crate::neurons::miner::Miner;
-use crate::neurons::validator::{Scores, Validator};
-use crate::subnet::{Axon, AxonConfig, Chain, Dendrite, Metagraph, Neuron};
+use crate::neurons::lifecycle::Backoff;
+use crate::neurons::local::TaskSource;
+use crate::neurons::miner::{Miner, MinerConfig};
+use crate::neurons::validator::{Scores, Validator, ValidatorConfig};
+use crate::subnet::{AnyChain, AxonConfig, Chain, ChainError, Dendrite};
 
 #[derive(Debug, Args)]
 pub struct MinerArgs {
@@ -47,6 +47,10 @@ pub struct MinerArgs {
     /// Seconds between metagraph refreshes.
     #[arg(long, default_value_t = 300)]
     pub sync_every: u64,
+    /// Seconds requests in flight get to be answered when stopping (SIGINT, SIGTERM); those
+    /// still running then are answered 503.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_grace: u64,
 }
 
 #[derive(Debug, Args)]
@@ -67,49 +71,49 @@ pub struct ValidatorArgs {
     pub interval: u64,
 }
 
-/// The neuron of `hotkey`, or a clear error saying how to register.
-fn registered<'a>(mg: &'a Metagraph, hotkey: &str, netuid: u16) -> anyhow::Result<&'a Neuron> {
-    mg.by_hotkey(hotkey).ok_or_else(|| {
-        UserError::new(format!(
-            "hotkey {hotkey} is not registered on netuid {netuid}"
-        ))
-        .hint("register it: `agentao subnet register` on the local chain, btcli on a real network")
-        .into()
-    })
-}
-
-/// Up to `k` of `items`, chosen uniformly at random (a partial Fisher-Yates shuffle).
-fn sample<T>(mut items: Vec<T>, k: usize) -> Vec<T> {
-    use rand_core::RngCore;
-    let k = k.min(items.len());
-    for i in 0..k {
-        let j = i + (rand_core::OsRng.next_u64() % (items.len() - i) as u64) as usize;
-        items.swap(i, j);
+/// Fails early, before the engine or the model start, when the chain answers and `hotkey` is
+/// not on it (a chain that does not answer is the neuron's to retry).
+async fn preflight(chain: &AnyChain, hotkey: &str) -> anyhow::Result<()> {
+    if let Ok(mg) = chain.metagraph().await
+        && mg.by_hotkey(hotkey).is_none()
+    {
+        return Err(ChainError::NotRegistered {
+            hotkey: hotkey.to_owned(),
+            netuid: mg.netuid,
+        }
+        .into());
     }
-    items.truncate(k);
-    items
+    Ok(())
 }
 
-pub async fn miner(args: MinerArgs, settings: &Settings) -> anyhow::Result<()> {
+/// `fut`, or [`Interrupted`] when `cancel` fires first (the set-up before a neuron runs).
+async fn unless_cancelled<T>(
+    cancel: &CancellationToken,
+    fut: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::select! {
+        r = fut => r,
+        _ = cancel.cancelled() => Err(Interrupted.into()),
+    }
+}
+
+pub async fn miner(
+    args: MinerArgs,
+    settings: &Settings,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let key = wallet(settings).load_hotkey()?;
-    let hotkey = key.ss58();
     let chain = chain(settings, Some(key.clone()), Inclusion::Wait)?;
-    let mut mg = chain.metagraph().await?;
-    let me = registered(&mg, &hotkey, settings.netuid)?;
-    tracing::info!(uid = me.uid, %hotkey, "miner registered");
+    unless_cancelled(&cancel, preflight(&chain, &key.ss58())).await?;
     let listen_ip: Option<std::net::IpAddr> = args.ip.parse().ok();
     let publish = args
         .external_ip
-        .or(listen_ip.filter(|ip| !ip.is_unspecified()));
-    if let Some(ip) = publish
-        && (me.ip != ip.to_string() || me.port != args.port)
-    {
-        chain.serve_axon(&hotkey, ip, args.port).await?;
-        tracing::info!(%ip, port = args.port, "axon address published");
-        mg = chain.metagraph().await?;
-    }
-    let engine = context::engine(settings).await?;
-    let (llm, server) = context::llm(settings).await?;
+        .or(listen_ip.filter(|ip| !ip.is_unspecified()))
+        .map(|ip| (ip, args.port));
+    let (engine, (llm, server)) = unless_cancelled(&cancel, async {
+        Ok((context::engine(settings).await?, context::llm(settings).await?))
+    })
+    .await?;
     let miner = Miner {
         model_server: server,
         engine,
@@ -124,114 +128,76 @@ pub async fn miner(args: MinerArgs, settings: &Settings) -> anyhow::Result<()> {
         llm,
         store: args.store.path(settings),
     };
-    let cfg = AxonConfig {
-        min_stake: args.min_stake,
-        ..AxonConfig::default()
-    };
-    let axon = miner.serve_on(Axon::new(key, mg, cfg));
-    let metagraph = axon.metagraph_handle();
     let listener = tokio::net::TcpListener::bind((args.ip.as_str(), args.port))
         .await
         .map_err(|e| UserError::new(format!("cannot listen on {}:{}: {e}", args.ip, args.port)))?;
     printer::status(format_args!("miner axon on {}:{}", args.ip, args.port));
-    let serving = axon.serve(listener);
-    loop {
-        tokio::time::sleep(Duration::from_secs(args.sync_every.max(1))).await;
-        match chain.metagraph().await {
-            Ok(mg) => *metagraph.write().expect("metagraph lock") = mg,
-            Err(e) => tracing::warn!(error = %e, "metagraph refresh failed; keeping the last one"),
-        }
-        if serving.is_finished() {
-            anyhow::bail!("the axon stopped");
-        }
-    }
-}
-
-pub async fn validator(args: ValidatorArgs, settings: &Settings) -> anyhow::Result<()> {
-    let key = wallet(settings).load_hotkey()?;
-    let hotkey = key.ss58();
-    let chain = chain(settings, Some(key.clone()), Inclusion::Wait)?;
-    let engine = context::engine(settings).await?;
-    super::image::ensure_base_image(&engine, settings, crate::sandbox::Rebuild::IfMissing).await?;
-    let store = args.store.open(settings)?;
-    let mut records = RecordStore::open(&context::records_path(settings))?;
-    let mut scores = Scores::load(&settings.paths().scores());
-    let (judge, _server) = context::llm(settings).await?;
-    let validator = Validator {
-        engine: engine.clone(),
-        judge: Some((judge, settings.llm.instance_cost)),
-        dendrite: Dendrite::new(key),
-        eval: EvalConfig {
-            limits: settings.limits.clone(),
-            run_id: settings.run_id.clone(),
-            ..EvalConfig::default()
+    let cfg = MinerConfig {
+        miner,
+        key,
+        chain,
+        netuid: settings.netuid,
+        listener,
+        publish,
+        axon: AxonConfig {
+            min_stake: args.min_stake,
+            ..AxonConfig::default()
         },
-        time_limit: Duration::from_secs(args.timeout),
+        sync_every: Duration::from_secs(args.sync_every.max(1)),
+        grace: Duration::from_secs(args.shutdown_grace),
+        retry: Backoff::default(),
     };
-    let mut forge = forge_config(settings);
-    forge.per_package = 1;
-    let source = TaskSource {
-        packages: ranking_queue(0),
-        forge,
-    };
-    let mut round = 0u64;
-    while args.rounds.is_none_or(|n| round < n) {
-        if round > 0 {
-            tokio::time::sleep(Duration::from_secs(args.interval)).await;
-        }
-        let mg = chain.metagraph().await?;
-        registered(&mg, &hotkey, settings.netuid)?;
-        let serving: Vec<Neuron> = mg
-            .neurons
-            .iter()
-            .filter(|n| {
-                n.hotkey != hotkey && !n.validator_permit && n.port != 0 && !n.ip.is_empty()
-            })
-            .cloned()
-            .collect();
-        let miners = sample(serving, args.sample);
-        let round_id = format!("{}-{round}", settings.run_id);
-        round += 1;
-        if miners.is_empty() {
-            tracing::warn!("no miner serves an axon on this subnet; waiting");
-            continue;
-        }
-        let task = pick_task(&engine, &store, &source, records.len()).await?;
-        let results = validator
-            .round(&task, &miners, &mut scores, &mut records, &round_id)
-            .await?;
-        printer::data(
-            serde_json::json!({"round_id": round_id, "instance_id": task.instance_id, "miners": results}),
-        );
-        let (uids, weights) = scores.weights(&mg);
-        match chain
-            .set_weights(&hotkey, &uids, &weights, WEIGHTS_VERSION_KEY)
-            .await
-        {
-            Ok(()) => tracing::info!(round = %round_id, "weights set"),
-            Err(e) if e.is_refusal() => tracing::warn!(error = %e, "weights not set this round"),
-            Err(e) => return Err(e.into()),
-        }
-    }
+    crate::neurons::miner::run(cfg, cancel).await?;
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::sample;
-
-    #[test]
-    fn sampling_takes_k_distinct_items_and_reaches_them_all() {
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..200 {
-            let mut s = sample((0..20).collect::<Vec<u32>>(), 3);
-            assert_eq!(s.len(), 3);
-            s.sort();
-            s.dedup();
-            assert_eq!(s.len(), 3, "distinct");
-            seen.extend(s);
-        }
-        assert_eq!(seen.len(), 20, "every miner gets asked sometimes");
-        assert_eq!(sample(vec![1, 2], 15).len(), 2);
-    }
+pub async fn validator(
+    args: ValidatorArgs,
+    settings: &Settings,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let key = wallet(settings).load_hotkey()?;
+    let hotkey = key.ss58();
+    let chain = chain(settings, Some(key.clone()), Inclusion::Wait)?;
+    unless_cancelled(&cancel, preflight(&chain, &hotkey)).await?;
+    let (engine, (judge, _server)) = unless_cancelled(&cancel, async {
+        let engine = context::engine(settings).await?;
+        super::image::ensure_base_image(&engine, settings, crate::sandbox::Rebuild::IfMissing)
+            .await?;
+        Ok((engine, context::llm(settings).await?))
+    })
+    .await?;
+    let mut forge = forge_config(settings);
+    forge.per_package = 1;
+    let cfg = ValidatorConfig {
+        validator: Validator {
+            engine,
+            judge: Some((judge, settings.llm.instance_cost)),
+            dendrite: Dendrite::new(key),
+            eval: EvalConfig {
+                limits: settings.limits.clone(),
+                run_id: settings.run_id.clone(),
+                ..EvalConfig::default()
+            },
+            time_limit: Duration::from_secs(args.timeout),
+        },
+        chain,
+        hotkey,
+        netuid: settings.netuid,
+        store: args.store.open(settings)?,
+        records: RecordStore::open(&context::records_path(settings))?,
+        scores: Scores::load(&settings.paths().scores()),
+        source: TaskSource {
+            packages: ranking_queue(0),
+            forge,
+        },
+        sample: args.sample,
+        rounds: args.rounds,
+        interval: Duration::from_secs(args.interval),
+        run_id: settings.run_id.clone(),
+        retry: Backoff::default(),
+        report: Box::new(|summary| printer::data(summary)),
+    };
+    crate::neurons::validator::run(cfg, cancel).await?;
+    Ok(())
 }

@@ -242,6 +242,7 @@ fn make_task(ctx: &PackageCtx<'_>, found: Found<'_>) -> Option<Task> {
         mutation_kind: m.kind.as_str().to_owned(),
         bug_patch,
         test_files,
+        checklist: Vec::new(),
         difficulty: Some(difficulty),
     })
 }

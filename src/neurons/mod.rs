@@ -1,10 +1,14 @@
 //! The subnet's roles: the miner (`miner`: answer a task with the agent), the validator
 //! (`validator`: send a task, evaluate, score, moving averages, weights, dataset), the local
-//! subnet round that runs both on one machine (`local`), and the scoring rules (`scoring`).
+//! subnet round that runs both on one machine (`local`), the scoring rules (`scoring`), and
+//! what running unattended takes (`lifecycle`: the retry policy of chain calls, background work
+//! stopped by a deadline). `miner::run` and `validator::run` take a `CancellationToken`; the
+//! CLI cancels it on SIGINT or SIGTERM.
 //!
 //! Decides what the edge only wires: uses `forge/`, `tasks/` (store), `agent/`, `eval/`,
 //! `dataset/`, `subnet/`, `llm/` and `sandbox/`. Must not touch the command line (`cli/`).
 
+pub mod lifecycle;
 pub mod local;
 pub mod miner;
 pub mod scoring;

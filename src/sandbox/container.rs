@@ -68,6 +68,9 @@ pub struct Sandbox {
     removed: bool,
     pub(super) killed: AtomicBool,
     pub(super) oom_seen: AtomicU64,
+    /// The engine's sandbox budget, given back after the container is removed (a field drops
+    /// after `Drop::drop` ran).
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -80,8 +83,10 @@ impl std::fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
-    /// Creates and starts a container from `spec`.
+    /// Creates and starts a container from `spec`, once the engine's sandbox budget has a
+    /// permit free (waiting for one otherwise).
     pub async fn start(engine: &Engine, spec: &SandboxSpec) -> Result<Sandbox, SandboxError> {
+        let permit = engine.sandbox_permit().await;
         let limits = &spec.limits;
         let wall_secs = limits.wall.as_secs().max(1);
         let deadline = SystemTime::now()
@@ -150,6 +155,7 @@ impl Sandbox {
             removed: false,
             killed: AtomicBool::new(false),
             oom_seen: AtomicU64::new(0),
+            _permit: permit,
         };
         // From here on the guard owns the container, so a failed start still removes it.
         engine.docker.start_container(&sandbox.id, None).await?;

@@ -50,6 +50,9 @@ pub struct Task {
     /// Files a submitted patch may not touch (the tests that judge it).
     #[serde(default)]
     pub test_files: Vec<String>,
+    /// What a good fix does, one point an item, for the judge (empty when the task has none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checklist: Vec<String>,
     /// Features for difficulty prediction (forged tasks only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub difficulty: Option<Difficulty>,

@@ -57,13 +57,13 @@ async fn sdk(request: Value) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     format!("0x{}", ::hex::encode(bytes))
 }
 
 /// What happens to a submitted extrinsic.
 #[derive(Clone, Copy, PartialEq)]
-enum Fate {
+pub(crate) enum Fate {
     /// Included, and the weights change (`LastUpdate` moves).
     Lands,
     /// Included, but the call fails (only the nonce moves).
@@ -73,15 +73,19 @@ enum Fate {
 }
 
 /// The node's state: storage by key, the account nonce, submissions.
-struct NodeState {
+pub(crate) struct NodeState {
     storage: HashMap<String, String>,
     nonce: u32,
-    submitted: Vec<String>,
+    pub(crate) submitted: Vec<String>,
     fate: Fate,
     last_update_key: String,
-    neurons: String,
+    pub(crate) neurons: String,
     /// Methods that answer with a JSON-RPC error.
     broken: Vec<&'static str>,
+    /// Methods that answer HTTP 503 (a node restarting) this many more times.
+    pub(crate) flaky: HashMap<&'static str, u32>,
+    /// Calls per method.
+    pub(crate) calls: HashMap<String, u32>,
 }
 
 fn last_update(at: u64) -> String {
@@ -91,7 +95,7 @@ fn last_update(at: u64) -> String {
 }
 
 /// A node whose storage answers only at the keys the SDK computes.
-async fn node(keys: &Value, fate: Fate) -> (TestServer, Arc<Mutex<NodeState>>) {
+pub(crate) async fn node(keys: &Value, fate: Fate) -> (TestServer, Arc<Mutex<NodeState>>) {
     let key = |name: &str| keys[name].as_str().unwrap().to_owned();
     let storage = HashMap::from([
         (key("Uids"), hex(&UID.encode())),
@@ -108,6 +112,8 @@ async fn node(keys: &Value, fate: Fate) -> (TestServer, Arc<Mutex<NodeState>>) {
         last_update_key: key("LastUpdate"),
         neurons: "0x00".into(),
         broken: Vec::new(),
+        flaky: HashMap::new(),
+        calls: HashMap::new(),
     }));
     let metadata = {
         let mut raw = Vec::new();
@@ -124,6 +130,13 @@ async fn node(keys: &Value, fate: Fate) -> (TestServer, Arc<Mutex<NodeState>>) {
         let method = body["method"].as_str().unwrap_or("");
         let params = &body["params"];
         let mut st = shared.lock().unwrap();
+        *st.calls.entry(method.to_owned()).or_default() += 1;
+        if let Some(left) = st.flaky.get_mut(method)
+            && *left > 0
+        {
+            *left -= 1;
+            return Response::new(503, "text/plain", "node restarting");
+        }
         let result = if st.broken.contains(&method) {
             None
         } else {
@@ -169,7 +182,7 @@ async fn node(keys: &Value, fate: Fate) -> (TestServer, Arc<Mutex<NodeState>>) {
     (server, state)
 }
 
-fn chain(url: &str, signer: Option<Keypair>, wait: bool) -> SubtensorChain {
+pub(crate) fn chain(url: &str, signer: Option<Keypair>, wait: bool) -> SubtensorChain {
     let mut config = SubtensorConfig::new(url, NETUID);
     config.wait = wait;
     config.period = 4;
@@ -177,7 +190,7 @@ fn chain(url: &str, signer: Option<Keypair>, wait: bool) -> SubtensorChain {
     SubtensorChain::new(config, signer).unwrap()
 }
 
-async fn sdk_keys(hotkey: &str) -> Value {
+pub(crate) async fn sdk_keys(hotkey: &str) -> Value {
     sdk(json!({"op": "keys", "metadata": METADATA, "netuid": NETUID, "hotkey": hotkey})).await
 }
 
@@ -353,7 +366,7 @@ async fn set_weights_refuses_what_the_chain_would_refuse() {
     assert_eq!(state.lock().unwrap().submitted.len(), 1);
 }
 
-fn neuron(uid: u16, ip: [u8; 4], permit: bool, stakes: &[u64]) -> NeuronInfoLite {
+pub(crate) fn neuron(uid: u16, ip: [u8; 4], permit: bool, stakes: &[u64]) -> NeuronInfoLite {
     let key = |seed: u8| Keypair::from_seed(&[seed; 32]).public();
     NeuronInfoLite {
         hotkey: key(uid as u8 + 1),
