@@ -389,7 +389,11 @@ fn cause_chain(e: &anyhow::Error) -> String {
     out
 }
 
-async fn run(command: Command, settings: Settings, cancel: CancellationToken) -> anyhow::Result<()> {
+async fn run(
+    command: Command,
+    settings: Settings,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     match command {
         Command::Image(cmd) => image::run(cmd, &settings).await,
         Command::Sandbox(args) => sandbox_cmd::run(args, &settings).await,

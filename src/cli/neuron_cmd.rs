@@ -111,7 +111,10 @@ pub async fn miner(
         .or(listen_ip.filter(|ip| !ip.is_unspecified()))
         .map(|ip| (ip, args.port));
     let (engine, (llm, server)) = unless_cancelled(&cancel, async {
-        Ok((context::engine(settings).await?, context::llm(settings).await?))
+        Ok((
+            context::engine(settings).await?,
+            context::llm(settings).await?,
+        ))
     })
     .await?;
     let miner = Miner {
@@ -196,7 +199,7 @@ pub async fn validator(
         interval: Duration::from_secs(args.interval),
         run_id: settings.run_id.clone(),
         retry: Backoff::default(),
-        report: Box::new(|summary| printer::data(summary)),
+        report: Box::new(|summary: serde_json::Value| printer::data(&summary)),
     };
     crate::neurons::validator::run(cfg, cancel).await?;
     Ok(())

@@ -144,7 +144,11 @@ fn parse(patch: &str) -> Vec<FileDiff> {
             if files.is_empty() {
                 continue;
             }
-            files.last_mut().unwrap().hunks.push(Hunk { lines: Vec::new() });
+            files
+                .last_mut()
+                .unwrap()
+                .hunks
+                .push(Hunk { lines: Vec::new() });
             in_hunk = true;
             continue;
         }
@@ -242,7 +246,9 @@ fn review_line(h: &Hunk, s: &Side, idx: usize) -> Option<String> {
             Class::Str(t) => {
                 let tok = &s.strings[t];
                 let added_only = only_on(h, s, (tok.start, tok.end), '+');
-                let content = tok.end.saturating_sub(tok.start + tok.prefix_len + 2 * tok.quote_len);
+                let content = tok
+                    .end
+                    .saturating_sub(tok.start + tok.prefix_len + 2 * tok.quote_len);
                 let one_line = !s.text[tok.start..tok.end].contains('\n');
                 if i == tok.start && !(added_only && tok.statement) {
                     if added_only && one_line && content <= SHORT_STRING {
@@ -303,11 +309,60 @@ pub fn for_review(patch: &str) -> String {
 }
 
 const KEYWORDS: &[&str] = &[
-    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class",
-    "continue", "def", "del", "elif", "else", "except", "finally", "for", "from", "global", "if",
-    "import", "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try",
-    "while", "with", "yield", "self", "cls", "len", "range", "print", "str", "int", "float",
-    "list", "dict", "set", "tuple", "bool", "isinstance", "super", "min", "max", "sum", "abs",
+    "False",
+    "None",
+    "True",
+    "and",
+    "as",
+    "assert",
+    "async",
+    "await",
+    "break",
+    "class",
+    "continue",
+    "def",
+    "del",
+    "elif",
+    "else",
+    "except",
+    "finally",
+    "for",
+    "from",
+    "global",
+    "if",
+    "import",
+    "in",
+    "is",
+    "lambda",
+    "nonlocal",
+    "not",
+    "or",
+    "pass",
+    "raise",
+    "return",
+    "try",
+    "while",
+    "with",
+    "yield",
+    "self",
+    "cls",
+    "len",
+    "range",
+    "print",
+    "str",
+    "int",
+    "float",
+    "list",
+    "dict",
+    "set",
+    "tuple",
+    "bool",
+    "isinstance",
+    "super",
+    "min",
+    "max",
+    "sum",
+    "abs",
 ];
 
 /// Code tokens of the bytes `[a, b)` of a side: names, numbers, strings (whole, statement
@@ -337,7 +392,9 @@ fn tokens(s: &Side, a: usize, b: usize, out: &mut Vec<String>) {
                 i = end;
             }
             Class::Code => {
-                let end = (i + 1..=b).find(|&j| s.text.is_char_boundary(j)).unwrap_or(b);
+                let end = (i + 1..=b)
+                    .find(|&j| s.text.is_char_boundary(j))
+                    .unwrap_or(b);
                 out.push(s.text[i..end].to_owned());
                 i = end;
             }
@@ -346,7 +403,9 @@ fn tokens(s: &Side, a: usize, b: usize, out: &mut Vec<String>) {
 }
 
 fn is_name(t: &str) -> bool {
-    t.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+    t.chars()
+        .next()
+        .is_some_and(|c| c.is_alphabetic() || c == '_')
         && t.chars().all(|c| c.is_alphanumeric() || c == '_')
 }
 

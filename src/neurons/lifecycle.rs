@@ -115,7 +115,10 @@ struct Entry {
 
 impl Drop for Entry {
     fn drop(&mut self) {
-        self.running.lock().expect("background lock").remove(&self.id);
+        self.running
+            .lock()
+            .expect("background lock")
+            .remove(&self.id);
     }
 }
 
@@ -196,31 +199,51 @@ mod tests {
     async fn transient_errors_are_retried_until_they_pass_or_the_bound() {
         let cancel = CancellationToken::new();
         let mut calls = 0;
-        let v = retry("x", &quick(), &cancel, |_: &E| true, || {
-            calls += 1;
-            let n = calls;
-            async move { if n <= 3 { Err(E("down")) } else { Ok(n) } }
-        })
+        let v = retry(
+            "x",
+            &quick(),
+            &cancel,
+            |_: &E| true,
+            || {
+                calls += 1;
+                let n = calls;
+                async move { if n <= 3 { Err(E("down")) } else { Ok(n) } }
+            },
+        )
         .await
         .unwrap();
         assert_eq!(v, 4);
-        let r: Result<(), _> = retry("x", &quick(), &cancel, |_: &E| true, || async {
-            Err(E("down"))
-        })
+        let r: Result<(), _> = retry(
+            "x",
+            &quick(),
+            &cancel,
+            |_: &E| true,
+            || async { Err(E("down")) },
+        )
         .await;
         assert!(matches!(r, Err(RetryError::GaveUp { attempts, .. }) if attempts > 3));
         let mut calls = 0;
-        let r: Result<(), _> = retry("x", &quick(), &cancel, |_: &E| false, || {
-            calls += 1;
-            async { Err(E("bad")) }
-        })
+        let r: Result<(), _> = retry(
+            "x",
+            &quick(),
+            &cancel,
+            |_: &E| false,
+            || {
+                calls += 1;
+                async { Err(E("bad")) }
+            },
+        )
         .await;
         assert!(matches!(r, Err(RetryError::Permanent(_))));
         assert_eq!(calls, 1, "a permanent error is not retried");
         cancel.cancel();
-        let r: Result<(), _> = retry("x", &quick(), &cancel, |_: &E| true, || async {
-            Err(E("down"))
-        })
+        let r: Result<(), _> = retry(
+            "x",
+            &quick(),
+            &cancel,
+            |_: &E| true,
+            || async { Err(E("down")) },
+        )
         .await;
         assert!(matches!(r, Err(RetryError::Cancelled { .. })));
     }

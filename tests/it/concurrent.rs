@@ -39,9 +39,9 @@ pub fn gold_with(task: &Task, line: &str) -> String {
     let mut out = Vec::new();
     let mut inserted = false;
     for l in task.patch.lines() {
-        if l.starts_with("@@ ") {
+        if let Some(hunk) = l.strip_prefix("@@ ") {
             // One more line on the new side: `+c,d` becomes `+c,d+1`.
-            let (head, rest) = l[3..].split_once(" @@").unwrap();
+            let (head, rest) = hunk.split_once(" @@").unwrap();
             let mut sides = head.split(' ');
             let (old, new) = (sides.next().unwrap(), sides.next().unwrap());
             let (start, count) = new.split_once(',').unwrap_or((new, "1"));
@@ -93,7 +93,12 @@ pub async fn scripted_miners(validator: &Keypair, answers: Vec<(String, Duration
     for i in 0..answers.len() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let key = Keypair::generate().0;
-        neurons.push(neuron(i as u16 + 1, &key, l.local_addr().unwrap().port(), false));
+        neurons.push(neuron(
+            i as u16 + 1,
+            &key,
+            l.local_addr().unwrap().port(),
+            false,
+        ));
         listeners.push(l);
         keys.push(key);
     }
@@ -103,8 +108,8 @@ pub async fn scripted_miners(validator: &Keypair, answers: Vec<(String, Duration
     };
     let mut serving = Vec::new();
     for ((key, listener), (patch, delay)) in keys.iter().zip(listeners).zip(answers) {
-        let axon = Axon::new(key.clone(), mg.clone(), AxonConfig::default()).coding_task(
-            move |s| {
+        let axon =
+            Axon::new(key.clone(), mg.clone(), AxonConfig::default()).coding_task(move |s| {
                 let patch = patch.clone();
                 async move {
                     tokio::time::sleep(delay).await;
@@ -112,8 +117,7 @@ pub async fn scripted_miners(validator: &Keypair, answers: Vec<(String, Duration
                     body.patch = Some(patch);
                     body
                 }
-            },
-        );
+            });
         serving.push(axon.serve(listener));
     }
     Miners {
@@ -177,7 +181,10 @@ async fn a_budget_of_two_sandboxes_bounds_a_round_of_five_answers() {
         for r in &results {
             assert_eq!(r.outcome, Outcome::Resolved, "{r:?}");
         }
-        assert!(peak <= budget, "{peak} sandboxes at once with a budget of {budget}");
+        assert!(
+            peak <= budget,
+            "{peak} sandboxes at once with a budget of {budget}"
+        );
         if budget == 2 {
             assert_eq!(peak, 2, "five answers evaluated two at a time");
         }
@@ -261,7 +268,10 @@ async fn a_judge_that_rewards_flattery_never_sees_it() {
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 2);
     for body in seen.iter() {
-        assert!(!body.contains("canonical fix") && !body.contains("FLATTERY"), "{body}");
+        assert!(
+            !body.contains("canonical fix") && !body.contains("FLATTERY"),
+            "{body}"
+        );
         let request: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(request["temperature"], 0.0);
         assert_eq!(request["seed"], 62);
@@ -280,7 +290,10 @@ async fn a_copy_with_renamed_variables_gets_the_floor_and_the_original_keeps_its
     let key = Keypair::generate().0;
     let answers = vec![
         // Answers second: a copy of the first with other names and spacing.
-        (gold_with(&task, "renamed_total  =  1   # mine"), Duration::from_millis(1500)),
+        (
+            gold_with(&task, "renamed_total  =  1   # mine"),
+            Duration::from_millis(1500),
+        ),
         (gold_with(&task, "total = 1"), Duration::ZERO),
         (gold_with(&task, "total = 2"), Duration::from_millis(500)),
     ];
@@ -300,7 +313,10 @@ async fn a_copy_with_renamed_variables_gets_the_floor_and_the_original_keeps_its
     assert!(copy.duplicate && copy.score == DUPLICATE_FLOOR, "{copy:?}");
     assert_eq!(copy.copy_of.as_deref(), Some(original.hotkey.as_str()));
     assert!(!original.duplicate && original.score > 0.9, "{original:?}");
-    assert!(!other.duplicate && other.score > 0.9, "another fix: {other:?}");
+    assert!(
+        !other.duplicate && other.score > 0.9,
+        "another fix: {other:?}"
+    );
     assert_eq!(scores.health[&copy.hotkey].copies, 1);
     assert_no_containers(&run, 20);
 }

@@ -125,7 +125,15 @@ async fn sigterm_mid_round_keeps_the_scores_and_a_restart_carries_on() {
     }
     let validator = |rounds: &str| {
         agentao(&data, &run, &model, "validator")
-            .args(["validator", "--rounds", rounds, "--interval", "1", "--timeout", "60"])
+            .args([
+                "validator",
+                "--rounds",
+                rounds,
+                "--interval",
+                "1",
+                "--timeout",
+                "60",
+            ])
             .args(["--max-sandboxes", "1"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -138,7 +146,10 @@ async fn sigterm_mid_round_keeps_the_scores_and_a_restart_carries_on() {
     let deadline = Instant::now() + Duration::from_secs(300);
     while !store.exists() || records(&store).is_empty() {
         assert!(Instant::now() < deadline, "no answer scored");
-        assert!(child.try_wait().unwrap().is_none(), "the validator ended early");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the validator ended early"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let signalled = Instant::now();
@@ -149,7 +160,11 @@ async fn sigterm_mid_round_keeps_the_scores_and_a_restart_carries_on() {
     assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_no_containers(&run, 5);
     let first = records(&store);
-    assert!(!first.is_empty() && first.len() < 3, "{} records", first.len());
+    assert!(
+        !first.is_empty() && first.len() < 3,
+        "{} records",
+        first.len()
+    );
     let scores = Scores::load(&data.join("validator/scores.json"));
     for r in &first {
         assert!(scores.by_hotkey.contains_key(&r.miner_hotkey), "{r:?}");
@@ -171,7 +186,9 @@ async fn sigterm_mid_round_keeps_the_scores_and_a_restart_carries_on() {
         let expected = all
             .iter()
             .filter(|r| r.miner_hotkey == n.hotkey)
-            .fold(0.0, |avg, r| EMA_ALPHA * r.final_score + (1.0 - EMA_ALPHA) * avg);
+            .fold(0.0, |avg, r| {
+                EMA_ALPHA * r.final_score + (1.0 - EMA_ALPHA) * avg
+            });
         let got = scores.by_hotkey[&n.hotkey];
         assert!((got - expected).abs() < 1e-9, "{got} != {expected}");
     }
@@ -202,7 +219,13 @@ async fn sigterm_to_a_miner_with_a_request_in_flight_refuses_it_cleanly_and_exit
     chain.register(neuron(0, &validator, 0, true)).unwrap();
     chain.register(neuron(1, &miner_key, port, false)).unwrap();
     let mut child = agentao(&data, &run, &model, "miner")
-        .args(["miner", "--axon.ip", "127.0.0.1", "--axon.port", &port.to_string()])
+        .args([
+            "miner",
+            "--axon.ip",
+            "127.0.0.1",
+            "--axon.port",
+            &port.to_string(),
+        ])
         .args(["--shutdown-grace", "1"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -260,13 +283,21 @@ async fn sigterm_to_a_miner_with_a_request_in_flight_refuses_it_cleanly_and_exit
         code.0,
         signalled.elapsed().as_secs_f64()
     );
-    assert_eq!(code.0, Some(0), "{}", String::from_utf8_lossy(&code.1.stderr));
+    assert_eq!(
+        code.0,
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&code.1.stderr)
+    );
     assert!(
         answer.status_code == 200
             || (answer.status_code == 503 && answer.status_message == SHUT_DOWN_MID_REQUEST),
         "{answer:?}"
     );
-    assert_eq!(answer.status_code, 503, "4 s steps cannot finish in a 1 s grace");
+    assert_eq!(
+        answer.status_code, 503,
+        "4 s steps cannot finish in a 1 s grace"
+    );
     assert!(
         String::from_utf8_lossy(&code.1.stderr).contains("still handled at the shutdown deadline")
     );
@@ -318,8 +349,7 @@ async fn a_chain_failing_three_times_then_recovering_does_not_stop_the_validator
         scores: {
             // Some weight to set: the miner's average from an earlier round.
             let mut s = Scores::load(&dir.path().join("scores.json"));
-            s.by_hotkey
-                .insert(Keypair::from_seed(&[2; 32]).ss58(), 0.5);
+            s.by_hotkey.insert(Keypair::from_seed(&[2; 32]).ss58(), 0.5);
             s
         },
         source: TaskSource {
@@ -345,13 +375,16 @@ async fn a_chain_failing_three_times_then_recovering_does_not_stop_the_validator
     agentao::neurons::validator::run(cfg, CancellationToken::new())
         .await
         .expect("three failures are ridden out");
-    let st = state.lock().unwrap();
-    assert_eq!(st.flaky[method], 0);
-    assert!(st.calls[method] >= 3 + 2, "{:?}", st.calls);
-    assert!(!st.submitted.is_empty(), "weights were set");
-    drop(st);
+    {
+        let st = state.lock().unwrap();
+        assert_eq!(st.flaky[method], 0);
+        assert!(st.calls[method] >= 3 + 2, "{:?}", st.calls);
+        assert!(!st.submitted.is_empty(), "weights were set");
+    }
     assert_eq!(
-        RecordStore::open(&dir.path().join("records.jsonl")).unwrap().len(),
+        RecordStore::open(&dir.path().join("records.jsonl"))
+            .unwrap()
+            .len(),
         2,
         "both rounds ran"
     );

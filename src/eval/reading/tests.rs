@@ -42,7 +42,10 @@ fn the_judge_sees_no_added_comment_docstring_or_long_string() {
         "+…",
         "+++ b/calc/ops.py",
     ] {
-        assert!(seen.lines().any(|l| l == kept), "{kept:?} missing in\n{seen}");
+        assert!(
+            seen.lines().any(|l| l == kept),
+            "{kept:?} missing in\n{seen}"
+        );
     }
     // The counts in the rewritten hunk header match what is shown.
     assert!(seen.contains("@@ -3 +6 @@"), "{seen}");
@@ -61,7 +64,12 @@ fn strings_and_comments_are_lexed_like_python() {
     let texts: Vec<&str> = strings.iter().map(|s| &src[s.start..s.end]).collect();
     assert_eq!(
         texts,
-        ["'a # not a comment'", "r'a\\\\'", "\"\"\"q\n'''x\"\"\"", "f\"{a}\""]
+        [
+            "'a # not a comment'",
+            "r'a\\\\'",
+            "\"\"\"q\n'''x\"\"\"",
+            "f\"{a}\""
+        ]
     );
     assert!(strings.iter().all(|s| !s.statement));
     let (_, doc) = lex("def f():\n    \"\"\"Doc.\"\"\"  # c\n    return 1\n");

@@ -82,7 +82,8 @@ where
 /// longer than the retry policy allows.
 pub async fn run(cfg: MinerConfig, cancel: CancellationToken) -> Result<(), MinerError> {
     let hotkey = cfg.key.ss58();
-    let Some(mut mg) = chain_call("metagraph", &cfg.retry, &cancel, || cfg.chain.metagraph()).await?
+    let Some(mut mg) =
+        chain_call("metagraph", &cfg.retry, &cancel, || cfg.chain.metagraph()).await?
     else {
         return Ok(());
     };
@@ -115,14 +116,21 @@ pub async fn run(cfg: MinerConfig, cancel: CancellationToken) -> Result<(), Mine
         max_waiting: 0,
         ..cfg.axon
     };
-    tracing::info!(max_concurrent = budget, "axon admits as many requests as the sandbox budget");
+    tracing::info!(
+        max_concurrent = budget,
+        "axon admits as many requests as the sandbox budget"
+    );
     let axon = cfg.miner.serve_on(Axon::new(cfg.key, mg, axon_cfg));
     let metagraph = axon.metagraph_handle();
     let serving = axon.serve_gracefully(cfg.listener);
 
     let background = Background::new();
     let stop_sync = cancel.child_token();
-    let (chain, policy, every) = (cfg.chain, cfg.retry, cfg.sync_every.max(Duration::from_secs(1)));
+    let (chain, policy, every) = (
+        cfg.chain,
+        cfg.retry,
+        cfg.sync_every.max(Duration::from_secs(1)),
+    );
     let token = stop_sync.clone();
     let mut sync = background.spawn("metagraph sync", async move {
         loop {

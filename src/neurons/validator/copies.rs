@@ -59,7 +59,11 @@ mod tests {
 
     #[test]
     fn the_first_answer_keeps_and_later_copies_point_at_it() {
-        let (a, b, c) = (fix("total"), fix("result"), fix("x").replace("a + b", "b * a"));
+        let (a, b, c) = (
+            fix("total"),
+            fix("result"),
+            fix("x").replace("a + b", "b * a"),
+        );
         let found = find(&[
             (Some(&b), 5.0),
             (Some(&a), 2.0),

@@ -354,11 +354,7 @@ impl Validator {
         (verdict, judged): (Verdict, Option<(f64, f64)>),
         copied: Option<String>,
     ) -> Result<MinerResult, ValidatorError> {
-        let Answer {
-            miner,
-            call,
-            patch,
-        } = answer;
+        let Answer { miner, call, patch } = answer;
         let speed = time_score(call.latency_s, self.time_limit.as_secs_f64());
         let quality = judged.map(|(q, b)| judged_quality(q, b));
         let mut score = final_score(verdict.resolved, quality, speed);
@@ -375,9 +371,7 @@ impl Validator {
             health.resolved += u64::from(verdict.resolved);
             health.copies += u64::from(duplicate);
             match verdict.outcome {
-                Outcome::PatchRejected { .. } | Outcome::ApplyFailed => {
-                    health.invalid_patches += 1
-                }
+                Outcome::PatchRejected { .. } | Outcome::ApplyFailed => health.invalid_patches += 1,
                 Outcome::EmptyPatch => health.empty_patches += 1,
                 _ => {}
             }

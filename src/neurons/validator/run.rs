@@ -84,7 +84,10 @@ pub(crate) fn sample<T>(mut items: Vec<T>, k: usize) -> Vec<T> {
 }
 
 /// Runs rounds until `cfg.rounds` ran or `cancel` is cancelled; `Ok` in both cases.
-pub async fn run(mut cfg: ValidatorConfig, cancel: CancellationToken) -> Result<(), ValidatorError> {
+pub async fn run(
+    mut cfg: ValidatorConfig,
+    cancel: CancellationToken,
+) -> Result<(), ValidatorError> {
     let mut round = 0u64;
     let mut records_seen = cfg.records.len();
     while cfg.rounds.is_none_or(|n| round < n) {
@@ -97,7 +100,8 @@ pub async fn run(mut cfg: ValidatorConfig, cancel: CancellationToken) -> Result<
         if cancel.is_cancelled() {
             break;
         }
-        let Some(mg) = chain_call("metagraph", &cfg.retry, &cancel, || cfg.chain.metagraph()).await?
+        let Some(mg) =
+            chain_call("metagraph", &cfg.retry, &cancel, || cfg.chain.metagraph()).await?
         else {
             break;
         };

@@ -66,7 +66,8 @@ const MAX_ENDPOINTS: usize = 16_384;
 /// The 503 message of a request that arrives while the axon stops.
 pub const SHUTTING_DOWN: &str = "axon shutting down: not taking requests";
 /// The 503 message of a request still being handled at the shutdown deadline.
-pub const SHUT_DOWN_MID_REQUEST: &str = "axon shutting down: the request was not finished by the deadline";
+pub const SHUT_DOWN_MID_REQUEST: &str =
+    "axon shutting down: the request was not finished by the deadline";
 
 /// What the axon accepts.
 #[derive(Debug, Clone)]
