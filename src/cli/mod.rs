@@ -27,6 +27,7 @@ mod tasks_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -290,8 +291,9 @@ pub fn main() -> ExitCode {
             _ = stop => None,
         }
     });
-    // Dropping the runtime after the select dropped the command's future: every sandbox
-    // guard has removed its container by now.
+    // The select dropped the command's future, and with it every sandbox guard it held; a
+    // container being created meanwhile is removed by its start task, which is waited for.
+    runtime.block_on(crate::sandbox::settle(Duration::from_secs(30)));
     drop(runtime);
     match outcome {
         None => {
