@@ -145,8 +145,18 @@ time.sleep(600)
     assert_eq!(scores.health[&results[1].hotkey].malformed, 1);
     assert_eq!(scores.health[&results[2].hotkey].unreachable, 1);
     assert_eq!(scores.health[&results[0].hotkey].resolved, 1);
-    let stored: Vec<_> = records.iter().unwrap().map(Result::unwrap).collect();
-    assert_eq!(stored.len(), 3);
+    // Records go in as answers are scored: those without a patch first.
+    let all: Vec<_> = records.iter().unwrap().map(Result::unwrap).collect();
+    assert_eq!(all.len(), 3);
+    let stored: Vec<_> = results
+        .iter()
+        .map(|r| {
+            all.iter()
+                .find(|s| s.miner_hotkey == r.hotkey)
+                .unwrap()
+                .clone()
+        })
+        .collect();
     assert_eq!(stored[0].patch, task.patch);
     assert_eq!(stored[0].outcome, "resolved");
     assert!(stored[0].resolved);
@@ -424,9 +434,14 @@ async fn miners_answering_with_bypasses_score_zero_with_the_reason_recorded() {
         let _ = c.kill();
         let _ = c.wait();
     }
-    let stored: Vec<_> = records.iter().unwrap().map(Result::unwrap).collect();
-    assert_eq!(stored.len(), bypasses.len());
-    for ((_, _, kind, why), (r, rec)) in bypasses.iter().zip(results.iter().zip(&stored)) {
+    let all: Vec<_> = records.iter().unwrap().map(Result::unwrap).collect();
+    assert_eq!(all.len(), bypasses.len());
+    // Evaluated at once, recorded as each ends: matched by hotkey.
+    let stored: Vec<_> = results
+        .iter()
+        .map(|r| all.iter().find(|s| s.miner_hotkey == r.hotkey).unwrap())
+        .collect();
+    for ((_, _, kind, why), (r, rec)) in bypasses.iter().zip(results.iter().zip(stored)) {
         assert_eq!(r.status_code, 200, "{r:?}");
         assert!(!r.resolved && r.score == 0.0 && r.charged, "{r:?}");
         assert!(
