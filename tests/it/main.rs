@@ -17,6 +17,7 @@ mod round;
 mod sandbox;
 mod subnet;
 mod subtensor;
+mod subtensor_cr;
 mod support;
 mod unattended;
 mod validator;
