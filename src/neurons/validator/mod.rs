@@ -231,7 +231,14 @@ impl Validator {
             .enumerate()
             .filter_map(|(i, p)| p.map(|p| async move { (i, self.assess(task, p).await) }))
             .collect();
+        let mut unscored = Unscored {
+            miners,
+            left: (0..miners.len())
+                .filter(|&i| patches[i].is_some())
+                .collect(),
+        };
         while let Some((i, assessed)) = pending.next().await {
+            unscored.left.remove(&i);
             let copied = copies[i].map(|c| miners[c.original].hotkey.clone());
             let answer = Answer {
                 miner: &miners[i],
@@ -432,6 +439,27 @@ impl Validator {
             record_seq: seq,
             model_error,
         })
+    }
+}
+
+/// The answers of a round not scored yet; named in the log when the round is dropped before
+/// them (a shutdown cuts it short).
+struct Unscored<'a> {
+    miners: &'a [Neuron],
+    left: std::collections::BTreeSet<usize>,
+}
+
+impl Drop for Unscored<'_> {
+    fn drop(&mut self) {
+        if self.left.is_empty() {
+            return;
+        }
+        let names: Vec<String> = self
+            .left
+            .iter()
+            .map(|&i| format!("uid {} ({})", self.miners[i].uid, self.miners[i].hotkey))
+            .collect();
+        tracing::warn!(unscored = ?names, "round cut short: these answers were not scored");
     }
 }
 
