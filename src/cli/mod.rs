@@ -5,7 +5,10 @@
 //! every module; no module may use it. Decisions (rounds, scoring) belong to `neurons/`.
 //!
 //! Exit codes: 0 success, 1 unexpected failure (with the cause chain), 2 the user's input was
-//! wrong (bad flag, missing image, malformed file; with a hint), 130 interrupted.
+//! wrong (bad flag, missing image, malformed file; with a hint), 130 interrupted. SIGINT and
+//! SIGTERM both interrupt: a command is dropped on the spot (its sandbox guards remove their
+//! containers) and exits 130, except `miner` and `validator`, which get the signal as a
+//! cancelled token, stop by their deadline and exit 0; a second signal forces them (130).
 
 mod agent_cmd;
 mod bench;
@@ -25,8 +28,10 @@ mod tasks_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, LlmSettings, Settings, WalletSettings, env_vars as ev};
 use crate::sandbox::{Limits, SandboxError};
@@ -258,6 +263,11 @@ impl GlobalArgs {
     }
 }
 
+/// The command was interrupted (SIGINT or SIGTERM) before it got going: exit code 130.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
+
 /// An error that is the user's to fix: printed with a hint, exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
@@ -307,22 +317,67 @@ pub fn main() -> ExitCode {
         }
     };
     let settings = cli.global.settings();
+    let graceful = matches!(cli.command, Command::Miner(_) | Command::Validator(_));
+    let cancel = CancellationToken::new();
     let outcome = runtime.block_on(async {
+        let mut signals = match Signals::new() {
+            Ok(s) => s,
+            Err(e) => {
+                printer::error(format_args!("cannot listen for signals: {e}"));
+                return Some(Err(e.into()));
+            }
+        };
+        let stop = async {
+            signals.next().await;
+            cancel.cancel();
+            if graceful {
+                printer::status("stopping; a second signal forces it");
+                signals.next().await;
+            }
+        };
         tokio::select! {
-            r = run(cli.command, settings) => Some(r),
-            _ = tokio::signal::ctrl_c() => None,
+            r = run(cli.command, settings, cancel.clone()) => Some(r),
+            _ = stop => None,
         }
     });
-    // Dropping the runtime after the select dropped the command's future: every sandbox
-    // guard has removed its container by now.
+    // The select dropped the command's future, and with it every sandbox guard it held; a
+    // container being created meanwhile is removed by its start task, which is waited for.
+    runtime.block_on(crate::sandbox::settle(Duration::from_secs(30)));
     drop(runtime);
     match outcome {
         None => {
             printer::status("interrupted; containers removed");
             ExitCode::from(130)
         }
+        Some(Err(e)) if e.chain().any(|c| c.is::<Interrupted>()) => {
+            printer::status("interrupted; containers removed");
+            ExitCode::from(130)
+        }
         Some(Ok(())) => ExitCode::SUCCESS,
         Some(Err(e)) => report(&e),
+    }
+}
+
+/// SIGINT and SIGTERM, as one stream.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
     }
 }
 
@@ -351,7 +406,9 @@ fn classify(e: &anyhow::Error) -> (u8, Option<String>) {
         if let Some(chain) = cause.downcast_ref::<crate::subnet::ChainError>()
             && chain.is_refusal()
         {
-            return (2, None);
+            let hint = matches!(chain, crate::subnet::ChainError::NotRegistered { .. })
+                .then(|| REGISTER_HINT.to_owned());
+            return (2, hint);
         }
         match cause.downcast_ref::<SandboxError>() {
             Some(SandboxError::ImageMissing(_)) => return (2, None),
@@ -363,6 +420,10 @@ fn classify(e: &anyhow::Error) -> (u8, Option<String>) {
     }
     (1, None)
 }
+
+/// The hint for a hotkey that is not registered.
+const REGISTER_HINT: &str =
+    "register it: `agentao subnet register` on the local chain, btcli on a real network";
 
 /// The hint for an engine that cannot be reached.
 const DOCKER_HINT: &str = "is the Docker daemon running? `agentao doctor` checks the set-up";
@@ -384,7 +445,11 @@ fn cause_chain(e: &anyhow::Error) -> String {
     out
 }
 
-async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+async fn run(
+    command: Command,
+    settings: Settings,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     match command {
         Command::Image(cmd) => image::run(cmd, &settings).await,
         Command::Sandbox(args) => sandbox_cmd::run(args, &settings).await,
@@ -398,8 +463,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Dataset(cmd) => dataset_cmd::run(cmd, &settings).await,
         Command::Local(args) => local_cmd::run(args, &settings).await,
         Command::Subnet(cmd) => subnet_cmd::run(cmd, &settings).await,
-        Command::Validator(args) => neuron_cmd::validator(args, &settings).await,
-        Command::Miner(args) => neuron_cmd::miner(args, &settings).await,
+        Command::Validator(args) => neuron_cmd::validator(args, &settings, cancel).await,
+        Command::Miner(args) => neuron_cmd::miner(args, &settings, cancel).await,
     }
 }
 

@@ -1,31 +1,31 @@
 //! `agentao miner` and `agentao validator`: the networked roles on the chain named by
 //! `--subtensor.network` (the local chain by default), with this wallet's hotkey.
 //!
-//! The miner serves its axon until interrupted, following the metagraph. The validator loops:
-//! metagraph, a task (from the store, forged when empty), up to `--sample` miners, evaluation and
-//! scores, moving averages, weights (a rate-limited or refused `set_weights` is logged and the
-//! loop goes on), the dataset. The miner also answers `Forecast` with Cerebro; the validator
-//! asks for forecasts before each task and keeps their Brier scores apart
+//! This file only builds what `neurons::miner::run` and `neurons::validator::run` need from the
+//! settings and hands them the cancellation token (cancelled on SIGINT or SIGTERM); the loops
+//! and what they decide live there. The miner also answers `Forecast` with Cerebro; the
+//! validator asks for forecasts before each task and keeps their Brier scores apart
 //! (`validator/forecasts.json`).
 
 use std::time::Duration;
 
 use clap::Args;
+use tokio_util::sync::CancellationToken;
 
-use super::UserError;
 use super::agent_cmd::{ProtocolArg, protocol_for};
 use super::context::{self, Inclusion, StoreArg, chain, forge_config, wallet};
-use super::printer;
 use super::tasks_cmd::ranking_queue;
+use super::{Interrupted, UserError, printer};
 use crate::agent::AgentConfig;
 use crate::config::Settings;
 use crate::dataset::RecordStore;
 use crate::eval::EvalConfig;
 use crate::neurons::forecast::{Forecasting, MinerForecaster};
-use crate::neurons::local::{TaskSource, WEIGHTS_VERSION_KEY, pick_task};
-use crate::neurons::miner::Miner;
-use crate::neurons::validator::{MinerResult, Scores, Validator};
-use crate::subnet::{Axon, AxonConfig, Chain, Dendrite, Metagraph, Neuron};
+use crate::neurons::lifecycle::Backoff;
+use crate::neurons::local::TaskSource;
+use crate::neurons::miner::{Miner, MinerConfig};
+use crate::neurons::validator::{MinerResult, RoundReport, Scores, Validator, ValidatorConfig};
+use crate::subnet::{AnyChain, AxonConfig, Chain, ChainError, Dendrite};
 
 #[derive(Debug, Args)]
 pub struct MinerArgs {
@@ -36,8 +36,7 @@ pub struct MinerArgs {
     #[arg(long = "axon.ip", default_value = "0.0.0.0")]
     pub ip: String,
     /// Address validators reach this axon at, published on the chain (`serve_axon`) when it
-    /// differs from the chain's entry (default: --axon.ip, unless that is 0.0.0.0 or ::; then
-    /// the address of the interface that routes outward, said when published).
+    /// differs from the chain's entry (default: --axon.ip, unless that is 0.0.0.0 or ::).
     #[arg(long = "axon.external_ip")]
     pub external_ip: Option<std::net::IpAddr>,
     #[command(flatten)]
@@ -51,6 +50,10 @@ pub struct MinerArgs {
     /// Seconds between metagraph refreshes.
     #[arg(long, default_value_t = 300)]
     pub sync_every: u64,
+    /// Seconds requests in flight get to be answered when stopping (SIGINT, SIGTERM); those
+    /// still running then are answered 503.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_grace: u64,
     /// The ability (θ, logits) this miner's agent claims when it answers `Forecast` (default:
     /// the median of the agents Cerebro was trained on).
     #[arg(long = "forecast.theta")]
@@ -75,24 +78,39 @@ pub struct ValidatorArgs {
     pub interval: u64,
 }
 
-/// The neuron of `hotkey`, or a clear error saying how to register.
-fn registered<'a>(mg: &'a Metagraph, hotkey: &str, netuid: u16) -> anyhow::Result<&'a Neuron> {
-    mg.by_hotkey(hotkey).ok_or_else(|| {
-        UserError::new(format!(
-            "hotkey {hotkey} is not registered on netuid {netuid}"
-        ))
-        .hint("register it: `agentao subnet register` on the local chain, btcli on a real network")
-        .into()
-    })
+/// Fails early, before the engine or the model start, when the chain answers and `hotkey` is
+/// not on it (a chain that does not answer is the neuron's to retry).
+async fn preflight(chain: &AnyChain, hotkey: &str) -> anyhow::Result<()> {
+    if let Ok(mg) = chain.metagraph().await
+        && mg.by_hotkey(hotkey).is_none()
+    {
+        return Err(ChainError::NotRegistered {
+            hotkey: hotkey.to_owned(),
+            netuid: mg.netuid,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// `fut`, or [`Interrupted`] when `cancel` fires first (the set-up before a neuron runs).
+async fn unless_cancelled<T>(
+    cancel: &CancellationToken,
+    fut: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::select! {
+        r = fut => r,
+        _ = cancel.cancelled() => Err(Interrupted.into()),
+    }
 }
 
 /// The address validators reach the axon at, and where it came from: `--axon.external_ip`,
 /// `--axon.ip` when it names one address, else the address of the interface that routes
-/// outward (behind NAT that is a private address: then `--axon.external_ip` is needed), else
-/// the chain's current address.
-fn axon_address(args: &MinerArgs, me: &Neuron) -> anyhow::Result<(std::net::IpAddr, String)> {
+/// outward (behind NAT that is a private address: then `--axon.external_ip` is needed). `None`
+/// keeps the chain's entry.
+fn axon_address(args: &MinerArgs) -> Option<(std::net::IpAddr, String)> {
     if let Some(ip) = args.external_ip {
-        return Ok((ip, "--axon.external_ip".into()));
+        return Some((ip, "--axon.external_ip".into()));
     }
     if let Some(ip) = args
         .ip
@@ -100,25 +118,14 @@ fn axon_address(args: &MinerArgs, me: &Neuron) -> anyhow::Result<(std::net::IpAd
         .ok()
         .filter(|ip| !ip.is_unspecified())
     {
-        return Ok((ip, "--axon.ip".into()));
+        return Some((ip, "--axon.ip".into()));
     }
-    if let Some(ip) = outbound_ip() {
-        return Ok((
+    outbound_ip().map(|ip| {
+        (
             ip,
             "detected from the outward route; set --axon.external_ip if validators reach this machine at another address".into(),
-        ));
-    }
-    match me.ip.parse::<std::net::IpAddr>() {
-        Ok(ip) if !ip.is_unspecified() => Ok((
-            ip,
-            "the chain's address kept, none detected; set --axon.external_ip to change it".into(),
-        )),
-        _ => Err(
-            UserError::new("cannot tell which address to publish for the axon")
-                .hint("set --axon.external_ip to the address validators reach this machine at")
-                .into(),
-        ),
-    }
+        )
+    })
 }
 
 /// The local address of the interface that routes to the public internet (no packet is sent:
@@ -152,43 +159,23 @@ fn round_summary(round_id: &str, instance_id: &str, results: &[MinerResult]) -> 
     )
 }
 
-/// Up to `k` of `items`, chosen uniformly at random (a partial Fisher-Yates shuffle).
-fn sample<T>(mut items: Vec<T>, k: usize) -> Vec<T> {
-    use rand_core::RngCore;
-    let k = k.min(items.len());
-    for i in 0..k {
-        let j = i + (rand_core::OsRng.next_u64() % (items.len() - i) as u64) as usize;
-        items.swap(i, j);
-    }
-    items.truncate(k);
-    items
-}
-
-pub async fn miner(args: MinerArgs, settings: &Settings) -> anyhow::Result<()> {
-    context::refuse_unreachable_model(settings)?;
+pub async fn miner(
+    args: MinerArgs,
+    settings: &Settings,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let key = wallet(settings).load_hotkey()?;
-    let hotkey = key.ss58();
     let chain = chain(settings, Some(key.clone()), Inclusion::Wait)?;
-    let mut mg = chain.metagraph().await?;
-    let me = registered(&mg, &hotkey, settings.netuid)?;
-    tracing::info!(uid = me.uid, %hotkey, "miner registered");
-    let (ip, source) = axon_address(&args, me)?;
-    if me.ip != ip.to_string() || me.port != args.port {
-        chain.serve_axon(&hotkey, ip, args.port).await?;
-        tracing::info!(%ip, port = args.port, "axon address published");
-        mg = chain.metagraph().await?;
-        printer::status(format_args!(
-            "published axon {ip}:{} on the chain ({source})",
-            args.port
-        ));
-    } else {
-        printer::status(format_args!(
-            "the chain already has this axon at {ip}:{} ({source})",
-            args.port
-        ));
-    }
-    let engine = context::engine(settings).await?;
-    let (llm, server) = context::llm(settings).await?;
+    unless_cancelled(&cancel, preflight(&chain, &key.ss58())).await?;
+    context::refuse_unreachable_model(settings)?;
+    let publish = axon_address(&args).map(|(ip, source)| (ip, args.port, source));
+    let (engine, (llm, server)) = unless_cancelled(&cancel, async {
+        Ok((
+            context::engine(settings).await?,
+            context::llm(settings).await?,
+        ))
+    })
+    .await?;
     let miner = Miner {
         model_server: server,
         engine,
@@ -203,178 +190,96 @@ pub async fn miner(args: MinerArgs, settings: &Settings) -> anyhow::Result<()> {
         llm,
         store: args.store.path(settings),
     };
-    let cfg = AxonConfig {
-        min_stake: args.min_stake,
-        ..AxonConfig::default()
-    };
-    let forecaster = MinerForecaster {
-        model: context::cerebro_model(settings)?,
-        theta: args.forecast_theta,
-    };
-    let axon = forecaster.serve_on(miner.serve_on(Axon::new(key, mg, cfg)));
-    let metagraph = axon.metagraph_handle();
     let listener = tokio::net::TcpListener::bind((args.ip.as_str(), args.port))
         .await
         .map_err(|e| UserError::new(format!("cannot listen on {}:{}: {e}", args.ip, args.port)))?;
-    printer::status(format_args!("miner axon on {}:{}", args.ip, args.port));
-    let serving = axon.serve(listener);
-    loop {
-        tokio::time::sleep(Duration::from_secs(args.sync_every.max(1))).await;
-        match chain.metagraph().await {
-            Ok(mg) => *metagraph.write().expect("metagraph lock") = mg,
-            Err(e) => tracing::warn!(error = %e, "metagraph refresh failed; keeping the last one"),
-        }
-        if serving.is_finished() {
-            anyhow::bail!("the axon stopped");
-        }
-    }
-}
-
-pub async fn validator(args: ValidatorArgs, settings: &Settings) -> anyhow::Result<()> {
-    context::refuse_unreachable_model(settings)?;
-    let key = wallet(settings).load_hotkey()?;
-    let hotkey = key.ss58();
-    let chain = chain(settings, Some(key.clone()), Inclusion::Wait)?;
-    let engine = context::engine(settings).await?;
-    super::image::ensure_base_image(&engine, settings, crate::sandbox::Rebuild::IfMissing).await?;
-    let store = args.store.open(settings)?;
-    let mut records = RecordStore::open(&context::records_path(settings))?;
-    let mut scores = Scores::load(&settings.paths().scores());
-    let (judge, _server) = context::llm(settings).await?;
-    let validator = Validator {
-        engine: engine.clone(),
-        judge: Some((judge, settings.llm.instance_cost)),
-        dendrite: Dendrite::new(key),
-        eval: EvalConfig {
-            limits: settings.limits.clone(),
-            run_id: settings.run_id.clone(),
-            ..EvalConfig::default()
+    let cfg = MinerConfig {
+        miner,
+        key,
+        chain,
+        netuid: settings.netuid,
+        listener,
+        publish,
+        axon: AxonConfig {
+            min_stake: args.min_stake,
+            ..AxonConfig::default()
         },
-        time_limit: Duration::from_secs(args.timeout),
-        forecasts: Some(Forecasting::new(
-            context::cerebro_model(settings)?,
-            &settings.paths().forecasts(),
-        )),
+        sync_every: Duration::from_secs(args.sync_every.max(1)),
+        grace: Duration::from_secs(args.shutdown_grace),
+        retry: Backoff::default(),
+        forecaster: Some(MinerForecaster {
+            model: context::cerebro_model(settings)?,
+            theta: args.forecast_theta,
+        }),
     };
-    let mut forge = forge_config(settings);
-    forge.per_package = 1;
-    let source = TaskSource {
-        packages: ranking_queue(0),
-        forge,
-    };
-    let mut round = 0u64;
-    while args.rounds.is_none_or(|n| round < n) {
-        if round > 0 {
-            tokio::time::sleep(Duration::from_secs(args.interval)).await;
-        }
-        let mg = chain.metagraph().await?;
-        registered(&mg, &hotkey, settings.netuid)?;
-        let serving: Vec<Neuron> = mg
-            .neurons
-            .iter()
-            .filter(|n| {
-                n.hotkey != hotkey && !n.validator_permit && n.port != 0 && !n.ip.is_empty()
-            })
-            .cloned()
-            .collect();
-        let miners = sample(serving, args.sample);
-        let round_id = format!("{}-{round}", settings.run_id);
-        round += 1;
-        if miners.is_empty() {
-            tracing::warn!("no miner serves an axon on this subnet; waiting");
-            continue;
-        }
-        let task = pick_task(&engine, &store, &source, records.len()).await?;
-        let results = validator
-            .round(&task, &miners, &mut scores, &mut records, &round_id)
-            .await?;
-        let forecasts = validator
-            .forecasts
-            .as_ref()
-            .map(|f| f.book.lock().map(|b| b.standings()).unwrap_or_default());
-        // A person at a terminal reads the summary; a program reading stdout gets the JSON.
-        if !printer::stdout_is_terminal() {
-            printer::data(serde_json::json!({
-                "round_id": round_id,
-                "instance_id": task.instance_id,
-                "miners": results,
-                "forecast_standings": forecasts,
-            }));
-        }
-        printer::status(round_summary(&round_id, &task.instance_id, &results));
-        let (uids, weights) = scores.weights(&mg);
-        match chain
-            .set_weights(&hotkey, &uids, &weights, WEIGHTS_VERSION_KEY)
-            .await
-        {
-            Ok(()) => tracing::info!(round = %round_id, "weights set"),
-            Err(e) if e.is_refusal() => tracing::warn!(error = %e, "weights not set this round"),
-            Err(e) => return Err(e.into()),
-        }
-    }
+    crate::neurons::miner::run(cfg, cancel).await?;
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::{round_summary, sample};
-    use crate::neurons::validator::{AnswerOutcome, MinerResult};
-    use crate::subnet::CallFailure;
+pub async fn validator(
+    args: ValidatorArgs,
+    settings: &Settings,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let key = wallet(settings).load_hotkey()?;
+    let hotkey = key.ss58();
+    let chain = chain(settings, Some(key.clone()), Inclusion::Wait)?;
+    unless_cancelled(&cancel, preflight(&chain, &hotkey)).await?;
+    let (engine, (judge, _server)) = unless_cancelled(&cancel, async {
+        let engine = context::engine(settings).await?;
+        super::image::ensure_base_image(&engine, settings, crate::sandbox::Rebuild::IfMissing)
+            .await?;
+        Ok((engine, context::llm(settings).await?))
+    })
+    .await?;
+    let mut forge = forge_config(settings);
+    forge.per_package = 1;
+    let cfg = ValidatorConfig {
+        validator: Validator {
+            engine,
+            judge: Some((judge, settings.llm.instance_cost)),
+            dendrite: Dendrite::new(key),
+            eval: EvalConfig {
+                limits: settings.limits.clone(),
+                run_id: settings.run_id.clone(),
+                ..EvalConfig::default()
+            },
+            time_limit: Duration::from_secs(args.timeout),
+            forecasts: Some(Forecasting::new(
+                context::cerebro_model(settings)?,
+                &settings.paths().forecasts(),
+            )),
+        },
+        chain,
+        hotkey,
+        netuid: settings.netuid,
+        store: args.store.open(settings)?,
+        records: RecordStore::open(&context::records_path(settings))?,
+        scores: Scores::load(&settings.paths().scores()),
+        source: TaskSource {
+            packages: ranking_queue(0),
+            forge,
+        },
+        sample: args.sample,
+        rounds: args.rounds,
+        interval: Duration::from_secs(args.interval),
+        run_id: settings.run_id.clone(),
+        retry: Backoff::default(),
+        report: Box::new(report_round),
+    };
+    crate::neurons::validator::run(cfg, cancel).await?;
+    Ok(())
+}
 
-    #[test]
-    fn a_round_is_summed_up_in_one_line() {
-        let result = |uid, outcome, score| MinerResult {
-            uid,
-            hotkey: String::new(),
-            status_code: 200,
-            latency_s: 1.0,
-            patch_bytes: 0,
-            resolved: false,
-            outcome,
-            charged: true,
-            judged: None,
-            duplicate: false,
-            score,
-            record_seq: 0,
-            model_error: None,
-        };
-        let line = round_summary(
-            "r-1",
-            "t1",
-            &[
-                result(
-                    1,
-                    AnswerOutcome::Evaluated(crate::eval::Outcome::Resolved),
-                    0.9,
-                ),
-                result(
-                    2,
-                    AnswerOutcome::NoAnswer {
-                        kind: CallFailure::Unreachable,
-                        message: String::new(),
-                    },
-                    0.0,
-                ),
-            ],
-        );
-        assert_eq!(
-            line,
-            "round r-1: task t1, 2 miner(s) asked: 1 resolved, 1 unreachable; best uid 1 scored 0.900"
-        );
+/// A round's summary: one line for a person at a terminal, the JSON for a program reading
+/// stdout.
+fn report_round(report: &RoundReport<'_>) {
+    if !printer::stdout_is_terminal() {
+        printer::data(serde_json::to_value(report).unwrap_or_default());
     }
-
-    #[test]
-    fn sampling_takes_k_distinct_items_and_reaches_them_all() {
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..200 {
-            let mut s = sample((0..20).collect::<Vec<u32>>(), 3);
-            assert_eq!(s.len(), 3);
-            s.sort();
-            s.dedup();
-            assert_eq!(s.len(), 3, "distinct");
-            seen.extend(s);
-        }
-        assert_eq!(seen.len(), 20, "every miner gets asked sometimes");
-        assert_eq!(sample(vec![1, 2], 15).len(), 2);
-    }
+    printer::status(round_summary(
+        report.round_id,
+        report.instance_id,
+        report.miners,
+    ));
 }

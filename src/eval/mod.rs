@@ -11,6 +11,7 @@ pub mod adversarial;
 pub mod harness;
 pub mod patch;
 pub mod policy;
+pub mod reading;
 pub mod run;
 pub mod tamper;
 

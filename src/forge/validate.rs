@@ -245,6 +245,7 @@ fn make_task(ctx: &PackageCtx<'_>, found: Found<'_>) -> Option<Task> {
         difficulty: difficulty.level().to_owned(),
         difficulty_features: Some(difficulty),
         predicted_difficulty: None,
+        checklist: Vec::new(),
     })
 }
 

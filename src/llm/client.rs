@@ -52,6 +52,8 @@ pub struct LlmConfig {
     /// First retry delay; doubles each time.
     pub backoff: Duration,
     pub temperature: Option<f32>,
+    /// Sampling seed sent with every request (servers that honour it repeat their answers).
+    pub seed: Option<u64>,
     pub max_tokens: Option<u32>,
 }
 
@@ -64,6 +66,7 @@ impl LlmConfig {
             max_attempts: 5,
             backoff: Duration::from_millis(500),
             temperature: None,
+            seed: None,
             max_tokens: None,
         }
     }
@@ -218,6 +221,14 @@ impl LlmClient {
         &self.cfg.model
     }
 
+    /// This client with fixed sampling: `temperature` and `seed` on every request.
+    pub fn with_sampling(&self, temperature: f32, seed: u64) -> LlmClient {
+        let mut cfg = self.cfg.clone();
+        cfg.temperature = Some(temperature);
+        cfg.seed = Some(seed);
+        LlmClient::new(cfg)
+    }
+
     /// Dollars for `usage` with this client's model (0 when the model is not priced).
     pub fn cost_of(&self, usage: Usage) -> f64 {
         lookup(&self.cfg.model).map_or(0.0, |m| {
@@ -253,6 +264,9 @@ impl LlmClient {
         }
         if let Some(t) = self.cfg.temperature {
             request["temperature"] = json!(t);
+        }
+        if let Some(seed) = self.cfg.seed {
+            request["seed"] = json!(seed);
         }
         if let Some(m) = self.cfg.max_tokens {
             request["max_tokens"] = json!(m);

@@ -1,7 +1,10 @@
 //! The LLM judge: rates a patch that already resolved its task for quality (would a maintainer
 //! merge it) and brevity (no more change than the fix needs), each in [0, 1], with the prompts
-//! `judge_system` and `judge_instance`. The answer must hold one JSON object with both numbers in
-//! range; anything else is an error, and the caller scores on correctness alone.
+//! `judge_system` and `judge_instance`, and the task's checklist when it has one. Sampling is
+//! fixed ([`TEMPERATURE`], [`SEED`]) so validators asking the same model agree. The answer must
+//! hold one JSON object with both numbers in range; anything else is an error, and the caller
+//! scores on correctness alone. The caller hands in the patch as the judge may see it (comments
+//! and added prose taken out: `eval::reading::for_review`); this module only asks.
 
 use serde::{Deserialize, Serialize};
 
@@ -48,26 +51,61 @@ fn cut(text: &str) -> String {
     )
 }
 
-/// Asks `llm` to judge `patch` for the issue `problem_statement`, against `reference`.
-pub async fn judge(
-    llm: &LlmClient,
-    problem_statement: &str,
-    patch: &str,
-    reference: &str,
-    budget: &mut Budget,
-) -> Result<Judgement, JudgeError> {
-    let messages = [
+/// The judge's sampling temperature.
+pub const TEMPERATURE: f32 = 0.0;
+/// The judge's sampling seed.
+pub const SEED: u64 = 62;
+
+/// What the judge is shown.
+#[derive(Debug, Clone, Copy)]
+pub struct JudgeInput<'a> {
+    pub problem_statement: &'a str,
+    /// The patch as the judge may see it.
+    pub patch: &'a str,
+    pub reference: &'a str,
+    /// What a good fix of this task does, one point a line (may be empty).
+    pub checklist: &'a [String],
+}
+
+/// The checklist as the prompt shows it.
+fn checklist_text(items: &[String]) -> String {
+    if items.is_empty() {
+        return "(this task has no checklist)".to_owned();
+    }
+    items
+        .iter()
+        .map(|i| format!("- {}", i.trim()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The messages the judge gets for `input`.
+pub fn judge_messages(input: &JudgeInput<'_>) -> [Message; 2] {
+    [
         Message::system(prompts::get("judge_system")),
         Message::user(prompts::render(
             prompts::get("judge_instance"),
             &[
-                ("problem_statement", problem_statement),
-                ("patch", &cut(patch)),
-                ("reference", &cut(reference)),
+                ("problem_statement", input.problem_statement),
+                ("patch", &cut(input.patch)),
+                ("reference", &cut(input.reference)),
+                ("checklist", &checklist_text(input.checklist)),
             ],
         )),
-    ];
-    let completion = llm.chat(&messages, &[], budget).await?;
+    ]
+}
+
+/// Asks `llm` (at [`TEMPERATURE`] with [`SEED`]) to judge `input`.
+pub async fn judge(
+    llm: &LlmClient,
+    input: &JudgeInput<'_>,
+    budget: &mut Budget,
+) -> Result<Judgement, JudgeError> {
+    let messages = judge_messages(input);
+    let completion = llm
+        .with_sampling(TEMPERATURE, SEED)
+        .chat(&messages, &[], budget)
+        .await?;
     let mut j = parse(&completion.message.content)?;
     j.cost = completion.cost;
     Ok(j)

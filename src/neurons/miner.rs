@@ -18,6 +18,9 @@ use crate::sandbox::Engine;
 use crate::subnet::{Axon, CodingTask, HandlerError};
 use crate::tasks::TaskStore;
 
+mod run;
+pub use run::{MinerConfig, MinerError, run};
+
 /// Restarts of a dead embedded model server before the miner gives up on a request.
 pub const MODEL_RESTARTS: u32 = 3;
 /// The status a miner answers when its model is down and could not be brought back (with a

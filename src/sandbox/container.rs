@@ -24,6 +24,23 @@ pub(super) const HOST_GRACE: Duration = Duration::from_secs(5);
 /// The image's world-writable folders, each a size-capped tmpfs when `Limits::tmp_mb > 0`.
 const TMPFS_MOUNTS: &[&str] = &["/tmp", "/var/tmp", "/run/lock"];
 
+/// The tasks that create and start containers (see [`Sandbox::start`]).
+static STARTS: std::sync::LazyLock<tokio_util::task::TaskTracker> =
+    std::sync::LazyLock::new(tokio_util::task::TaskTracker::new);
+
+/// Waits up to `deadline` for containers being created to be handed over or, when their
+/// caller went away, removed. Call before the runtime is dropped: a task dropped mid-creation
+/// would leave a container no guard owns (the reaper would find it at the next start).
+pub async fn settle(deadline: Duration) {
+    STARTS.close();
+    if tokio::time::timeout(deadline, STARTS.wait()).await.is_err() {
+        warn!(
+            ?deadline,
+            "containers still being created at exit; the reaper will remove them"
+        );
+    }
+}
+
 /// Output kept per stream when the caller does not say.
 pub const DEFAULT_OUTPUT_CAP: usize = 1 << 20;
 
@@ -68,6 +85,9 @@ pub struct Sandbox {
     removed: bool,
     pub(super) killed: AtomicBool,
     pub(super) oom_seen: AtomicU64,
+    /// The engine's sandbox budget, given back after the container is removed (a field drops
+    /// after `Drop::drop` ran).
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -80,8 +100,35 @@ impl std::fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
-    /// Creates and starts a container from `spec`.
+    /// Creates and starts a container from `spec`, once the engine's sandbox budget has a
+    /// permit free (waiting for one otherwise).
+    ///
+    /// Cancellation-safe: the engine calls run in a task of their own, so a caller dropped
+    /// while the container is being created (a round cut short, a request answered at a
+    /// deadline) leaves no container behind: the guard made after it is dropped in that task
+    /// (before exiting, [`settle`] waits for those tasks).
     pub async fn start(engine: &Engine, spec: &SandboxSpec) -> Result<Sandbox, SandboxError> {
+        let permit = engine.sandbox_permit().await;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (engine, spec) = (engine.clone(), spec.clone());
+        STARTS.spawn(async move {
+            let made = Sandbox::create(&engine, &spec, permit).await;
+            // Nobody waits any more: the guard is dropped here, removing the container.
+            let _ = tx.send(made);
+        });
+        rx.await.map_err(|_| {
+            SandboxError::io(
+                "sandbox start",
+                std::io::Error::other("the start task ended without an answer"),
+            )
+        })?
+    }
+
+    async fn create(
+        engine: &Engine,
+        spec: &SandboxSpec,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<Sandbox, SandboxError> {
         let limits = &spec.limits;
         let wall_secs = limits.wall.as_secs().max(1);
         let deadline = SystemTime::now()
@@ -150,6 +197,7 @@ impl Sandbox {
             removed: false,
             killed: AtomicBool::new(false),
             oom_seen: AtomicU64::new(0),
+            _permit: permit,
         };
         // From here on the guard owns the container, so a failed start still removes it.
         engine.docker.start_container(&sandbox.id, None).await?;
@@ -361,8 +409,11 @@ impl Sandbox {
 
     /// Stops and removes the container now, reporting any error.
     pub async fn remove(mut self) -> Result<(), SandboxError> {
+        // Marked only once the call returned: a caller dropped meanwhile leaves the removal
+        // to `Drop`.
+        let removed = remove_container(&self.engine.docker, &self.id).await;
         self.removed = true;
-        remove_container(&self.engine.docker, &self.id).await
+        removed
     }
 
     pub(super) async fn kill(&self) {

@@ -1,6 +1,12 @@
-//! The connection to the Docker engine, with API version negotiation.
+//! The connection to the Docker engine, with API version negotiation, and the sandbox budget:
+//! one semaphore per engine handle (shared by its clones) that every [`super::Sandbox`] takes a
+//! permit of when it starts and gives back when its guard removes it, so no caller can run more
+//! sandboxes at once than `--max-sandboxes`, whatever its own worker count.
+
+use std::sync::Arc;
 
 use bollard::{API_DEFAULT_VERSION, Docker};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::SandboxError;
 
@@ -13,6 +19,8 @@ const REQUEST_TIMEOUT_SECS: u64 = 300;
 pub struct Engine {
     pub(crate) docker: Docker,
     addr: String,
+    budget: Arc<Semaphore>,
+    capacity: usize,
 }
 
 /// What the engine says about itself.
@@ -25,7 +33,10 @@ pub struct EngineInfo {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("addr", &self.addr).finish()
+        f.debug_struct("Engine")
+            .field("addr", &self.addr)
+            .field("max_sandboxes", &self.capacity)
+            .finish()
     }
 }
 
@@ -54,7 +65,41 @@ impl Engine {
             .ping()
             .await
             .map_err(|e| unavailable(e.to_string()))?;
-        Ok(Engine { docker, addr })
+        let capacity = crate::config::default_parallelism().max(1);
+        Ok(Engine {
+            docker,
+            addr,
+            budget: Arc::new(Semaphore::new(capacity)),
+            capacity,
+        })
+    }
+
+    /// This handle with a budget of its own: at most `max` sandboxes at once, shared by every
+    /// clone of the returned handle (clones made before keep the old budget).
+    pub fn with_max_sandboxes(mut self, max: usize) -> Engine {
+        self.capacity = max.max(1);
+        self.budget = Arc::new(Semaphore::new(self.capacity));
+        self
+    }
+
+    /// Sandboxes that may run at once through this handle.
+    pub fn max_sandboxes(&self) -> usize {
+        self.capacity
+    }
+
+    /// Sandboxes running (or starting) through this handle now.
+    pub fn sandboxes_running(&self) -> usize {
+        self.capacity
+            .saturating_sub(self.budget.available_permits())
+    }
+
+    /// A permit of the budget, waiting for one to be free.
+    pub(super) async fn sandbox_permit(&self) -> OwnedSemaphorePermit {
+        self.budget
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the sandbox budget is never closed")
     }
 
     /// The address this engine was reached at.

@@ -65,6 +65,18 @@ impl ChainError {
     }
 }
 
+impl ChainError {
+    /// Whether asking again later may succeed: the node or the file could not be reached or
+    /// read, or a transaction was not included in time. Refusals, undecodable data and runtime
+    /// mismatches are not.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ChainError::Io { .. } | ChainError::Rpc { .. } | ChainError::NotIncluded { .. }
+        )
+    }
+}
+
 /// One registered neuron.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Neuron {

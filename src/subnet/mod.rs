@@ -13,7 +13,9 @@ pub mod subtensor;
 pub mod synapse;
 pub mod wallet;
 
-pub use axon::{Axon, AxonConfig, AxonStats, HandlerError};
+pub use axon::{
+    Axon, AxonConfig, AxonStats, HandlerError, SHUT_DOWN_MID_REQUEST, SHUTTING_DOWN, Serving,
+};
 pub use chain::{AnyChain, Chain, ChainError, LocalChain, Metagraph, Neuron, normalize_weights};
 pub use dendrite::{AxonTarget, CallFailure, CallResult, DEFAULT_MAX_ANSWER_BYTES, Dendrite};
 pub use subtensor::{SubtensorChain, SubtensorConfig};

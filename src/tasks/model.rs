@@ -50,6 +50,9 @@ pub struct Task {
     /// Files a submitted patch may not touch (the tests that judge it).
     #[serde(default)]
     pub test_files: Vec<String>,
+    /// What a good fix does, one point an item, for the judge (empty when the task has none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checklist: Vec<String>,
     /// How long a fix takes, in SWE-bench Verified's words ([`DIFFICULTY_LEVELS`]); for a
     /// forged task, estimated from its features. Empty when unknown.
     #[serde(

@@ -196,7 +196,7 @@ async fn a_local_round_goes_over_the_wire_and_sets_weights() {
 }
 
 #[tokio::test]
-async fn identical_patches_get_the_floor_and_silent_miners_keep_their_average() {
+async fn an_identical_later_patch_gets_the_floor_and_silent_miners_keep_their_average() {
     let (task, model) = task_and_model().await;
     let engine = engine().await;
     let run = run_id("round-dup");
@@ -270,17 +270,31 @@ async fn identical_patches_get_the_floor_and_silent_miners_keep_their_average() 
         s.abort();
     }
     assert_eq!(results.len(), 3);
-    assert_eq!(results[0].judged, Some((0.8, 1.0)));
-    assert_eq!(
-        results[1].judged, None,
-        "the judge's second answer is prose"
-    );
-    for r in &results[..2] {
+    // Evaluated at once: whichever was judged first got the judgement, the other prose.
+    let mut judged: Vec<_> = results[..2].iter().map(|r| r.judged).collect();
+    judged.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert_eq!(judged, [None, Some((0.8, 1.0))]);
+    // The answer that came back first keeps its score; the later copy gets the floor.
+    let (first, later) = if results[0].latency_s <= results[1].latency_s {
+        (&results[0], &results[1])
+    } else {
+        (&results[1], &results[0])
+    };
+    for r in [first, later] {
         assert_eq!(r.status_code, 200);
-        assert!(r.resolved && r.duplicate, "{r:?}");
-        assert_eq!(r.score, DUPLICATE_FLOOR);
-        assert!((scores.by_hotkey[&r.hotkey] - EMA_ALPHA * DUPLICATE_FLOOR).abs() < 1e-12);
+        assert!(r.resolved, "{r:?}");
     }
+    assert!(
+        !first.duplicate && first.score > DUPLICATE_FLOOR,
+        "{first:?}"
+    );
+    assert!(
+        later.duplicate && later.score == DUPLICATE_FLOOR,
+        "{later:?}"
+    );
+    assert_eq!(later.copy_of.as_deref(), Some(first.hotkey.as_str()));
+    assert!((scores.by_hotkey[&later.hotkey] - EMA_ALPHA * DUPLICATE_FLOOR).abs() < 1e-12);
+    assert!((scores.by_hotkey[&first.hotkey] - EMA_ALPHA * first.score).abs() < 1e-12);
     let silent = &results[2];
     assert_ne!(silent.status_code, 200);
     assert!(!silent.resolved && !silent.duplicate && silent.score == 0.0);

@@ -87,6 +87,10 @@ pub(crate) struct NodeState {
     pub(crate) commit_key: Option<String>,
     /// Methods that answer with a JSON-RPC error.
     pub(crate) broken: Vec<&'static str>,
+    /// Methods that answer HTTP 503 (a node restarting) this many more times.
+    pub(crate) flaky: HashMap<&'static str, u32>,
+    /// Calls per method.
+    pub(crate) calls: HashMap<String, u32>,
 }
 
 pub(crate) fn last_update(at: u64) -> String {
@@ -114,6 +118,8 @@ pub(crate) async fn node(keys: &Value, fate: Fate) -> (TestServer, Arc<Mutex<Nod
         neurons: "0x00".into(),
         commit_key: None,
         broken: Vec::new(),
+        flaky: HashMap::new(),
+        calls: HashMap::new(),
     }));
     let metadata = {
         let mut raw = Vec::new();
@@ -130,6 +136,13 @@ pub(crate) async fn node(keys: &Value, fate: Fate) -> (TestServer, Arc<Mutex<Nod
         let method = body["method"].as_str().unwrap_or("");
         let params = &body["params"];
         let mut st = shared.lock().unwrap();
+        *st.calls.entry(method.to_owned()).or_default() += 1;
+        if let Some(left) = st.flaky.get_mut(method)
+            && *left > 0
+        {
+            *left -= 1;
+            return Response::new(503, "text/plain", "node restarting");
+        }
         let result = if st.broken.contains(&method) {
             None
         } else {
@@ -372,7 +385,7 @@ async fn set_weights_refuses_what_the_chain_would_refuse() {
     assert_eq!(state.lock().unwrap().submitted.len(), 1);
 }
 
-fn neuron(uid: u16, ip: [u8; 4], permit: bool, stakes: &[u64]) -> NeuronInfoLite {
+pub(crate) fn neuron(uid: u16, ip: [u8; 4], permit: bool, stakes: &[u64]) -> NeuronInfoLite {
     let key = |seed: u8| Keypair::from_seed(&[seed; 32]).public();
     NeuronInfoLite {
         hotkey: key(uid as u8 + 1),

@@ -34,7 +34,8 @@ fn miner(uid: u16, hotkey: &str, port: u16) -> Neuron {
 /// Issue 17, item 1: an SDK axon with the original class (no defaults, no hash fields) builds
 /// its synapse from `bt_header_input_obj_*` headers and hashes nothing; our validator gets its
 /// patch and scores it. A miner answering garbage and one that is down are recorded as
-/// `protocol_error` and `unreachable`, not as empty patches, and keep their averages.
+/// `protocol_error` and `unreachable`, not as empty patches; the garbage is charged a 0 (issue
+/// 20: garbage keeps lowering the average), the miner that is down keeps its average.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_validator_round_scores_an_original_protocol_miner_and_records_failures_apart() {
     let task = forged_tinycalc()
@@ -130,19 +131,38 @@ time.sleep(600)
     assert!(
         (scores.by_hotkey[&key.ss58()] - (EMA_ALPHA * python_miner.score + 0.45)).abs() < 1e-12
     );
-    for (r, kind) in [
-        (&results[1], CallFailure::ProtocolError),
-        (&results[2], CallFailure::Unreachable),
+    for (r, kind, charged, average) in [
+        (&results[1], CallFailure::ProtocolError, true, 0.45),
+        (&results[2], CallFailure::Unreachable, false, 0.5),
     ] {
         assert!(
             matches!(&r.outcome, AnswerOutcome::NoAnswer { kind: k, .. } if *k == kind),
             "{r:?}"
         );
-        assert!(!r.charged && r.score == 0.0 && !r.resolved, "{r:?}");
-        assert_eq!(scores.by_hotkey[&r.hotkey], 0.5, "average left alone");
+        assert!(
+            r.charged == charged && r.score == 0.0 && !r.resolved,
+            "{r:?}"
+        );
+        assert!(
+            (scores.by_hotkey[&r.hotkey] - average).abs() < 1e-12,
+            "{r:?}"
+        );
     }
-    let stored: Vec<_> = records.iter().unwrap().map(Result::unwrap).collect();
-    assert_eq!(stored.len(), 3);
+    assert_eq!(scores.health[&results[1].hotkey].malformed, 1);
+    assert_eq!(scores.health[&results[2].hotkey].unreachable, 1);
+    assert_eq!(scores.health[&results[0].hotkey].resolved, 1);
+    // Records go in as answers are scored: those without a patch first.
+    let all: Vec<_> = records.iter().unwrap().map(Result::unwrap).collect();
+    assert_eq!(all.len(), 3);
+    let stored: Vec<_> = results
+        .iter()
+        .map(|r| {
+            all.iter()
+                .find(|s| s.miner_hotkey == r.hotkey)
+                .unwrap()
+                .clone()
+        })
+        .collect();
     assert_eq!(stored[0].model_patch, task.patch);
     assert_eq!(stored[0].outcome, "resolved");
     assert!(stored[0].resolved);
@@ -300,7 +320,10 @@ async fn a_200_mb_answer_leaves_the_validator_small_and_the_store_clean() {
         m["outcome"]["message"].as_str().unwrap().contains("cap"),
         "{round}"
     );
-    assert_eq!(m["charged"], false);
+    assert_eq!(
+        m["charged"], true,
+        "an answer over the cap is garbage, charged a 0"
+    );
     let stored: Vec<_> = RecordStore::open(&records)
         .unwrap()
         .iter()
@@ -309,7 +332,7 @@ async fn a_200_mb_answer_leaves_the_validator_small_and_the_store_clean() {
         .collect();
     assert_eq!(stored.len(), 1);
     assert_eq!(
-        (stored[0].outcome.as_str(), stored[0].patch.as_str()),
+        (stored[0].outcome.as_str(), stored[0].model_patch.as_str()),
         ("protocol_error", "")
     );
     assert!(bytes < base_bytes + 4096, "{bytes} bytes stored");
@@ -430,9 +453,14 @@ async fn miners_answering_with_bypasses_score_zero_with_the_reason_recorded() {
         let _ = c.kill();
         let _ = c.wait();
     }
-    let stored: Vec<_> = records.iter().unwrap().map(Result::unwrap).collect();
-    assert_eq!(stored.len(), bypasses.len());
-    for ((_, _, kind, why), (r, rec)) in bypasses.iter().zip(results.iter().zip(&stored)) {
+    let all: Vec<_> = records.iter().unwrap().map(Result::unwrap).collect();
+    assert_eq!(all.len(), bypasses.len());
+    // Evaluated at once, recorded as each ends: matched by hotkey.
+    let stored: Vec<_> = results
+        .iter()
+        .map(|r| all.iter().find(|s| s.miner_hotkey == r.hotkey).unwrap())
+        .collect();
+    for ((_, _, kind, why), (r, rec)) in bypasses.iter().zip(results.iter().zip(stored)) {
         assert_eq!(r.status_code, 200, "{r:?}");
         assert!(!r.resolved && r.score == 0.0 && r.charged, "{r:?}");
         assert!(

@@ -73,7 +73,14 @@ impl Gate {
         }
     }
 
-    pub(super) async fn acquire(&self, stake: f64, wait: Duration) -> Option<Permit> {
+    /// A slot, waiting up to `wait` behind at most `max_waiting` others (none when that many
+    /// wait already: the caller answers busy at once instead of growing the queue).
+    pub(super) async fn acquire(
+        &self,
+        stake: f64,
+        wait: Duration,
+        max_waiting: usize,
+    ) -> Option<Permit> {
         let mut rx = {
             let mut s = self.state.lock().expect("gate lock");
             if s.free > 0 {
@@ -81,6 +88,10 @@ impl Gate {
                 return Some(Permit {
                     state: self.state.clone(),
                 });
+            }
+            s.waiting.retain(|w| !w.tx.is_closed());
+            if s.waiting.len() >= max_waiting {
+                return None;
             }
             let (tx, rx) = oneshot::channel();
             s.seq += 1;
@@ -115,13 +126,19 @@ mod tests {
     #[tokio::test]
     async fn free_slots_go_to_the_highest_stake() {
         let gate = Arc::new(Gate::new(1));
-        let first = gate.acquire(1.0, Duration::from_secs(1)).await.unwrap();
+        let first = gate
+            .acquire(1.0, Duration::from_secs(1), usize::MAX)
+            .await
+            .unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for stake in [1.0, 50.0, 10.0] {
             let (g, o) = (gate.clone(), order.clone());
             tasks.push(tokio::spawn(async move {
-                let p = g.acquire(stake, Duration::from_secs(5)).await.unwrap();
+                let p = g
+                    .acquire(stake, Duration::from_secs(5), usize::MAX)
+                    .await
+                    .unwrap();
                 o.lock().unwrap().push(stake as u32);
                 drop(p);
             }));
@@ -133,9 +150,24 @@ mod tests {
         }
         assert_eq!(*order.lock().unwrap(), [50, 10, 1]);
         // A waiter that gives up gets nothing and costs nothing.
-        let held = gate.acquire(1.0, Duration::from_secs(1)).await.unwrap();
-        assert!(gate.acquire(1.0, Duration::from_millis(20)).await.is_none());
+        let held = gate
+            .acquire(1.0, Duration::from_secs(1), usize::MAX)
+            .await
+            .unwrap();
+        assert!(
+            gate.acquire(1.0, Duration::from_millis(20), usize::MAX)
+                .await
+                .is_none()
+        );
+        // With no queue allowed, a full gate says no at once.
+        let started = std::time::Instant::now();
+        assert!(gate.acquire(1.0, Duration::from_secs(5), 0).await.is_none());
+        assert!(started.elapsed() < Duration::from_secs(1));
         drop(held);
-        assert!(gate.acquire(1.0, Duration::from_millis(20)).await.is_some());
+        assert!(
+            gate.acquire(1.0, Duration::from_millis(20), 0)
+                .await
+                .is_some()
+        );
     }
 }

@@ -43,9 +43,11 @@ use futures_util::StreamExt;
 
 mod gate;
 mod nonces;
+mod serve;
 
 use gate::Gate;
 use nonces::NonceBook;
+pub use serve::Serving;
 
 use super::chain::Metagraph;
 use super::synapse::{
@@ -61,6 +63,11 @@ const DEFAULT_TIMEOUT_S: f64 = 12.0;
 const RECENT_PER_ENDPOINT: usize = 256;
 /// (hotkey, uuid) pairs remembered at once; only callers that passed every check add one.
 const MAX_ENDPOINTS: usize = 16_384;
+/// The 503 message of a request that arrives while the axon stops.
+pub const SHUTTING_DOWN: &str = "axon shutting down: not taking requests";
+/// The 503 message of a request still being handled at the shutdown deadline.
+pub const SHUT_DOWN_MID_REQUEST: &str =
+    "axon shutting down: the request was not finished by the deadline";
 
 /// What the axon accepts.
 #[derive(Debug, Clone)]
@@ -72,6 +79,8 @@ pub struct AxonConfig {
     pub min_stake: f64,
     /// Requests handled at once; more wait, highest stake first.
     pub max_concurrent: usize,
+    /// Requests that may wait for a slot; past that a request is answered 503 (busy) at once.
+    pub max_waiting: usize,
     /// The largest `timeout` honoured as the handler's budget (the original validator gave
     /// miners 600 s).
     pub max_timeout: Duration,
@@ -94,6 +103,7 @@ impl Default for AxonConfig {
             require_validator_permit: true,
             min_stake: 0.0,
             max_concurrent: 16,
+            max_waiting: usize::MAX,
             max_timeout: Duration::from_secs(3600),
             max_window_timeout: Duration::from_secs(60),
             max_connections: 256,
@@ -134,6 +144,12 @@ struct Inner {
     coding: Option<Handler<CodingTask>>,
     forecast: Option<Handler<Forecast>>,
     stats: Arc<AxonStats>,
+    /// Cancelled when the axon stops taking requests.
+    stop: tokio_util::sync::CancellationToken,
+    /// Cancelled when requests still being handled must be answered now (503).
+    force: tokio_util::sync::CancellationToken,
+    /// Requests being handled, by name, for the log at the shutdown deadline.
+    in_flight: serve::InFlight,
 }
 
 /// An axon under construction.
@@ -160,6 +176,9 @@ impl Axon {
                 coding: None,
                 forecast: None,
                 stats: Arc::new(AxonStats::default()),
+                stop: Default::default(),
+                force: Default::default(),
+                in_flight: Default::default(),
             },
         }
     }
@@ -208,42 +227,11 @@ impl Axon {
         self.inner.stats.clone()
     }
 
-    /// Serves on `listener` until the task is dropped or aborted: HTTP/1.1, at most
-    /// `max_connections` connections at once, headers within `header_timeout`.
+    /// Serves on `listener` until the task is aborted: HTTP/1.1, at most `max_connections`
+    /// connections at once, headers within `header_timeout`. [`Axon::serve_gracefully`] for
+    /// an axon that can be stopped with its requests answered.
     pub fn serve(self, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
-        let cfg = self.inner.cfg.clone();
-        let state = Arc::new(self.inner);
-        // Every method and path comes to `dispatch`, so even a wrong one gets a JSON answer.
-        let app = axum::Router::new().fallback(dispatch).with_state(state);
-        let permits = Arc::new(tokio::sync::Semaphore::new(cfg.max_connections.max(1)));
-        tokio::spawn(async move {
-            loop {
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    return;
-                };
-                let stream = match listener.accept().await {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait, then go on.
-                        tracing::warn!("axon accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let service = hyper_util::service::TowerToHyperService::new(app.clone());
-                let mut http = hyper::server::conn::http1::Builder::new();
-                http.timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(cfg.header_timeout);
-                tokio::spawn(async move {
-                    let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                    if let Err(e) = conn.await {
-                        tracing::debug!("axon connection ended: {e}");
-                    }
-                    drop(permit);
-                });
-            }
-        })
+        self.serve_gracefully(listener).into_task()
     }
 }
 
@@ -258,7 +246,10 @@ async fn dispatch(
 ) -> Response {
     let started = Instant::now();
     let name = uri.path().trim_start_matches('/').to_owned();
+    let caller = header(&headers, "bt_header_dendrite_hotkey").unwrap_or("?");
+    let _in_flight = state.in_flight.enter(format!("{name} from {caller}"));
     let result = match name.as_str() {
+        _ if state.stop.is_cancelled() => Err(Refusal(503, SHUTTING_DOWN.into())),
         "CodingTask" => match state.coding.clone() {
             Some(h) => handle(&state, &headers, body, h, started).await,
             None => Err(Refusal(404, "synapse CodingTask is not served here".into())),
@@ -276,7 +267,6 @@ async fn dispatch(
         }
         Err(Refusal(code, message)) => {
             state.stats.refused.fetch_add(1, Ordering::Relaxed);
-            let caller = header(&headers, "bt_header_dendrite_hotkey").unwrap_or("?");
             tracing::warn!(synapse = %name, caller, status = code, "refused: {message}");
             let mut resp = (
                 StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -469,18 +459,27 @@ async fn handle<T: SynapseBody>(
 
     // Priority, then the handler under the request's timeout.
     let budget = Duration::from_secs_f64(timeout.max(0.001));
-    let Some(_permit) = state.gate.acquire(stake, budget).await else {
-        return Err(Refusal(
+    let busy = || {
+        Refusal(
             503,
             "busy: requests of higher stake are served first".into(),
-        ));
+        )
+    };
+    let permit = tokio::select! {
+        p = state.gate.acquire(stake, budget, cfg.max_waiting) => p,
+        _ = state.stop.cancelled() => return Err(Refusal(503, SHUTTING_DOWN.into())),
+    };
+    let Some(_permit) = permit else {
+        return Err(busy());
     };
     let left = budget.saturating_sub(started.elapsed());
     synapse.dendrite = Some(dendrite.clone());
-    let answer = tokio::time::timeout(left, handler(synapse.clone()))
-        .await
-        .map_err(|_| Refusal(408, format!("handler exceeded the {timeout}s timeout")))?
-        .map_err(|e| Refusal(e.status, e.message))?;
+    let answer = tokio::select! {
+        a = tokio::time::timeout(left, handler(synapse.clone())) => a
+            .map_err(|_| Refusal(408, format!("handler exceeded the {timeout}s timeout")))?
+            .map_err(|e| Refusal(e.status, e.message))?,
+        _ = state.force.cancelled() => return Err(Refusal(503, SHUT_DOWN_MID_REQUEST.into())),
+    };
     synapse.body = answer;
     synapse.timeout = timeout;
     let axon = TerminalInfo {

@@ -1,0 +1,199 @@
+//! The validator, unattended: rounds until `rounds` ran or the token is cancelled. A round:
+//! the metagraph, a task (from the store, forged when it is empty), up to `sample` miners that
+//! serve an axon, [`Validator::round`], weights. Chain calls go through the one retry policy
+//! (`lifecycle::retry`): a transient error is retried with backoff, and only one that outlasts
+//! the policy's bound ends the validator, with one line. A refused `set_weights` (rate limit,
+//! ...) is logged and the loop goes on. Cancelling stops at once: a round in progress is cut
+//! short (the evaluations in flight are dropped and their containers removed; every answer
+//! scored so far is already saved, so a restart carries on from it).
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Scores, Validator, ValidatorError};
+use crate::dataset::RecordStore;
+use crate::neurons::lifecycle::{Backoff, RetryError, retry};
+use crate::neurons::local::{TaskSource, WEIGHTS_VERSION_KEY, pick_task};
+use crate::subnet::{AnyChain, Chain, ChainError, Neuron};
+use crate::tasks::TaskStore;
+
+/// What [`run`] needs, built by the caller.
+pub struct ValidatorConfig {
+    pub validator: Validator,
+    pub chain: AnyChain,
+    /// This validator's hotkey (ss58) and subnet.
+    pub hotkey: String,
+    pub netuid: u16,
+    pub store: TaskStore,
+    pub records: RecordStore,
+    pub scores: Scores,
+    pub source: TaskSource,
+    /// Miners asked per round.
+    pub sample: usize,
+    /// Rounds to run; `None` until cancelled.
+    pub rounds: Option<u64>,
+    /// Wait between rounds.
+    pub interval: Duration,
+    /// Prefix of the round ids.
+    pub run_id: String,
+    /// The retry policy of chain calls.
+    pub retry: Backoff,
+    /// Receives each round's report.
+    pub report: Box<dyn Fn(&RoundReport<'_>) + Send + Sync>,
+}
+
+/// What a round did, for the operator: its id, the task, each miner's result and, when
+/// forecasts are asked, the miners' Brier standings.
+#[derive(Debug, serde::Serialize)]
+pub struct RoundReport<'a> {
+    pub round_id: &'a str,
+    pub instance_id: &'a str,
+    pub miners: &'a [super::MinerResult],
+    pub forecast_standings: Option<Vec<crate::neurons::forecast::Standing>>,
+}
+
+/// A chain call under the retry policy; `None` when cancelled meanwhile.
+async fn chain_call<T, Fut>(
+    what: &str,
+    policy: &Backoff,
+    cancel: &CancellationToken,
+    op: impl FnMut() -> Fut,
+) -> Result<Option<T>, ValidatorError>
+where
+    Fut: Future<Output = Result<T, ChainError>>,
+{
+    match retry(what, policy, cancel, ChainError::is_transient, op).await {
+        Ok(v) => Ok(Some(v)),
+        Err(RetryError::Cancelled { .. }) => Ok(None),
+        Err(RetryError::Permanent(e)) => Err(ValidatorError::Chain(e)),
+        Err(RetryError::GaveUp {
+            what,
+            attempts,
+            elapsed,
+            last,
+        }) => Err(ValidatorError::ChainDown {
+            what,
+            attempts,
+            elapsed,
+            last,
+        }),
+    }
+}
+
+/// Up to `k` of `items`, chosen uniformly at random (a partial Fisher-Yates shuffle).
+pub(crate) fn sample<T>(mut items: Vec<T>, k: usize) -> Vec<T> {
+    use rand_core::RngCore;
+    let k = k.min(items.len());
+    for i in 0..k {
+        let j = i + (rand_core::OsRng.next_u64() % (items.len() - i) as u64) as usize;
+        items.swap(i, j);
+    }
+    items.truncate(k);
+    items
+}
+
+/// Runs rounds until `cfg.rounds` ran or `cancel` is cancelled; `Ok` in both cases.
+pub async fn run(
+    mut cfg: ValidatorConfig,
+    cancel: CancellationToken,
+) -> Result<(), ValidatorError> {
+    let mut round = 0u64;
+    let mut records_seen = cfg.records.len();
+    while cfg.rounds.is_none_or(|n| round < n) {
+        if round > 0 {
+            tokio::select! {
+                _ = tokio::time::sleep(cfg.interval) => {}
+                _ = cancel.cancelled() => break,
+            }
+        }
+        if cancel.is_cancelled() {
+            break;
+        }
+        let Some(mg) =
+            chain_call("metagraph", &cfg.retry, &cancel, || cfg.chain.metagraph()).await?
+        else {
+            break;
+        };
+        if mg.by_hotkey(&cfg.hotkey).is_none() {
+            return Err(ValidatorError::Chain(ChainError::NotRegistered {
+                hotkey: cfg.hotkey.clone(),
+                netuid: cfg.netuid,
+            }));
+        }
+        let serving: Vec<Neuron> = mg
+            .neurons
+            .iter()
+            .filter(|n| {
+                n.hotkey != cfg.hotkey && !n.validator_permit && n.port != 0 && !n.ip.is_empty()
+            })
+            .cloned()
+            .collect();
+        let miners = sample(serving, cfg.sample);
+        let round_id = format!("{}-{round}", cfg.run_id);
+        round += 1;
+        if miners.is_empty() {
+            tracing::warn!("no miner serves an axon on this subnet; waiting");
+            continue;
+        }
+        let task = tokio::select! {
+            t = pick_task(&cfg.validator.engine, &cfg.store, &cfg.source, records_seen) => t?,
+            _ = cancel.cancelled() => break,
+        };
+        let played = tokio::select! {
+            r = cfg.validator.round(&task, &miners, &mut cfg.scores, &mut cfg.records, &round_id) => Some(r?),
+            _ = cancel.cancelled() => None,
+        };
+        records_seen = cfg.records.len();
+        let Some(results) = played else {
+            tracing::warn!(round = %round_id, "round cut short by the shutdown; the answers scored so far are saved");
+            break;
+        };
+        let forecast_standings = cfg
+            .validator
+            .forecasts
+            .as_ref()
+            .map(|f| f.book.lock().map(|b| b.standings()).unwrap_or_default());
+        (cfg.report)(&RoundReport {
+            round_id: &round_id,
+            instance_id: &task.instance_id,
+            miners: &results,
+            forecast_standings,
+        });
+        let (uids, weights) = cfg.scores.weights(&mg);
+        let set = chain_call("set_weights", &cfg.retry, &cancel, || {
+            cfg.chain
+                .set_weights(&cfg.hotkey, &uids, &weights, WEIGHTS_VERSION_KEY)
+        })
+        .await;
+        match set {
+            Ok(Some(())) => tracing::info!(round = %round_id, "weights set"),
+            Ok(None) => break,
+            Err(ValidatorError::Chain(e)) if e.is_refusal() => {
+                tracing::warn!(error = %e, "weights not set this round")
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sample;
+
+    #[test]
+    fn sampling_takes_k_distinct_items_and_reaches_them_all() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let mut s = sample((0..20).collect::<Vec<u32>>(), 3);
+            assert_eq!(s.len(), 3);
+            s.sort();
+            s.dedup();
+            assert_eq!(s.len(), 3, "distinct");
+            seen.extend(s);
+        }
+        assert_eq!(seen.len(), 20, "every miner gets asked sometimes");
+        assert_eq!(sample(vec![1, 2], 15).len(), 2);
+    }
+}
