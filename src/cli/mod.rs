@@ -13,6 +13,7 @@ pub mod context;
 mod dataset_cmd;
 mod doctor;
 mod eval_cmd;
+mod harvest_cmd;
 mod image;
 mod local_cmd;
 mod neuron_cmd;
@@ -119,6 +120,12 @@ pub struct GlobalArgs {
     /// Run id labelling this process's containers (random when unset).
     #[arg(long, global = true, env = ev::AGENTAO_RUN_ID)]
     pub run_id: Option<String>,
+    /// GitHub REST API base URL (default https://api.github.com).
+    #[arg(long = "github.api-url", global = true, env = ev::GITHUB_API_URL)]
+    pub github_api_url: Option<String>,
+    /// GitHub token for the API (raises the rate limit; needed to open pull requests).
+    #[arg(long = "github.token", global = true, env = ev::GITHUB_TOKEN, hide_env_values = true)]
+    pub github_token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -197,6 +204,8 @@ impl GlobalArgs {
             max_sandboxes: self.max_sandboxes.unwrap_or(d.max_sandboxes).max(1),
             pip_index_url: self.pip_index_url.clone().filter(|u| !u.is_empty()),
             debian_mirror: self.debian_mirror.clone().unwrap_or(d.debian_mirror),
+            github_api_url: self.github_api_url.clone().filter(|u| !u.is_empty()),
+            github_token: self.github_token.clone().filter(|t| !t.is_empty()),
             run_id: self
                 .run_id
                 .clone()

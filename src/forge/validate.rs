@@ -243,6 +243,10 @@ fn make_task(ctx: &PackageCtx<'_>, found: Found<'_>) -> Option<Task> {
         bug_patch,
         test_files,
         difficulty: Some(difficulty),
+        source: String::new(),
+        exposure: String::new(),
+        issue_url: String::new(),
+        checklist: Vec::new(),
     })
 }
 

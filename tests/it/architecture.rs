@@ -15,6 +15,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "cli",
         &[
             "neurons",
+            "github",
             "forge",
             "agent",
             "eval",
@@ -29,6 +30,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "config",
             "jsonl",
             "telemetry",
+            "git",
         ],
     ),
     (
@@ -36,6 +38,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "forge", "agent", "eval", "dataset", "subnet", "pytest", "tasks", "python", "sandbox",
             "llm", "prompts", "config", "jsonl",
+        ],
+    ),
+    (
+        "github",
+        &[
+            "forge", "eval", "pytest", "tasks", "python", "sandbox", "llm", "prompts", "config",
+            "jsonl", "git",
         ],
     ),
     (
@@ -58,6 +67,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("sandbox", &["python", "config", "jsonl"]),
     ("llm", &["python", "prompts", "config", "jsonl"]),
     ("prompts", &["config", "jsonl"]),
+    ("git", &[]),
     ("config", &[]),
     ("jsonl", &[]),
     ("telemetry", &[]),
@@ -68,6 +78,8 @@ const CONFINED: &[(&str, &str)] = &[
     ("bollard", "sandbox"),
     ("async_openai", "llm"),
     ("anyhow", "cli"),
+    ("octocrab", "github"),
+    ("git2", "git"),
 ];
 
 /// Longest source file, in lines.

@@ -11,6 +11,8 @@ mod cli;
 mod dataset;
 pub mod eval;
 pub mod forge;
+mod github;
+mod github_server;
 mod llm;
 mod round;
 mod sandbox;

@@ -1,0 +1,165 @@
+//! The GitHub harvest against a local GitHub (`github_server.rs`): recorded real exchanges
+//! replayed with their headers, and a repository built with git2 whose fixing pull request
+//! must become a validated task, in the real harness, while every other candidate is skipped
+//! with its reason.
+
+use std::time::{Duration, Instant};
+
+use agentao::eval::{EvalConfig, Outcome, evaluate};
+use agentao::forge::ForgeConfig;
+use agentao::github::refs::StatementBounds;
+use agentao::github::{GithubClient, GithubConfig, HarvestConfig, harvest};
+use agentao::tasks::TaskStore;
+
+use crate::github_server::GithubFixture;
+use crate::support::{assert_no_containers, base_image, engine, run_id};
+
+fn config(fx: &GithubFixture, cache: &std::path::Path, run: &str) -> HarvestConfig {
+    let mut forge = ForgeConfig::new(cache);
+    forge.index_url = Some(format!("{}/simple", fx.url));
+    forge.run_id = run.to_owned();
+    forge.candidate_timeout = Duration::from_secs(120);
+    HarvestConfig {
+        packages: ["nogithub", "gonepkg", "paginated", "tinylib"]
+            .map(str::to_owned)
+            .to_vec(),
+        per_repo: 5,
+        since: None,
+        max_pages: 30,
+        bounds: StatementBounds::default(),
+        forge,
+    }
+}
+
+fn client(fx: &GithubFixture, cache: &std::path::Path) -> GithubClient {
+    GithubClient::new(GithubConfig::new(Some(&fx.url), Some("test-token"), cache)).unwrap()
+}
+
+#[tokio::test]
+async fn a_harvest_yields_a_validated_task_skips_the_rest_with_reasons_and_a_rerun_costs_no_quota()
+{
+    let engine = engine().await;
+    base_image(&engine).await;
+    let fx = GithubFixture::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let store = TaskStore::open(&cache.path().join("tasks.db")).unwrap();
+    let run = run_id("github-harvest");
+    let cfg = config(&fx, cache.path(), &run);
+
+    let started = Instant::now();
+    let gh = client(&fx, cache.path());
+    let mut seen = Vec::new();
+    let report = harvest(&engine, &gh, &store, &cfg, |p, done, total| {
+        seen.push((p.to_owned(), done, total))
+    })
+    .await
+    .unwrap();
+    let first_seconds = started.elapsed().as_secs_f64();
+    assert_eq!(seen.len(), 4, "progress after every package: {seen:?}");
+
+    // One task, validated: the fixing pull request #3 of issue #1.
+    assert_eq!(report.task_ids, vec!["fixture-org__tinylib-3"], "{report:#?}");
+    let stored = store.all(None).unwrap();
+    assert_eq!(stored.len(), 1, "only validated tasks are stored");
+    let task = &stored[0];
+    assert_eq!(task.source, "github");
+    assert_eq!(task.exposure, "public-answer");
+    assert_eq!(task.issue_url, "https://github.com/fixture-org/tinylib/issues/1");
+    assert_eq!(task.created_at, "2026-01-03T10:30:00Z");
+    assert_eq!(task.base_commit, fx.history.base);
+    assert_eq!(task.fail_to_pass, vec!["tests/test_clamp.py::test_clamp_high"]);
+    assert_eq!(task.pass_to_pass, vec!["tests/test_clamp.py::test_clamp_inside"]);
+    assert!(task.patch.contains("tinylib/__init__.py") && !task.patch.contains("tests/"));
+    assert!(task.test_patch.contains("tests/test_clamp.py") && !task.test_patch.contains("tinylib/__init__.py"));
+    // The statement is the issue and its first comment, never the pull request's text.
+    assert!(task.problem_statement.starts_with("clamp() returns values above the upper bound"));
+    assert!(task.problem_statement.contains("clamp(5, -3, -1) gives 5"));
+    assert!(!task.problem_statement.contains("upper branch returned"));
+
+    // The gold patch resolves it in the harness, in a fresh container; no fix does not.
+    let eval_cfg = EvalConfig {
+        run_id: run.clone(),
+        ..EvalConfig::default()
+    };
+    let gold = evaluate(&engine, task, &task.patch, &eval_cfg).await;
+    assert_eq!(gold.outcome, Outcome::Resolved, "{}", gold.log);
+    let noop = "diff --git a/tinylib/__init__.py b/tinylib/__init__.py\n--- a/tinylib/__init__.py\n+++ b/tinylib/__init__.py\n@@ -1,3 +1,3 @@\n-\"\"\"A tiny library: the GitHub harvest's fixture.\"\"\"\n+\"\"\"A tiny library.\"\"\"\n \n \n";
+    let wrong = evaluate(&engine, task, noop, &eval_cfg).await;
+    assert_eq!(wrong.outcome, Outcome::Unresolved, "{}", wrong.log);
+
+    // Every other candidate and package is skipped with its reason, and the harvest went on.
+    let reason = |item: &str, repo: &str| {
+        report
+            .skipped
+            .iter()
+            .find(|s| s.item == item && (s.repo == repo || s.package == repo))
+            .map(|s| s.reason.clone())
+            .unwrap_or_else(|| panic!("no skip for {repo} {item}: {:#?}", report.skipped))
+    };
+    assert!(reason("", "nogithub").contains("no GitHub repository"));
+    assert!(reason("", "fixture-org/deleted").contains("404"));
+    assert!(reason("#4", "fixture-org/tinylib").contains("no test_patch"));
+    assert!(reason("#5", "fixture-org/tinylib").contains("malformed"));
+    assert!(reason("#6", "fixture-org/tinylib").contains("is not in"));
+    assert_eq!(report.candidates, 4, "#3..#6 close an issue; #7 does not");
+    assert_eq!(report.merged_prs, 5);
+    let log = store.forge_log().unwrap();
+    for item in ["#4", "#5", "#6"] {
+        assert!(log.iter().any(|e| e.version == item && e.status == "skipped" && !e.reason.is_empty()));
+    }
+    assert!(log.iter().any(|e| e.version == "#3" && e.status == "ok"));
+
+    // Pagination: the five recorded pages, and the four pages of the fixture repository.
+    let hits = fx.hits();
+    for p in 2..=5 {
+        let want = format!("/repositories/1000/issues?per_page=3&page={p}");
+        assert!(hits.iter().any(|h| h.path == want && h.status == 200), "{want} not followed");
+    }
+    for p in 2..=4 {
+        assert!(hits.iter().any(|h| h.path.starts_with("/repositories/4242/issues") && h.path.ends_with(&format!("page={p}")) && h.status == 200), "page {p}");
+    }
+    // The 403 rate-limit reply was waited out, then answered.
+    let limited: Vec<usize> = hits.iter().enumerate().filter(|(_, h)| h.status == 403).map(|(i, _)| i).collect();
+    assert_eq!(limited.len(), 1, "{hits:#?}");
+    let retried = &hits[limited[0] + 1];
+    assert_eq!((retried.path.as_str(), retried.status), (hits[limited[0]].path.as_str(), 200));
+    let first = gh.usage();
+    assert_eq!(first.rate_waits, 1);
+    let first_github: Vec<_> = hits.iter().filter(|h| h.is_github()).cloned().collect();
+    assert_eq!(first.requests as usize, first_github.len(), "the client counts what the server saw");
+
+    // A second harvest of the unchanged repositories: every answer a 304, no quota spent.
+    let before = fx.hits().len();
+    let again = client(&fx, cache.path());
+    let started = Instant::now();
+    let second = harvest(&engine, &again, &store, &cfg, |_, _, _| {}).await.unwrap();
+    let second_seconds = started.elapsed().as_secs_f64();
+    assert_eq!(second.task_ids, report.task_ids);
+    let rerun: Vec<_> = fx.hits()[before..].to_vec();
+    assert!(!rerun.is_empty());
+    assert!(rerun.iter().all(|h| h.is_github() && h.status == 304), "{rerun:#?}");
+    let usage = again.usage();
+    assert_eq!(usage.requests as usize, rerun.len());
+    assert_eq!(usage.quota, 0, "{usage:?}");
+    assert_eq!(usage.not_modified, usage.requests);
+    assert_eq!(store.all(None).unwrap().len(), 1);
+
+    println!(
+        "harvest yield: {} merged PRs, {} candidates, {} task(s) ({:.0} % of candidates); \
+         first run {} API requests ({:.1} per task) in {:.1} s ({:.1} s per task); \
+         rerun {} requests, {} answered 304, {} against the quota, {:.1} s",
+        report.merged_prs,
+        report.candidates,
+        report.task_ids.len(),
+        100.0 * report.task_ids.len() as f64 / report.candidates as f64,
+        first.requests,
+        first.requests as f64 / report.task_ids.len() as f64,
+        first_seconds,
+        first_seconds / report.task_ids.len() as f64,
+        usage.requests,
+        usage.not_modified,
+        usage.quota,
+        second_seconds
+    );
+    assert_no_containers(&run, 30);
+}
