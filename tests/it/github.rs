@@ -163,3 +163,50 @@ async fn a_harvest_yields_a_validated_task_skips_the_rest_with_reasons_and_a_rer
     );
     assert_no_containers(&run, 30);
 }
+
+/// The client alone (no Docker): `Link` pages followed, a 403 rate-limit reply waited out
+/// until its reset, a second pass answered by 304s from the ETag cache without quota.
+#[tokio::test]
+async fn the_client_follows_links_waits_out_rate_limits_and_revalidates_with_etags() {
+    #[derive(serde::Deserialize)]
+    struct Item {
+        number: u64,
+    }
+    let fx = GithubFixture::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let gh = client(&fx, cache.path());
+    // The five recorded pages of octokit/fixtures' paginate-issues, headers as recorded.
+    let recorded: Vec<Item> = gh
+        .paginate("/repos/octokit-fixture-org/paginate-issues/issues?per_page=3", 30)
+        .await
+        .unwrap();
+    let numbers: Vec<u64> = recorded.iter().map(|i| i.number).collect();
+    assert_eq!(numbers, (1..=13).rev().collect::<Vec<_>>());
+    // The fixture repository's four pages; page 2 answers 403 with a reset 2 s ahead first.
+    let started = Instant::now();
+    let items: Vec<Item> = gh
+        .paginate("/repos/fixture-org/tinylib/issues?state=closed&per_page=100", 30)
+        .await
+        .unwrap();
+    assert_eq!(items.len(), 8);
+    assert!(started.elapsed() >= Duration::from_secs(1), "the reset was not waited for");
+    let first = gh.usage();
+    assert_eq!((first.requests, first.not_modified, first.rate_waits), (10, 0, 1));
+    assert!(fx.hits().iter().any(|h| h.status == 403));
+    // The token goes to the configured API as a bearer.
+    assert!(fx.hits().iter().all(|h| h.auth == "Bearer test-token"));
+    // Again, with a fresh client on the same cache: only 304s, nothing against the quota.
+    let before = fx.hits().len();
+    let again = client(&fx, cache.path());
+    let same: Vec<Item> = again
+        .paginate("/repos/fixture-org/tinylib/issues?state=closed&per_page=100", 30)
+        .await
+        .unwrap();
+    assert_eq!(same.len(), 8);
+    let u = again.usage();
+    assert_eq!((u.requests, u.not_modified, u.quota), (4, 4, 0));
+    assert!(fx.hits()[before..].iter().all(|h| h.status == 304));
+    // A repository that is gone is a 404 error, not a panic or an empty list.
+    let gone = again.get("/repos/fixture-org/deleted", "application/vnd.github+json").await;
+    assert!(gone.unwrap_err().to_string().contains("404"));
+}

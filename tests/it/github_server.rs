@@ -31,6 +31,8 @@ const PER_PAGE: usize = 2;
 pub struct Hit {
     pub path: String,
     pub status: u16,
+    /// The `authorization` header sent.
+    pub auth: String,
 }
 
 impl Hit {
@@ -141,8 +143,9 @@ async fn answer(State(s): State<Arc<Shared>>, req: Request) -> Response {
     let accept = header(req.headers(), "accept");
     let k = key(uri.path(), uri.query(), &accept);
     let full = uri.path_and_query().map_or(uri.path().to_owned(), |p| p.to_string());
+    let auth = header(req.headers(), "authorization");
     let (status, resp) = respond(&s, &k, req.headers());
-    s.hits.lock().unwrap().push(Hit { path: full, status });
+    s.hits.lock().unwrap().push(Hit { path: full, status, auth });
     resp
 }
 
