@@ -13,6 +13,7 @@ pub mod context;
 mod dataset_cmd;
 mod doctor;
 mod eval_cmd;
+mod github_cmd;
 mod harvest_cmd;
 mod image;
 mod local_cmd;
@@ -156,6 +157,9 @@ pub enum Command {
     /// Build, list and clean agentao's Docker images.
     #[command(subcommand)]
     Image(image::ImageCmd),
+    /// Send work back to GitHub (opt-in): propose a winning patch upstream.
+    #[command(subcommand)]
+    Github(github_cmd::GithubCmd),
     /// Run one command in a fresh sandbox (for checking limits and images by hand).
     Sandbox(sandbox_cmd::SandboxArgs),
     /// Check the machine: Docker, disk, tools, images, LLM endpoint.
@@ -342,6 +346,7 @@ fn cause_chain(e: &anyhow::Error) -> String {
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Image(cmd) => image::run(cmd, &settings).await,
+        Command::Github(cmd) => github_cmd::run(cmd, &settings).await,
         Command::Sandbox(args) => sandbox_cmd::run(args, &settings).await,
         Command::Doctor => doctor::run(&settings).await,
         Command::Bench(cmd) => bench::run(cmd, &settings).await,

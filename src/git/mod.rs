@@ -145,17 +145,50 @@ pub fn commit_patch(mirror: &Path, proposal: &Proposal<'_>, patch: &str) -> Resu
         .map_err(other("signature"))?;
     let refname = format!("refs/heads/{}", proposal.branch);
     let id = repo
-        .commit(Some(&refname), &sig, &sig, proposal.message, &tree, &[&base])
+        .commit(None, &sig, &sig, proposal.message, &tree, &[&base])
         .map_err(other("committing"))?;
+    // The branch is made anew each time (a dry run before leaves one behind).
+    repo.reference(&refname, id, true, "agentao: proposal")
+        .map_err(other("branch"))?;
     Ok(id.to_string())
 }
 
-/// Pushes `refs/heads/<branch>` of the mirror to `url` (a fork), forcing it.
-pub fn push_branch(mirror: &Path, url: &str, branch: &str) -> Result<(), GitError> {
+/// Pushes `refs/heads/<branch>` of the mirror to `url` (a fork), forcing it. `token`, when
+/// given, answers an HTTPS credential request (as GitHub takes a token: user `x-access-token`).
+pub fn push_branch(
+    mirror: &Path,
+    url: &str,
+    branch: &str,
+    token: Option<&str>,
+) -> Result<(), GitError> {
     let repo = Repository::open_bare(mirror).map_err(other(mirror.display().to_string()))?;
     let mut remote = repo.remote_anonymous(url).map_err(other(url))?;
     let spec = format!("+refs/heads/{branch}:refs/heads/{branch}");
-    remote.push(&[spec.as_str()], None).map_err(other(format!("pushing to {url}")))
+    let mut callbacks = git2::RemoteCallbacks::new();
+    let refused = std::rc::Rc::new(std::cell::RefCell::new(None::<String>));
+    let seen = refused.clone();
+    if let Some(token) = token {
+        let token = token.to_owned();
+        callbacks.credentials(move |_, _, _| git2::Cred::userpass_plaintext("x-access-token", &token));
+    }
+    callbacks.push_update_reference(move |name, status| {
+        if let Some(why) = status {
+            *seen.borrow_mut() = Some(format!("{name}: {why}"));
+        }
+        Ok(())
+    });
+    let mut opts = git2::PushOptions::new();
+    opts.remote_callbacks(callbacks);
+    remote
+        .push(&[spec.as_str()], Some(&mut opts))
+        .map_err(other(format!("pushing to {url}")))?;
+    match refused.borrow_mut().take() {
+        Some(why) => Err(GitError::Other {
+            context: format!("pushing to {url}"),
+            reason: why,
+        }),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

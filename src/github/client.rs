@@ -93,6 +93,9 @@ pub struct GithubClient {
     blocked_until: Mutex<Option<u64>>,
 }
 
+/// How long a 404 is believed without asking again.
+pub const GONE_TTL: Duration = Duration::from_secs(24 * 3600);
+
 /// Most attempts at one URL (rate-limit waits included).
 const ATTEMPTS: usize = 6;
 
@@ -127,6 +130,11 @@ impl GithubClient {
         &self.cfg.api_url
     }
 
+    /// The token, for a git push over HTTPS to a fork.
+    pub fn token(&self) -> Option<&str> {
+        self.cfg.token.as_deref()
+    }
+
     /// What was spent so far.
     pub fn usage(&self) -> Usage {
         let requests = self.requests.load(Ordering::Relaxed);
@@ -144,6 +152,10 @@ impl GithubClient {
     pub async fn get(&self, path: &str, accept: &str) -> Result<Fetched, GithubError> {
         let path = relative(path);
         let key = cache_key(&path, accept);
+        if self.known_gone(&key) {
+            debug!(%path, "gone (404) within the last day; not asked again");
+            return Err(GithubError::NotFound { url: path });
+        }
         let cached = self.cache_read(&key);
         for _ in 0..ATTEMPTS {
             self.wait_if_blocked().await?;
@@ -217,7 +229,10 @@ impl GithubClient {
                     self.rate_waits.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(wait).await;
                 }
-                404 | 410 => return Err(GithubError::NotFound { url: path }),
+                404 | 410 => {
+                    self.remember_gone(&key);
+                    return Err(GithubError::NotFound { url: path });
+                }
                 s => {
                     return Err(GithubError::Status {
                         url: path,
@@ -230,6 +245,51 @@ impl GithubClient {
         Err(GithubError::RateLimited {
             url: path,
             wait_secs: 0,
+        })
+    }
+
+    /// POSTs `body` as JSON to `path` (never cached, never retried: a write may have happened)
+    /// and returns the answer's JSON.
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, GithubError> {
+        let path = relative(path);
+        self.wait_if_blocked().await?;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let resp = self
+            .octo
+            ._post(path.as_str(), Some(body))
+            .await
+            .map_err(|e| GithubError::Http {
+                url: path.clone(),
+                reason: e.to_string(),
+            })?;
+        let status = resp.status();
+        self.note_quota(resp.headers());
+        let text = self
+            .octo
+            .body_to_string(resp)
+            .await
+            .map_err(|e| GithubError::Http {
+                url: path.clone(),
+                reason: e.to_string(),
+            })?;
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if status.is_success() {
+            return Ok(value);
+        }
+        let message = value["message"]
+            .as_str()
+            .map_or_else(|| text.chars().take(200).collect(), str::to_owned);
+        Err(match status.as_u16() {
+            404 => GithubError::NotFound { url: path },
+            s => GithubError::Status {
+                url: path,
+                status: s,
+                message,
+            },
         })
     }
 
@@ -289,6 +349,22 @@ impl GithubClient {
             }
         }
         Ok(())
+    }
+
+    /// A 404 has no ETag to revalidate with: it is remembered for [`GONE_TTL`] instead, so a
+    /// deleted repository costs one request a day, not one per harvest.
+    fn remember_gone(&self, key: &str) {
+        let dir = &self.cfg.cache_dir;
+        if std::fs::create_dir_all(dir).is_ok() {
+            let _ = std::fs::write(dir.join(format!("{key}.gone")), now_secs().to_string());
+        }
+    }
+
+    fn known_gone(&self, key: &str) -> bool {
+        std::fs::read_to_string(self.cfg.cache_dir.join(format!("{key}.gone")))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .is_some_and(|at| now_secs().saturating_sub(at) < GONE_TTL.as_secs())
     }
 
     fn cache_read(&self, key: &str) -> Option<Fetched> {

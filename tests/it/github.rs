@@ -209,4 +209,104 @@ async fn the_client_follows_links_waits_out_rate_limits_and_revalidates_with_eta
     // A repository that is gone is a 404 error, not a panic or an empty list.
     let gone = again.get("/repos/fixture-org/deleted", "application/vnd.github+json").await;
     assert!(gone.unwrap_err().to_string().contains("404"));
+    // It has no ETag: the 404 is remembered for a day instead of asked again.
+    let asked = fx.hits().len();
+    let gone = again.get("/repos/fixture-org/deleted", "application/vnd.github+json").await;
+    assert!(gone.unwrap_err().to_string().contains("404"));
+    assert_eq!(fx.hits().len(), asked);
+}
+
+fn agentao_cli(fx: &GithubFixture, data: &std::path::Path, cache: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_agentao"));
+    c.env("AGENTAO_LOG_FORMAT", "json")
+        .env_remove("RUST_LOG")
+        .env("AGENTAO_DATA_DIR", data)
+        .env("AGENTAO_CACHE_DIR", cache)
+        .env("GITHUB_API_URL", &fx.url)
+        .env("GITHUB_TOKEN", "test-token");
+    c
+}
+
+/// `github propose`: the dry run prints branch, commit and payload and sends nothing; the real
+/// run pushes the branch to the fork with git2 and opens the pull request, both read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn propose_dry_run_prints_the_payload_and_a_real_run_opens_the_pull_request() {
+    use agentao::dataset::{Record, RecordStore};
+    use agentao::github::refs::split_diff;
+    use agentao::tasks::Task;
+    let fx = GithubFixture::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let gh = client(&fx, cache.path());
+    let diff = gh
+        .get("/repos/fixture-org/tinylib/pulls/3", "application/vnd.github.diff")
+        .await
+        .unwrap()
+        .body;
+    let fix = split_diff(&diff).unwrap().patch;
+    // An open-issue task (no gold patch), and the patches miners sent for it.
+    let task: Task = serde_json::from_value(serde_json::json!({
+        "instance_id": "fixture-org__tinylib-1", "repo": "fixture-org/tinylib",
+        "base_commit": fx.history.base, "patch": "",
+        "problem_statement": "clamp() returns values above the upper bound\n\nclamp(15, 0, 10) returns 15.",
+        "FAIL_TO_PASS": [], "PASS_TO_PASS": ["tests/test_basic.py::test_clamp_low"],
+        "source": "github", "exposure": "none",
+        "issue_url": "https://github.com/fixture-org/tinylib/issues/1"
+    }))
+    .unwrap();
+    TaskStore::open(&data.path().join("tasks.db")).unwrap().put(&task).unwrap();
+    let mut records = RecordStore::open(&data.path().join("dataset/records.jsonl")).unwrap();
+    for (hotkey, resolved, score) in [("5Flower", true, 0.4), ("5FwinnerHotkey", true, 0.9), ("5Funresolved", false, 1.0)] {
+        let mut r = Record::for_task(&task);
+        r.miner_hotkey = hotkey.into();
+        r.patch = fix.clone();
+        r.resolved = resolved;
+        r.final_score = score;
+        records.append(&mut r).unwrap();
+    }
+    let args = ["github", "propose", "--task", "fixture-org__tinylib-1"];
+
+    let out = agentao_cli(&fx, data.path(), cache.path()).args(args).arg("--dry-run").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dry: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(dry["branch"], "agentao/fixture-org__tinylib-1");
+    assert_eq!(dry["commit"].as_str().unwrap().len(), 40);
+    assert_eq!(dry["dry_run"], true);
+    let body = dry["payload"]["body"].as_str().unwrap();
+    assert!(body.contains("5FwinnerHotkey") && body.contains("#1") && body.contains("0.900"), "{body}");
+    assert!(dry["payload"]["title"].as_str().unwrap().starts_with("Fix #1: clamp()"));
+    assert!(fx.hits().iter().all(|h| !h.path.ends_with("/forks") && !h.path.ends_with("/pulls")), "a dry run sends nothing");
+
+    let out = agentao_cli(&fx, data.path(), cache.path()).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sent: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sent["fork"], "miner-fork/tinylib");
+    let number = sent["pr_number"].as_u64().unwrap();
+    // Read back: the pull request from the API, the branch from the fork.
+    let url = format!("/repos/fixture-org/tinylib/pulls/{number}");
+    let pr: serde_json::Value = gh.get(&url, "application/vnd.github+json").await.unwrap().json(&url).unwrap();
+    assert_eq!(pr["head"]["label"], "miner-fork:agentao/fixture-org__tinylib-1");
+    assert_eq!(pr["base"]["ref"], "main");
+    assert!(pr["body"].as_str().unwrap().contains("5FwinnerHotkey"));
+    let fork = git2::Repository::open_bare(&fx.fork).unwrap();
+    let head = fork.refname_to_id("refs/heads/agentao/fixture-org__tinylib-1").unwrap();
+    assert_eq!(head.to_string(), sent["commit"].as_str().unwrap());
+    let commit = fork.find_commit(head).unwrap();
+    assert_eq!(commit.parent_id(0).unwrap().to_string(), fx.history.base);
+    let blob = commit.tree().unwrap().get_path(std::path::Path::new("tinylib/__init__.py")).unwrap();
+    let text = String::from_utf8(fork.find_blob(blob.id()).unwrap().content().to_vec()).unwrap();
+    assert!(text.contains("return high"), "{text}");
+    assert!(fx.hits().iter().filter(|h| h.path.ends_with("/pulls") || h.path.ends_with("/forks")).all(|h| h.auth == "Bearer test-token"));
+
+    // A task whose fix is public is never proposed.
+    let mut public = task.clone();
+    public.instance_id = "fixture-org__tinylib-3".into();
+    public.exposure = "public-answer".into();
+    TaskStore::open(&data.path().join("tasks.db")).unwrap().put(&public).unwrap();
+    let out = agentao_cli(&fx, data.path(), cache.path())
+        .args(["github", "propose", "--task", "fixture-org__tinylib-3", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("public answer"));
 }

@@ -36,9 +36,9 @@ pub struct Hit {
 }
 
 impl Hit {
-    /// A request to GitHub's API (not the package index).
+    /// A request to GitHub's API (not the package index's JSON or simple API).
     pub fn is_github(&self) -> bool {
-        !self.path.starts_with("/pypi/")
+        !self.path.starts_with("/pypi/") && !self.path.starts_with("/simple/")
     }
 }
 
@@ -63,10 +63,16 @@ struct Shared {
     limit_once: Mutex<HashSet<String>>,
     remaining: AtomicU64,
     hits: Arc<Mutex<Vec<Hit>>>,
+    /// Pull requests opened through the API, readable back at `/pulls/<n>`.
+    opened: Mutex<BTreeMap<String, Canned>>,
+    /// The fork `POST /forks` answers with (a bare repository pushed to over `file://`).
+    fork_url: String,
 }
 
 pub struct GithubFixture {
     pub url: String,
+    /// The fork's bare repository.
+    pub fork: std::path::PathBuf,
     pub hits: Arc<Mutex<Vec<Hit>>>,
     pub history: History,
     _dir: tempfile::TempDir,
@@ -94,7 +100,11 @@ impl GithubFixture {
         serve_repository(&mut routes, &history, &dir.path().join("tinylib.git"));
         pypi(&mut routes);
         let hits = Arc::new(Mutex::new(Vec::new()));
+        let fork = dir.path().join("fork.git");
+        git2::Repository::init_bare(&fork).unwrap();
         let shared = Arc::new(Shared {
+            opened: Mutex::new(BTreeMap::new()),
+            fork_url: format!("file://{}", fork.display()),
             routes,
             limit_once: Mutex::new(HashSet::from([format!(
                 "/repositories/{REPO_ID}/issues?page=2"
@@ -108,6 +118,7 @@ impl GithubFixture {
         });
         GithubFixture {
             url,
+            fork,
             hits,
             history,
             _dir: dir,
@@ -144,9 +155,45 @@ async fn answer(State(s): State<Arc<Shared>>, req: Request) -> Response {
     let k = key(uri.path(), uri.query(), &accept);
     let full = uri.path_and_query().map_or(uri.path().to_owned(), |p| p.to_string());
     let auth = header(req.headers(), "authorization");
-    let (status, resp) = respond(&s, &k, req.headers());
+    let headers = req.headers().clone();
+    let post = req.method() == axum::http::Method::POST;
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
+    let (status, resp) = if post {
+        created(&s, uri.path(), &body)
+    } else {
+        match s.opened.lock().unwrap().get(&k) {
+            Some(c) => (200, build(200, &c.content_type, c.body.clone(), &c.headers)),
+            None => respond(&s, &k, &headers),
+        }
+    };
     s.hits.lock().unwrap().push(Hit { path: full, status, auth });
     resp
+}
+
+/// `POST /repos/{owner}/{repo}/forks` and `/pulls`, as GitHub answers them.
+fn created(s: &Shared, path: &str, body: &[u8]) -> (u16, Response) {
+    let repo = format!("/repos/{OWNER}/{REPO}");
+    let ct = "application/json; charset=utf-8";
+    if path == format!("{repo}/forks") {
+        let fork = json!({"id": 4343, "name": REPO, "full_name": format!("miner-fork/{REPO}"),
+            "owner": {"login": "miner-fork", "id": 4343, "type": "User"},
+            "fork": true, "clone_url": s.fork_url, "default_branch": "main"});
+        return (202, build(202, ct, fork.to_string(), &recorded_headers(None)));
+    }
+    if path == format!("{repo}/pulls") {
+        let Ok(req) = serde_json::from_slice::<Value>(body) else {
+            return (400, build(400, ct, json!({"message": "Problems parsing JSON"}).to_string(), &[]));
+        };
+        let mut opened = s.opened.lock().unwrap();
+        let n = 100 + opened.len() as u64;
+        let pr = json!({"number": n, "state": "open", "title": req["title"], "body": req["body"],
+            "html_url": format!("https://github.com/{OWNER}/{REPO}/pull/{n}"),
+            "head": {"label": req["head"], "ref": req["head"].as_str().unwrap_or("").split(':').nth(1)},
+            "base": {"ref": req["base"]}, "maintainer_can_modify": req["maintainer_can_modify"]});
+        opened.insert(format!("{repo}/pulls/{n}"), json_route(pr.clone(), None));
+        return (201, build(201, ct, pr.to_string(), &recorded_headers(None)));
+    }
+    (404, build(404, ct, json!({"message": "Not Found"}).to_string(), &[]))
 }
 
 fn header(h: &HeaderMap, name: &str) -> String {
@@ -287,6 +334,7 @@ fn serve_repository(routes: &mut BTreeMap<String, Canned>, h: &History, bare: &P
     repo["id"] = json!(REPO_ID);
     repo["clone_url"] = json!(h.clone_url);
     repo["html_url"] = json!(web);
+    repo["default_branch"] = json!("main");
     routes.insert(base.clone(), json_route(repo, None));
 
     let issue = |n: u64, title: &str, body: &str, comments: u64, pr: Option<Value>| {
