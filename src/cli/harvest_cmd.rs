@@ -43,9 +43,11 @@ pub async fn run(args: &HarvestArgs, settings: &Settings) -> anyhow::Result<()> 
     if let Some(since) = &args.since
         && chrono::NaiveDate::parse_from_str(since, "%Y-%m-%d").is_err()
     {
-        return Err(super::UserError::new(format!("--since {since}: not a date"))
-            .hint("write it as YYYY-MM-DD")
-            .into());
+        return Err(
+            super::UserError::new(format!("--since {since}: not a date"))
+                .hint("write it as YYYY-MM-DD")
+                .into(),
+        );
     }
     let engine = super::context::engine(settings).await?;
     let base = crate::sandbox::base_image_tag().reference;

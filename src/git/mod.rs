@@ -102,7 +102,10 @@ pub fn checkout(mirror: &Path, url: &str, commit: &str, dest: &Path) -> Result<(
         reason: format!("{}: {e}", dest.display()),
     })?;
     let mut cb = CheckoutBuilder::new();
-    cb.target_dir(dest).force().recreate_missing(true).update_index(false);
+    cb.target_dir(dest)
+        .force()
+        .recreate_missing(true)
+        .update_index(false);
     repo.checkout_tree(tree.as_object(), Some(&mut cb))
         .map_err(|e| GitError::Checkout {
             commit: commit.to_owned(),
@@ -130,7 +133,11 @@ pub struct Proposal<'a> {
 
 /// Applies `patch` (a unified diff) to the tree of `proposal.base` in the mirror, commits the
 /// result on `refs/heads/<branch>` and returns the new commit's id. Nothing is pushed.
-pub fn commit_patch(mirror: &Path, proposal: &Proposal<'_>, patch: &str) -> Result<String, GitError> {
+pub fn commit_patch(
+    mirror: &Path,
+    proposal: &Proposal<'_>,
+    patch: &str,
+) -> Result<String, GitError> {
     let repo = Repository::open_bare(mirror).map_err(other(mirror.display().to_string()))?;
     let base = repo
         .find_commit(Oid::from_str(proposal.base).map_err(other(proposal.base))?)
@@ -139,7 +146,9 @@ pub fn commit_patch(mirror: &Path, proposal: &Proposal<'_>, patch: &str) -> Resu
     let mut index = repo
         .apply_to_tree(&base.tree().map_err(other("base tree"))?, &diff, None)
         .map_err(other("applying the patch"))?;
-    let tree_id = index.write_tree_to(&repo).map_err(other("writing the tree"))?;
+    let tree_id = index
+        .write_tree_to(&repo)
+        .map_err(other("writing the tree"))?;
     let tree = repo.find_tree(tree_id).map_err(other("writing the tree"))?;
     let sig = git2::Signature::now(proposal.author_name, proposal.author_email)
         .map_err(other("signature"))?;
@@ -169,7 +178,8 @@ pub fn push_branch(
     let seen = refused.clone();
     if let Some(token) = token {
         let token = token.to_owned();
-        callbacks.credentials(move |_, _, _| git2::Cred::userpass_plaintext("x-access-token", &token));
+        callbacks
+            .credentials(move |_, _, _| git2::Cred::userpass_plaintext("x-access-token", &token));
     }
     callbacks.push_update_reference(move |name, status| {
         if let Some(why) = status {

@@ -199,8 +199,14 @@ impl GithubClient {
             if status.is_success() {
                 let fetched = Fetched {
                     body,
-                    next: h.get("link").and_then(|v| v.to_str().ok()).and_then(next_link),
-                    etag: h.get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned),
+                    next: h
+                        .get("link")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(next_link),
+                    etag: h
+                        .get("etag")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned),
                 };
                 if fetched.etag.is_some() {
                     self.cache_write(&key, &fetched);
@@ -213,12 +219,11 @@ impl GithubClient {
                 .unwrap_or_else(|| body.chars().take(200).collect());
             match status.as_u16() {
                 403 | 429 => {
-                    let wait = rate_limit_wait(&h, now_secs()).ok_or_else(|| {
-                        GithubError::Forbidden {
+                    let wait =
+                        rate_limit_wait(&h, now_secs()).ok_or_else(|| GithubError::Forbidden {
                             url: path.clone(),
                             message: message.clone(),
-                        }
-                    })?;
+                        })?;
                     if wait > self.cfg.max_wait {
                         return Err(GithubError::RateLimited {
                             url: path,
@@ -343,7 +348,10 @@ impl GithubClient {
                         wait_secs: wait.as_secs(),
                     });
                 }
-                info!(wait_s = wait.as_secs(), "rate limit used up; waiting for the reset");
+                info!(
+                    wait_s = wait.as_secs(),
+                    "rate limit used up; waiting for the reset"
+                );
                 self.rate_waits.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(wait).await;
             }
@@ -475,8 +483,14 @@ mod tests {
     fn links_and_limits_read_like_github_sends_them() {
         let link = "<https://api.github.com/repositories/1000/issues?per_page=3&page=1>; rel=\"prev\", <https://api.github.com/repositories/1000/issues?per_page=3&page=3>; rel=\"next\", <https://api.github.com/repositories/1000/issues?per_page=3&page=5>; rel=\"last\"";
         let next = next_link(link).unwrap();
-        assert_eq!(next, "https://api.github.com/repositories/1000/issues?per_page=3&page=3");
-        assert_eq!(relative(&next), "/repositories/1000/issues?per_page=3&page=3");
+        assert_eq!(
+            next,
+            "https://api.github.com/repositories/1000/issues?per_page=3&page=3"
+        );
+        assert_eq!(
+            relative(&next),
+            "/repositories/1000/issues?per_page=3&page=3"
+        );
         assert_eq!(next_link("<https://x/a?page=1>; rel=\"first\""), None);
         let mut h = HeaderMap::new();
         h.insert("x-ratelimit-remaining", header("0"));

@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
+use super::GithubError;
 use super::client::{DIFF, GithubClient, JSON, Usage};
 use super::pypi::{RepoRef, github_repo_of};
 use super::refs::{StatementBounds, closing_refs, split_diff, statement};
 use super::validate::{RunLimits, fail_to_pass, gold_resolves};
-use super::GithubError;
 use crate::forge::{Forge, ForgeConfig, ForgeError};
 use crate::sandbox::Engine;
 use crate::tasks::model::{EXPOSURE_PUBLIC_ANSWER, SOURCE_GITHUB};
@@ -216,7 +216,11 @@ impl Harvester<'_> {
         info!(%package, %repo, %item, %reason, "harvest: skipped");
         self.store.log(&ForgeLogEntry {
             at: now(),
-            package: if repo.is_empty() { package.to_owned() } else { repo.to_owned() },
+            package: if repo.is_empty() {
+                package.to_owned()
+            } else {
+                repo.to_owned()
+            },
             version: item.to_owned(),
             status: "skipped".into(),
             reason: reason.clone(),
@@ -241,7 +245,12 @@ impl Harvester<'_> {
     ) -> Result<(), ForgeError> {
         let full = repo.full_name();
         let base = format!("/repos/{}/{}", repo.owner, repo.name);
-        let info: RepoInfo = match self.client.get(&base, JSON).await.and_then(|f| f.json(&base)) {
+        let info: RepoInfo = match self
+            .client
+            .get(&base, JSON)
+            .await
+            .and_then(|f| f.json(&base))
+        {
             Ok(i) => i,
             Err(e) => return self.skip(report, package, &full, "", format!("repository: {e}")),
         };
@@ -396,10 +405,14 @@ impl Harvester<'_> {
             .into());
         }
         if split.test_patch.is_empty() {
-            return Err("the pull request changes no tests (no test_patch)".to_owned().into());
+            return Err("the pull request changes no tests (no test_patch)"
+                .to_owned()
+                .into());
         }
         if split.patch.is_empty() {
-            return Err("the pull request changes only tests (no fix)".to_owned().into());
+            return Err("the pull request changes only tests (no fix)"
+                .to_owned()
+                .into());
         }
         let comments = if c.issue.comments > 0 && self.cfg.bounds.comments > 0 {
             let url = format!(
@@ -433,7 +446,11 @@ impl Harvester<'_> {
             .join("src")
             .join(format!("{}-{}-{short}", c.repo.owner, c.repo.name));
         crate::git::checkout(&mirror, c.clone_url, &sha, &tree).map_err(|e| e.to_string())?;
-        let image_name = format!("agentao/env-gh-{}-{}", plain(&c.repo.owner), plain(&c.repo.name));
+        let image_name = format!(
+            "agentao/env-gh-{}-{}",
+            plain(&c.repo.owner),
+            plain(&c.repo.name)
+        );
         let (_, image) = match self
             .forge
             .environment_of_tree(c.package, &image_name, short, &tree)
@@ -495,7 +512,13 @@ struct Candidate<'a> {
 fn plain(s: &str) -> String {
     s.to_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect()
 }
 

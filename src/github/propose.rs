@@ -40,7 +40,9 @@ pub struct Proposal {
 /// Why a task cannot be proposed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProposeError {
-    #[error("task {0} has a public answer (its fix is merged upstream); only open-issue tasks (exposure none) are proposed")]
+    #[error(
+        "task {0} has a public answer (its fix is merged upstream); only open-issue tasks (exposure none) are proposed"
+    )]
     NotOpen(String),
     #[error("task {id}: repository {repo:?} is not owner/name on GitHub")]
     NotGithub { id: String, repo: String },
@@ -57,7 +59,13 @@ pub fn branch_name(task: &Task) -> String {
     let id: String = task
         .instance_id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     format!("agentao/{id}")
 }
@@ -165,8 +173,13 @@ pub async fn propose(
         return Ok(proposal);
     }
     // The token owner's fork (created when missing; GitHub answers 202 with the fork).
-    let fork = client.post(&format!("{upstream}/forks"), &json!({})).await?;
-    let fork_owner = fork["owner"]["login"].as_str().unwrap_or_default().to_owned();
+    let fork = client
+        .post(&format!("{upstream}/forks"), &json!({}))
+        .await?;
+    let fork_owner = fork["owner"]["login"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let fork_url = fork["clone_url"].as_str().unwrap_or_default().to_owned();
     proposal.fork = fork["full_name"].as_str().unwrap_or_default().to_owned();
     crate::git::push_branch(&mirror, &fork_url, &branch, client.token())?;

@@ -47,8 +47,7 @@ pub fn parse_github_url(url: &str) -> Option<RepoRef> {
     let name = parts.next()?.trim_end_matches(".git");
     let plain = |s: &str| {
         !s.is_empty()
-            && s
-                .chars()
+            && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     };
     if !plain(owner) || !plain(name) || matches!(owner, "sponsors" | "orgs" | "apps") {
@@ -187,21 +186,40 @@ mod tests {
     #[test]
     fn project_urls_name_the_repository() {
         let urls = BTreeMap::from([
-            ("Documentation".to_owned(), "https://click.palletsprojects.com/".to_owned()),
-            ("Donate".to_owned(), "https://github.com/sponsors/pallets".to_owned()),
-            ("Source".to_owned(), "https://github.com/pallets/click/".to_owned()),
+            (
+                "Documentation".to_owned(),
+                "https://click.palletsprojects.com/".to_owned(),
+            ),
+            (
+                "Donate".to_owned(),
+                "https://github.com/sponsors/pallets".to_owned(),
+            ),
+            (
+                "Source".to_owned(),
+                "https://github.com/pallets/click/".to_owned(),
+            ),
         ]);
         let r = pick_repo(&urls, None).unwrap();
         assert_eq!(r.full_name(), "pallets/click");
         assert_eq!(
-            parse_github_url("git+https://www.github.com/a-b/c.d.git#egg=x").unwrap().full_name(),
+            parse_github_url("git+https://www.github.com/a-b/c.d.git#egg=x")
+                .unwrap()
+                .full_name(),
             "a-b/c.d"
         );
         assert_eq!(parse_github_url("https://gitlab.com/a/b"), None);
         assert_eq!(parse_github_url("https://github.com/only-owner"), None);
         let none = BTreeMap::from([("Home".to_owned(), "https://example.org".to_owned())]);
-        assert_eq!(pick_repo(&none, Some("https://github.com/x/y")).unwrap().name, "y");
+        assert_eq!(
+            pick_repo(&none, Some("https://github.com/x/y"))
+                .unwrap()
+                .name,
+            "y"
+        );
         assert_eq!(pick_repo(&none, None), None);
-        assert_eq!(json_url("https://pypi.org/simple/", "Typing_Extensions"), "https://pypi.org/pypi/typing-extensions/json");
+        assert_eq!(
+            json_url("https://pypi.org/simple/", "Typing_Extensions"),
+            "https://pypi.org/pypi/typing-extensions/json"
+        );
     }
 }

@@ -187,10 +187,21 @@ mod tests {
     #[test]
     fn statements_are_the_issue_within_bounds() {
         let comments = vec!["first".to_owned(), "second".to_owned(), "third".to_owned()];
-        let b = StatementBounds { comments: 2, bytes: 1000 };
+        let b = StatementBounds {
+            comments: 2,
+            bytes: 1000,
+        };
         let s = statement("Title", "Body", &comments, b);
         assert!(s.starts_with("Title\n\nBody") && s.contains("second") && !s.contains("third"));
-        let s = statement("Tïtle", "x".repeat(50).as_str(), &[], StatementBounds { comments: 0, bytes: 3 });
+        let s = statement(
+            "Tïtle",
+            "x".repeat(50).as_str(),
+            &[],
+            StatementBounds {
+                comments: 0,
+                bytes: 3,
+            },
+        );
         assert_eq!(s, "T\u{ef}");
     }
 }

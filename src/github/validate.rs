@@ -99,7 +99,11 @@ async fn before_and_after(
     sb.write_files(
         "/",
         &[
-            (format!("{WORK}/test.diff"), split.test_patch.as_bytes(), 0o644),
+            (
+                format!("{WORK}/test.diff"),
+                split.test_patch.as_bytes(),
+                0o644,
+            ),
             (format!("{WORK}/fix.diff"), split.patch.as_bytes(), 0o644),
         ],
     )

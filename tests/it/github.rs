@@ -58,21 +58,40 @@ async fn a_harvest_yields_a_validated_task_skips_the_rest_with_reasons_and_a_rer
     assert_eq!(seen.len(), 4, "progress after every package: {seen:?}");
 
     // One task, validated: the fixing pull request #3 of issue #1.
-    assert_eq!(report.task_ids, vec!["fixture-org__tinylib-3"], "{report:#?}");
+    assert_eq!(
+        report.task_ids,
+        vec!["fixture-org__tinylib-3"],
+        "{report:#?}"
+    );
     let stored = store.all(None).unwrap();
     assert_eq!(stored.len(), 1, "only validated tasks are stored");
     let task = &stored[0];
     assert_eq!(task.source, "github");
     assert_eq!(task.exposure, "public-answer");
-    assert_eq!(task.issue_url, "https://github.com/fixture-org/tinylib/issues/1");
+    assert_eq!(
+        task.issue_url,
+        "https://github.com/fixture-org/tinylib/issues/1"
+    );
     assert_eq!(task.created_at, "2026-01-03T10:30:00Z");
     assert_eq!(task.base_commit, fx.history.base);
-    assert_eq!(task.fail_to_pass, vec!["tests/test_clamp.py::test_clamp_high"]);
-    assert_eq!(task.pass_to_pass, vec!["tests/test_clamp.py::test_clamp_inside"]);
+    assert_eq!(
+        task.fail_to_pass,
+        vec!["tests/test_clamp.py::test_clamp_high"]
+    );
+    assert_eq!(
+        task.pass_to_pass,
+        vec!["tests/test_clamp.py::test_clamp_inside"]
+    );
     assert!(task.patch.contains("tinylib/__init__.py") && !task.patch.contains("tests/"));
-    assert!(task.test_patch.contains("tests/test_clamp.py") && !task.test_patch.contains("tinylib/__init__.py"));
+    assert!(
+        task.test_patch.contains("tests/test_clamp.py")
+            && !task.test_patch.contains("tinylib/__init__.py")
+    );
     // The statement is the issue and its first comment, never the pull request's text.
-    assert!(task.problem_statement.starts_with("clamp() returns values above the upper bound"));
+    assert!(
+        task.problem_statement
+            .starts_with("clamp() returns values above the upper bound")
+    );
     assert!(task.problem_statement.contains("clamp(5, -3, -1) gives 5"));
     assert!(!task.problem_statement.contains("upper branch returned"));
 
@@ -105,7 +124,10 @@ async fn a_harvest_yields_a_validated_task_skips_the_rest_with_reasons_and_a_rer
     assert_eq!(report.merged_prs, 5);
     let log = store.forge_log().unwrap();
     for item in ["#4", "#5", "#6"] {
-        assert!(log.iter().any(|e| e.version == item && e.status == "skipped" && !e.reason.is_empty()));
+        assert!(
+            log.iter()
+                .any(|e| e.version == item && e.status == "skipped" && !e.reason.is_empty())
+        );
     }
     assert!(log.iter().any(|e| e.version == "#3" && e.status == "ok"));
 
@@ -113,31 +135,57 @@ async fn a_harvest_yields_a_validated_task_skips_the_rest_with_reasons_and_a_rer
     let hits = fx.hits();
     for p in 2..=5 {
         let want = format!("/repositories/1000/issues?per_page=3&page={p}");
-        assert!(hits.iter().any(|h| h.path == want && h.status == 200), "{want} not followed");
+        assert!(
+            hits.iter().any(|h| h.path == want && h.status == 200),
+            "{want} not followed"
+        );
     }
     for p in 2..=4 {
-        assert!(hits.iter().any(|h| h.path.starts_with("/repositories/4242/issues") && h.path.ends_with(&format!("page={p}")) && h.status == 200), "page {p}");
+        assert!(
+            hits.iter()
+                .any(|h| h.path.starts_with("/repositories/4242/issues")
+                    && h.path.ends_with(&format!("page={p}"))
+                    && h.status == 200),
+            "page {p}"
+        );
     }
     // The 403 rate-limit reply was waited out, then answered.
-    let limited: Vec<usize> = hits.iter().enumerate().filter(|(_, h)| h.status == 403).map(|(i, _)| i).collect();
+    let limited: Vec<usize> = hits
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.status == 403)
+        .map(|(i, _)| i)
+        .collect();
     assert_eq!(limited.len(), 1, "{hits:#?}");
     let retried = &hits[limited[0] + 1];
-    assert_eq!((retried.path.as_str(), retried.status), (hits[limited[0]].path.as_str(), 200));
+    assert_eq!(
+        (retried.path.as_str(), retried.status),
+        (hits[limited[0]].path.as_str(), 200)
+    );
     let first = gh.usage();
     assert_eq!(first.rate_waits, 1);
     let first_github: Vec<_> = hits.iter().filter(|h| h.is_github()).cloned().collect();
-    assert_eq!(first.requests as usize, first_github.len(), "the client counts what the server saw");
+    assert_eq!(
+        first.requests as usize,
+        first_github.len(),
+        "the client counts what the server saw"
+    );
 
     // A second harvest of the unchanged repositories: every answer a 304, no quota spent.
     let before = fx.hits().len();
     let again = client(&fx, cache.path());
     let started = Instant::now();
-    let second = harvest(&engine, &again, &store, &cfg, |_, _, _| {}).await.unwrap();
+    let second = harvest(&engine, &again, &store, &cfg, |_, _, _| {})
+        .await
+        .unwrap();
     let second_seconds = started.elapsed().as_secs_f64();
     assert_eq!(second.task_ids, report.task_ids);
     let rerun: Vec<_> = fx.hits()[before..].to_vec();
     assert!(!rerun.is_empty());
-    assert!(rerun.iter().all(|h| h.is_github() && h.status == 304), "{rerun:#?}");
+    assert!(
+        rerun.iter().all(|h| h.is_github() && h.status == 304),
+        "{rerun:#?}"
+    );
     let usage = again.usage();
     assert_eq!(usage.requests as usize, rerun.len());
     assert_eq!(usage.quota, 0, "{usage:?}");
@@ -177,7 +225,10 @@ async fn the_client_follows_links_waits_out_rate_limits_and_revalidates_with_eta
     let gh = client(&fx, cache.path());
     // The five recorded pages of octokit/fixtures' paginate-issues, headers as recorded.
     let recorded: Vec<Item> = gh
-        .paginate("/repos/octokit-fixture-org/paginate-issues/issues?per_page=3", 30)
+        .paginate(
+            "/repos/octokit-fixture-org/paginate-issues/issues?per_page=3",
+            30,
+        )
         .await
         .unwrap();
     let numbers: Vec<u64> = recorded.iter().map(|i| i.number).collect();
@@ -185,13 +236,22 @@ async fn the_client_follows_links_waits_out_rate_limits_and_revalidates_with_eta
     // The fixture repository's four pages; page 2 answers 403 with a reset 2 s ahead first.
     let started = Instant::now();
     let items: Vec<Item> = gh
-        .paginate("/repos/fixture-org/tinylib/issues?state=closed&per_page=100", 30)
+        .paginate(
+            "/repos/fixture-org/tinylib/issues?state=closed&per_page=100",
+            30,
+        )
         .await
         .unwrap();
     assert_eq!(items.len(), 8);
-    assert!(started.elapsed() >= Duration::from_secs(1), "the reset was not waited for");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the reset was not waited for"
+    );
     let first = gh.usage();
-    assert_eq!((first.requests, first.not_modified, first.rate_waits), (10, 0, 1));
+    assert_eq!(
+        (first.requests, first.not_modified, first.rate_waits),
+        (10, 0, 1)
+    );
     assert!(fx.hits().iter().any(|h| h.status == 403));
     // The token goes to the configured API as a bearer.
     assert!(fx.hits().iter().all(|h| h.auth == "Bearer test-token"));
@@ -199,7 +259,10 @@ async fn the_client_follows_links_waits_out_rate_limits_and_revalidates_with_eta
     let before = fx.hits().len();
     let again = client(&fx, cache.path());
     let same: Vec<Item> = again
-        .paginate("/repos/fixture-org/tinylib/issues?state=closed&per_page=100", 30)
+        .paginate(
+            "/repos/fixture-org/tinylib/issues?state=closed&per_page=100",
+            30,
+        )
         .await
         .unwrap();
     assert_eq!(same.len(), 8);
@@ -207,16 +270,24 @@ async fn the_client_follows_links_waits_out_rate_limits_and_revalidates_with_eta
     assert_eq!((u.requests, u.not_modified, u.quota), (4, 4, 0));
     assert!(fx.hits()[before..].iter().all(|h| h.status == 304));
     // A repository that is gone is a 404 error, not a panic or an empty list.
-    let gone = again.get("/repos/fixture-org/deleted", "application/vnd.github+json").await;
+    let gone = again
+        .get("/repos/fixture-org/deleted", "application/vnd.github+json")
+        .await;
     assert!(gone.unwrap_err().to_string().contains("404"));
     // It has no ETag: the 404 is remembered for a day instead of asked again.
     let asked = fx.hits().len();
-    let gone = again.get("/repos/fixture-org/deleted", "application/vnd.github+json").await;
+    let gone = again
+        .get("/repos/fixture-org/deleted", "application/vnd.github+json")
+        .await;
     assert!(gone.unwrap_err().to_string().contains("404"));
     assert_eq!(fx.hits().len(), asked);
 }
 
-fn agentao_cli(fx: &GithubFixture, data: &std::path::Path, cache: &std::path::Path) -> std::process::Command {
+fn agentao_cli(
+    fx: &GithubFixture,
+    data: &std::path::Path,
+    cache: &std::path::Path,
+) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_agentao"));
     c.env("AGENTAO_LOG_FORMAT", "json")
         .env_remove("RUST_LOG")
@@ -239,7 +310,10 @@ async fn propose_dry_run_prints_the_payload_and_a_real_run_opens_the_pull_reques
     let cache = tempfile::tempdir().unwrap();
     let gh = client(&fx, cache.path());
     let diff = gh
-        .get("/repos/fixture-org/tinylib/pulls/3", "application/vnd.github.diff")
+        .get(
+            "/repos/fixture-org/tinylib/pulls/3",
+            "application/vnd.github.diff",
+        )
         .await
         .unwrap()
         .body;
@@ -254,9 +328,16 @@ async fn propose_dry_run_prints_the_payload_and_a_real_run_opens_the_pull_reques
         "issue_url": "https://github.com/fixture-org/tinylib/issues/1"
     }))
     .unwrap();
-    TaskStore::open(&data.path().join("tasks.db")).unwrap().put(&task).unwrap();
+    TaskStore::open(&data.path().join("tasks.db"))
+        .unwrap()
+        .put(&task)
+        .unwrap();
     let mut records = RecordStore::open(&data.path().join("dataset/records.jsonl")).unwrap();
-    for (hotkey, resolved, score) in [("5Flower", true, 0.4), ("5FwinnerHotkey", true, 0.9), ("5Funresolved", false, 1.0)] {
+    for (hotkey, resolved, score) in [
+        ("5Flower", true, 0.4),
+        ("5FwinnerHotkey", true, 0.9),
+        ("5Funresolved", false, 1.0),
+    ] {
         let mut r = Record::for_task(&task);
         r.miner_hotkey = hotkey.into();
         r.patch = fix.clone();
@@ -266,47 +347,168 @@ async fn propose_dry_run_prints_the_payload_and_a_real_run_opens_the_pull_reques
     }
     let args = ["github", "propose", "--task", "fixture-org__tinylib-1"];
 
-    let out = agentao_cli(&fx, data.path(), cache.path()).args(args).arg("--dry-run").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = agentao_cli(&fx, data.path(), cache.path())
+        .args(args)
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dry: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(dry["branch"], "agentao/fixture-org__tinylib-1");
     assert_eq!(dry["commit"].as_str().unwrap().len(), 40);
     assert_eq!(dry["dry_run"], true);
     let body = dry["payload"]["body"].as_str().unwrap();
-    assert!(body.contains("5FwinnerHotkey") && body.contains("#1") && body.contains("0.900"), "{body}");
-    assert!(dry["payload"]["title"].as_str().unwrap().starts_with("Fix #1: clamp()"));
-    assert!(fx.hits().iter().all(|h| !h.path.ends_with("/forks") && !h.path.ends_with("/pulls")), "a dry run sends nothing");
+    assert!(
+        body.contains("5FwinnerHotkey") && body.contains("#1") && body.contains("0.900"),
+        "{body}"
+    );
+    assert!(
+        dry["payload"]["title"]
+            .as_str()
+            .unwrap()
+            .starts_with("Fix #1: clamp()")
+    );
+    assert!(
+        fx.hits()
+            .iter()
+            .all(|h| !h.path.ends_with("/forks") && !h.path.ends_with("/pulls")),
+        "a dry run sends nothing"
+    );
 
-    let out = agentao_cli(&fx, data.path(), cache.path()).args(args).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = agentao_cli(&fx, data.path(), cache.path())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let sent: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(sent["fork"], "miner-fork/tinylib");
     let number = sent["pr_number"].as_u64().unwrap();
     // Read back: the pull request from the API, the branch from the fork.
     let url = format!("/repos/fixture-org/tinylib/pulls/{number}");
-    let pr: serde_json::Value = gh.get(&url, "application/vnd.github+json").await.unwrap().json(&url).unwrap();
-    assert_eq!(pr["head"]["label"], "miner-fork:agentao/fixture-org__tinylib-1");
+    let pr: serde_json::Value = gh
+        .get(&url, "application/vnd.github+json")
+        .await
+        .unwrap()
+        .json(&url)
+        .unwrap();
+    assert_eq!(
+        pr["head"]["label"],
+        "miner-fork:agentao/fixture-org__tinylib-1"
+    );
     assert_eq!(pr["base"]["ref"], "main");
     assert!(pr["body"].as_str().unwrap().contains("5FwinnerHotkey"));
     let fork = git2::Repository::open_bare(&fx.fork).unwrap();
-    let head = fork.refname_to_id("refs/heads/agentao/fixture-org__tinylib-1").unwrap();
+    let head = fork
+        .refname_to_id("refs/heads/agentao/fixture-org__tinylib-1")
+        .unwrap();
     assert_eq!(head.to_string(), sent["commit"].as_str().unwrap());
     let commit = fork.find_commit(head).unwrap();
     assert_eq!(commit.parent_id(0).unwrap().to_string(), fx.history.base);
-    let blob = commit.tree().unwrap().get_path(std::path::Path::new("tinylib/__init__.py")).unwrap();
+    let blob = commit
+        .tree()
+        .unwrap()
+        .get_path(std::path::Path::new("tinylib/__init__.py"))
+        .unwrap();
     let text = String::from_utf8(fork.find_blob(blob.id()).unwrap().content().to_vec()).unwrap();
     assert!(text.contains("return high"), "{text}");
-    assert!(fx.hits().iter().filter(|h| h.path.ends_with("/pulls") || h.path.ends_with("/forks")).all(|h| h.auth == "Bearer test-token"));
+    assert!(
+        fx.hits()
+            .iter()
+            .filter(|h| h.path.ends_with("/pulls") || h.path.ends_with("/forks"))
+            .all(|h| h.auth == "Bearer test-token")
+    );
 
     // A task whose fix is public is never proposed.
     let mut public = task.clone();
     public.instance_id = "fixture-org__tinylib-3".into();
     public.exposure = "public-answer".into();
-    TaskStore::open(&data.path().join("tasks.db")).unwrap().put(&public).unwrap();
+    TaskStore::open(&data.path().join("tasks.db"))
+        .unwrap()
+        .put(&public)
+        .unwrap();
     let out = agentao_cli(&fx, data.path(), cache.path())
-        .args(["github", "propose", "--task", "fixture-org__tinylib-3", "--dry-run"])
+        .args([
+            "github",
+            "propose",
+            "--task",
+            "fixture-org__tinylib-3",
+            "--dry-run",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("public answer"));
+}
+
+/// `agentao tasks harvest` end to end through the binary: `--since` leaves out the pull
+/// request merged before it, and each candidate skipped is a log record with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_harvest_command_logs_every_skipped_candidate_with_its_reason() {
+    let engine = engine().await;
+    base_image(&engine).await;
+    let fx = GithubFixture::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let out = agentao_cli(&fx, data.path(), cache.path())
+        .env("PIP_INDEX_URL", format!("{}/simple", fx.url))
+        .args([
+            "tasks",
+            "harvest",
+            "--since",
+            "2026-01-04",
+            "--per-repo",
+            "1",
+        ])
+        .args([
+            "--package",
+            "nogithub",
+            "--package",
+            "gonepkg",
+            "--package",
+            "tinylib",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["task_ids"], serde_json::json!([]));
+    assert_eq!(
+        report["candidates"], 3,
+        "#3 was merged before --since: {report}"
+    );
+    let skipped: Vec<(String, String)> = report["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["item"].as_str().unwrap().to_owned(),
+                s["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(skipped.len(), 5, "{skipped:?}");
+    // One log record per skip, carrying the same reason.
+    let logged: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "harvest: skipped")
+        .collect();
+    assert_eq!(logged.len(), skipped.len(), "{stderr}");
+    for (item, reason) in &skipped {
+        assert!(
+            logged.iter().any(|v| v["fields"]["item"] == item.as_str()
+                && v["fields"]["reason"] == reason.as_str())
+        );
+    }
+    assert!(stderr.contains("0 tasks from 3 candidates"), "{stderr}");
 }

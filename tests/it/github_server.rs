@@ -128,7 +128,8 @@ impl GithubFixture {
 }
 
 fn fixture(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/github/{name}.json"));
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/github/{name}.json"));
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -153,11 +154,15 @@ async fn answer(State(s): State<Arc<Shared>>, req: Request) -> Response {
     let uri = req.uri().clone();
     let accept = header(req.headers(), "accept");
     let k = key(uri.path(), uri.query(), &accept);
-    let full = uri.path_and_query().map_or(uri.path().to_owned(), |p| p.to_string());
+    let full = uri
+        .path_and_query()
+        .map_or(uri.path().to_owned(), |p| p.to_string());
     let auth = header(req.headers(), "authorization");
     let headers = req.headers().clone();
     let post = req.method() == axum::http::Method::POST;
-    let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
+    let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+        .await
+        .unwrap_or_default();
     let (status, resp) = if post {
         created(&s, uri.path(), &body)
     } else {
@@ -166,7 +171,11 @@ async fn answer(State(s): State<Arc<Shared>>, req: Request) -> Response {
             None => respond(&s, &k, &headers),
         }
     };
-    s.hits.lock().unwrap().push(Hit { path: full, status, auth });
+    s.hits.lock().unwrap().push(Hit {
+        path: full,
+        status,
+        auth,
+    });
     resp
 }
 
@@ -178,11 +187,22 @@ fn created(s: &Shared, path: &str, body: &[u8]) -> (u16, Response) {
         let fork = json!({"id": 4343, "name": REPO, "full_name": format!("miner-fork/{REPO}"),
             "owner": {"login": "miner-fork", "id": 4343, "type": "User"},
             "fork": true, "clone_url": s.fork_url, "default_branch": "main"});
-        return (202, build(202, ct, fork.to_string(), &recorded_headers(None)));
+        return (
+            202,
+            build(202, ct, fork.to_string(), &recorded_headers(None)),
+        );
     }
     if path == format!("{repo}/pulls") {
         let Ok(req) = serde_json::from_slice::<Value>(body) else {
-            return (400, build(400, ct, json!({"message": "Problems parsing JSON"}).to_string(), &[]));
+            return (
+                400,
+                build(
+                    400,
+                    ct,
+                    json!({"message": "Problems parsing JSON"}).to_string(),
+                    &[],
+                ),
+            );
         };
         let mut opened = s.opened.lock().unwrap();
         let n = 100 + opened.len() as u64;
@@ -193,11 +213,17 @@ fn created(s: &Shared, path: &str, body: &[u8]) -> (u16, Response) {
         opened.insert(format!("{repo}/pulls/{n}"), json_route(pr.clone(), None));
         return (201, build(201, ct, pr.to_string(), &recorded_headers(None)));
     }
-    (404, build(404, ct, json!({"message": "Not Found"}).to_string(), &[]))
+    (
+        404,
+        build(404, ct, json!({"message": "Not Found"}).to_string(), &[]),
+    )
 }
 
 fn header(h: &HeaderMap, name: &str) -> String {
-    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned()
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
 }
 
 fn now() -> u64 {
@@ -210,7 +236,15 @@ fn now() -> u64 {
 fn respond(s: &Shared, k: &str, req: &HeaderMap) -> (u16, Response) {
     let Some(c) = s.routes.get(k) else {
         let body = json!({"message": "Not Found", "documentation_url": "https://docs.github.com/rest", "status": "404"});
-        return (404, build(404, "application/json; charset=utf-8", body.to_string(), &[]));
+        return (
+            404,
+            build(
+                404,
+                "application/json; charset=utf-8",
+                body.to_string(),
+                &[],
+            ),
+        );
     };
     if s.limit_once.lock().unwrap().remove(k) {
         let reset = (now() + 2).to_string();
@@ -225,7 +259,10 @@ fn respond(s: &Shared, k: &str, req: &HeaderMap) -> (u16, Response) {
             ("x-ratelimit-reset".to_owned(), reset),
             ("x-ratelimit-resource".to_owned(), "core".to_owned()),
         ];
-        return (403, build(403, "application/json; charset=utf-8", body.to_string(), &h));
+        return (
+            403,
+            build(403, "application/json; charset=utf-8", body.to_string(), &h),
+        );
     }
     let etag = c
         .headers
@@ -236,7 +273,12 @@ fn respond(s: &Shared, k: &str, req: &HeaderMap) -> (u16, Response) {
     let mut h: Vec<(String, String)> = c
         .headers
         .iter()
-        .filter(|(n, _)| !matches!(n.as_str(), "etag" | "x-ratelimit-remaining" | "x-ratelimit-reset"))
+        .filter(|(n, _)| {
+            !matches!(
+                n.as_str(),
+                "etag" | "x-ratelimit-remaining" | "x-ratelimit-reset"
+            )
+        })
         .cloned()
         .collect();
     h.push(("etag".into(), etag.clone()));
@@ -249,7 +291,10 @@ fn respond(s: &Shared, k: &str, req: &HeaderMap) -> (u16, Response) {
     }
     let left = s.remaining.fetch_sub(1, Ordering::SeqCst) - 1;
     h.push(("x-ratelimit-remaining".into(), left.to_string()));
-    (c.status, build(c.status, &c.content_type, c.body.clone(), &h))
+    (
+        c.status,
+        build(c.status, &c.content_type, c.body.clone(), &h),
+    )
 }
 
 fn build(status: u16, content_type: &str, body: String, headers: &[(String, String)]) -> Response {
@@ -258,7 +303,10 @@ fn build(status: u16, content_type: &str, body: String, headers: &[(String, Stri
         r = r.header("content-type", content_type);
     }
     for (n, v) in headers {
-        if matches!(n.as_str(), "content-length" | "connection" | "content-type" | "transfer-encoding") {
+        if matches!(
+            n.as_str(),
+            "content-length" | "connection" | "content-type" | "transfer-encoding"
+        ) {
             continue;
         }
         if let Ok(v) = HeaderValue::from_str(v) {
@@ -270,11 +318,20 @@ fn build(status: u16, content_type: &str, body: String, headers: &[(String, Stri
 
 /// The recorded pages of `paginate-issues` and the recorded repository, as they are.
 fn replay_recordings(routes: &mut BTreeMap<String, Canned>) {
-    for (i, exchange) in fixture("paginate-issues").as_array().unwrap().iter().enumerate() {
+    for (i, exchange) in fixture("paginate-issues")
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
         let path = exchange["path"].as_str().unwrap();
         let (p, q) = path.split_once('?').unwrap_or((path, ""));
         let k = key(p, Some(q), "");
-        let k = if i == 0 { "/repos/octokit-fixture-org/paginate-issues/issues".to_owned() } else { k };
+        let k = if i == 0 {
+            "/repos/octokit-fixture-org/paginate-issues/issues".to_owned()
+        } else {
+            k
+        };
         routes.insert(k, recorded(exchange));
     }
     let repo = &fixture("get-repository")[0];
@@ -289,7 +346,12 @@ fn recorded(exchange: &Value) -> Canned {
         .as_object()
         .unwrap()
         .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+            )
+        })
         .collect();
     Canned {
         status: exchange["status"].as_u64().unwrap() as u16,
@@ -302,10 +364,21 @@ fn recorded(exchange: &Value) -> Canned {
 /// The headers of the recorded exchanges, for the answers made here.
 fn recorded_headers(link: Option<String>) -> Vec<(String, String)> {
     let first = &fixture("paginate-issues")[0];
-    let mut h: Vec<(String, String)> = ["cache-control", "x-github-media-type", "x-ratelimit-limit", "x-ratelimit-resource", "x-content-type-options", "access-control-expose-headers"]
-        .iter()
-        .filter_map(|n| first["headers"][*n].as_str().map(|v| ((*n).to_owned(), v.to_owned())))
-        .collect();
+    let mut h: Vec<(String, String)> = [
+        "cache-control",
+        "x-github-media-type",
+        "x-ratelimit-limit",
+        "x-ratelimit-resource",
+        "x-content-type-options",
+        "access-control-expose-headers",
+    ]
+    .iter()
+    .filter_map(|n| {
+        first["headers"][*n]
+            .as_str()
+            .map(|v| ((*n).to_owned(), v.to_owned()))
+    })
+    .collect();
     if let Some(l) = link {
         h.push(("link".into(), l));
     }
@@ -367,11 +440,35 @@ fn serve_repository(routes: &mut BTreeMap<String, Canned>, h: &History, bare: &P
             "merged_at": format!("2026-01-0{n}T12:00:00Z"),
         }))
     };
-    let items = vec![
-        issue(1, "clamp() returns values above the upper bound", "`tinylib.clamp(15, 0, 10)` returns 15; I expected 10.\n\nVersion 1.0.", 1, None),
-        issue(2, "mean() is undocumented", "What does `mean([])` do?", 0, None),
-        issue(3, "Make clamp respect its upper bound", "Fixes #1.\n\nThe upper branch returned the value itself.", 0, merged(3)),
-        issue(4, "Document mean()", "A docstring, no behaviour change.", 0, merged(4)),
+    let items = [
+        issue(
+            1,
+            "clamp() returns values above the upper bound",
+            "`tinylib.clamp(15, 0, 10)` returns 15; I expected 10.\n\nVersion 1.0.",
+            1,
+            None,
+        ),
+        issue(
+            2,
+            "mean() is undocumented",
+            "What does `mean([])` do?",
+            0,
+            None,
+        ),
+        issue(
+            3,
+            "Make clamp respect its upper bound",
+            "Fixes #1.\n\nThe upper branch returned the value itself.",
+            0,
+            merged(3),
+        ),
+        issue(
+            4,
+            "Document mean()",
+            "A docstring, no behaviour change.",
+            0,
+            merged(4),
+        ),
         issue(5, "Document mean() (take two)", "Resolves #2", 0, merged(5)),
         issue(6, "Clamp fix, rebased", "fixes #1", 0, merged(6)),
         issue(7, "CI: bump actions", "Housekeeping.", 0, merged(7)),
@@ -379,7 +476,11 @@ fn serve_repository(routes: &mut BTreeMap<String, Canned>, h: &History, bare: &P
     ];
     let pages: Vec<&[Value]> = items.chunks(PER_PAGE).collect();
     let last = pages.len();
-    let page_url = |p: usize| format!("https://api.github.com/repositories/{REPO_ID}/issues?state=closed&per_page={PER_PAGE}&page={p}");
+    let page_url = |p: usize| {
+        format!(
+            "https://api.github.com/repositories/{REPO_ID}/issues?state=closed&per_page={PER_PAGE}&page={p}"
+        )
+    };
     for (i, chunk) in pages.iter().enumerate() {
         let p = i + 1;
         let mut links = Vec::new();
@@ -393,36 +494,68 @@ fn serve_repository(routes: &mut BTreeMap<String, Canned>, h: &History, bare: &P
         if p > 1 {
             links.push(format!("<{}>; rel=\"first\"", page_url(1)));
         }
-        let k = if p == 1 { format!("{base}/issues") } else { format!("/repositories/{REPO_ID}/issues?page={p}") };
-        routes.insert(k, json_route(Value::Array(chunk.to_vec()), Some(links.join(", "))));
+        let k = if p == 1 {
+            format!("{base}/issues")
+        } else {
+            format!("/repositories/{REPO_ID}/issues?page={p}")
+        };
+        routes.insert(
+            k,
+            json_route(Value::Array(chunk.to_vec()), Some(links.join(", "))),
+        );
     }
     routes.insert(
         format!("{base}/issues/1/comments"),
-        json_route(json!([{
-            "id": 9001, "node_id": "MDEyOklzc3VlQ29tbWVudDkwMDE=",
-            "url": format!("https://api.github.com{base}/issues/comments/9001"),
-            "html_url": format!("{web}/issues/1#issuecomment-9001"),
-            "body": "Same here with negative ranges: clamp(5, -3, -1) gives 5.",
-            "user": template["user"].clone(),
-            "created_at": "2026-01-01T11:00:00Z", "updated_at": "2026-01-01T11:00:00Z",
-            "author_association": "NONE"
-        }]), None),
+        json_route(
+            json!([{
+                "id": 9001, "node_id": "MDEyOklzc3VlQ29tbWVudDkwMDE=",
+                "url": format!("https://api.github.com{base}/issues/comments/9001"),
+                "html_url": format!("{web}/issues/1#issuecomment-9001"),
+                "body": "Same here with negative ranges: clamp(5, -3, -1) gives 5.",
+                "user": template["user"].clone(),
+                "created_at": "2026-01-01T11:00:00Z", "updated_at": "2026-01-01T11:00:00Z",
+                "author_association": "NONE"
+            }]),
+            None,
+        ),
     );
 
     let repo2 = git2::Repository::open_bare(bare).unwrap();
-    let base_tree = tree_of(&repo2, &h.base);
     let fix_diff = diff_text(&repo2, &h.base, &h.fix);
     let notests = repo2.refname_to_id("refs/pull/4/head").unwrap().to_string();
     let notest_diff = diff_text(&repo2, &h.base, &notests);
-    let _ = base_tree;
     // A diff whose hunk says it has more lines than it has.
     let malformed = notest_diff.replacen("@@ -", "@@ -1,40 +1,40 @@ was: ", 1);
     let pulls: Vec<(u64, &str, &str, String, &str)> = vec![
-        (3, h.base.as_str(), h.fix.as_str(), fix_diff.clone(), "Make clamp respect its upper bound"),
-        (4, h.base.as_str(), notests.as_str(), notest_diff.clone(), "Document mean()"),
-        (5, h.base.as_str(), notests.as_str(), malformed, "Document mean() (take two)"),
+        (
+            3,
+            h.base.as_str(),
+            h.fix.as_str(),
+            fix_diff.clone(),
+            "Make clamp respect its upper bound",
+        ),
+        (
+            4,
+            h.base.as_str(),
+            notests.as_str(),
+            notest_diff.clone(),
+            "Document mean()",
+        ),
+        (
+            5,
+            h.base.as_str(),
+            notests.as_str(),
+            malformed,
+            "Document mean() (take two)",
+        ),
         (6, GONE_BASE, h.fix.as_str(), fix_diff, "Clamp fix, rebased"),
-        (7, h.base.as_str(), notests.as_str(), notest_diff, "CI: bump actions"),
+        (
+            7,
+            h.base.as_str(),
+            notests.as_str(),
+            notest_diff,
+            "CI: bump actions",
+        ),
     ];
     for (n, base_sha, head_sha, diff, title) in pulls {
         let body = items[(n - 1) as usize]["body"].clone();
@@ -453,7 +586,10 @@ fn serve_repository(routes: &mut BTreeMap<String, Canned>, h: &History, bare: &P
                        "raw_url": format!("{web}/raw/{head_sha}/{name}")})
             })
             .collect();
-        routes.insert(format!("{base}/pulls/{n}/files"), json_route(Value::Array(files), None));
+        routes.insert(
+            format!("{base}/pulls/{n}/files"),
+            json_route(Value::Array(files), None),
+        );
         routes.insert(
             format!("{base}/pulls/{n}#diff"),
             Canned {
@@ -463,7 +599,11 @@ fn serve_repository(routes: &mut BTreeMap<String, Canned>, h: &History, bare: &P
                 headers: recorded_headers(None),
             },
         );
-        let message = if n == 4 { "Document mean()\n\nCloses #2".to_owned() } else { title.to_owned() };
+        let message = if n == 4 {
+            "Document mean()\n\nCloses #2".to_owned()
+        } else {
+            title.to_owned()
+        };
         routes.insert(
             format!("{base}/pulls/{n}/commits"),
             json_route(json!([{"sha": head_sha, "commit": {"message": message,
@@ -479,14 +619,28 @@ fn pypi(routes: &mut BTreeMap<String, Canned>) {
             json_route(json!({"info": {"name": name, "version": "1.0", "project_urls": urls, "home_page": null}}), None),
         );
     };
-    add("tinylib", json!({"Documentation": "https://tinylib.readthedocs.io", "Source": format!("https://github.com/{OWNER}/{REPO}")}));
-    add("gonepkg", json!({"Source": "https://github.com/fixture-org/deleted"}));
-    add("nogithub", json!({"Homepage": "https://gitlab.com/someone/nogithub"}));
-    add("paginated", json!({"Repository": "https://github.com/octokit-fixture-org/paginate-issues.git"}));
+    add(
+        "tinylib",
+        json!({"Documentation": "https://tinylib.readthedocs.io", "Source": format!("https://github.com/{OWNER}/{REPO}")}),
+    );
+    add(
+        "gonepkg",
+        json!({"Source": "https://github.com/fixture-org/deleted"}),
+    );
+    add(
+        "nogithub",
+        json!({"Homepage": "https://gitlab.com/someone/nogithub"}),
+    );
+    add(
+        "paginated",
+        json!({"Repository": "https://github.com/octokit-fixture-org/paginate-issues.git"}),
+    );
 }
 
 fn tree_of(repo: &git2::Repository, commit: &str) -> git2::Oid {
-    repo.find_commit(git2::Oid::from_str(commit).unwrap()).unwrap().tree_id()
+    repo.find_commit(git2::Oid::from_str(commit).unwrap())
+        .unwrap()
+        .tree_id()
 }
 
 /// `git diff` between two commits, as GitHub serves a pull request's diff.
@@ -515,7 +669,12 @@ const TEST_CLAMP: &str = "from tinylib import clamp\n\n\ndef test_clamp_high():\
 /// `refs/pull/<n>/head`, as GitHub keeps them.
 fn build_repository(bare: &Path) -> History {
     let repo = git2::Repository::init_bare(bare).unwrap();
-    let sig = git2::Signature::new("Fixture", "fixture@example.invalid", &git2::Time::new(1_767_261_600, 0)).unwrap();
+    let sig = git2::Signature::new(
+        "Fixture",
+        "fixture@example.invalid",
+        &git2::Time::new(1_767_261_600, 0),
+    )
+    .unwrap();
     let files = |extra: &[(&str, &str)]| {
         let mut m: BTreeMap<String, String> = BTreeMap::from([
             ("pyproject.toml".into(), PYPROJECT.into()),
@@ -527,23 +686,40 @@ fn build_repository(bare: &Path) -> History {
         }
         m
     };
-    let commit = |files: &BTreeMap<String, String>, parent: Option<git2::Oid>, msg: &str, refname: &str| {
-        let t = repo.find_tree(write_tree(&repo, files)).unwrap();
-        let parents: Vec<git2::Commit> = parent.iter().map(|p| repo.find_commit(*p).unwrap()).collect();
-        let refs: Vec<&git2::Commit> = parents.iter().collect();
-        repo.commit(Some(refname), &sig, &sig, msg, &t, &refs).unwrap()
-    };
+    let commit =
+        |files: &BTreeMap<String, String>, parent: Option<git2::Oid>, msg: &str, refname: &str| {
+            let t = repo.find_tree(write_tree(&repo, files)).unwrap();
+            let parents: Vec<git2::Commit> = parent
+                .iter()
+                .map(|p| repo.find_commit(*p).unwrap())
+                .collect();
+            let refs: Vec<&git2::Commit> = parents.iter().collect();
+            repo.commit(Some(refname), &sig, &sig, msg, &t, &refs)
+                .unwrap()
+        };
     let base = commit(&files(&[]), None, "tinylib 1.0", "refs/heads/main");
-    let fixed = LIB_BUGGY.replace("    if value > high:\n        return value", "    if value > high:\n        return high");
+    let fixed = LIB_BUGGY.replace(
+        "    if value > high:\n        return value",
+        "    if value > high:\n        return high",
+    );
     let fix = commit(
-        &files(&[("tinylib/__init__.py", &fixed), ("tests/test_clamp.py", TEST_CLAMP)]),
+        &files(&[
+            ("tinylib/__init__.py", &fixed),
+            ("tests/test_clamp.py", TEST_CLAMP),
+        ]),
         Some(base),
         "Make clamp respect its upper bound\n\nFixes #1",
         "refs/pull/3/head",
     );
     let documented = LIB_BUGGY.replace("def mean(values):\n", "def mean(values):\n    \"\"\"The arithmetic mean; raises ZeroDivisionError on an empty list.\"\"\"\n");
-    commit(&files(&[("tinylib/__init__.py", &documented)]), Some(base), "Document mean()\n\nCloses #2", "refs/pull/4/head");
-    repo.reference("refs/heads/main", fix, true, "merge #3").unwrap();
+    commit(
+        &files(&[("tinylib/__init__.py", &documented)]),
+        Some(base),
+        "Document mean()\n\nCloses #2",
+        "refs/pull/4/head",
+    );
+    repo.reference("refs/heads/main", fix, true, "merge #3")
+        .unwrap();
     History {
         clone_url: format!("file://{}", bare.display()),
         base: base.to_string(),
@@ -557,7 +733,9 @@ fn write_tree(repo: &git2::Repository, files: &BTreeMap<String, String>) -> git2
     for (p, c) in files {
         match p.split_once('/') {
             Some((d, rest)) => {
-                dirs.entry(d.to_owned()).or_default().insert(rest.to_owned(), c.clone());
+                dirs.entry(d.to_owned())
+                    .or_default()
+                    .insert(rest.to_owned(), c.clone());
             }
             None => {
                 let blob = repo.blob(c.as_bytes()).unwrap();
