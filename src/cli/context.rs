@@ -49,6 +49,7 @@ pub fn chain(
         Network::Subtensor(endpoint) => {
             let mut config = SubtensorConfig::new(endpoint, settings.netuid);
             config.wait = inclusion == Inclusion::Wait;
+            config.mechid = settings.mechid;
             AnyChain::Subtensor(Box::new(SubtensorChain::new(config, signer)?))
         }
     })

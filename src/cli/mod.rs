@@ -51,6 +51,9 @@ pub struct GlobalArgs {
     /// Subnet id.
     #[arg(long, global = true, env = ev::AGENTAO_NETUID, default_value_t = config::DEFAULT_NETUID)]
     pub netuid: u16,
+    /// The subnet's mechanism weights are set for (0: the main one).
+    #[arg(long, global = true, env = ev::AGENTAO_MECHID, default_value_t = 0)]
+    pub mechid: u8,
     /// Chain: local (a metagraph file in the data dir), finney, test, or a subtensor address.
     #[arg(long = "subtensor.network", global = true, env = ev::AGENTAO_SUBTENSOR_NETWORK,
           default_value = "local", value_parser = config::Network::parse)]
@@ -188,6 +191,7 @@ impl GlobalArgs {
         };
         Settings {
             netuid: self.netuid,
+            mechid: self.mechid,
             network: self.subtensor_network.clone(),
             wallet: WalletSettings {
                 name: self.wallet_name.clone(),

@@ -37,7 +37,9 @@ pub enum SubnetCmd {
     },
     /// Print the metagraph (uids, hotkeys, stake, axons, permits) as JSON.
     Metagraph,
-    /// Set this wallet's weights on the subnet (normalised to u16 as the SDK does).
+    /// Set this wallet's weights on the subnet (normalised to u16 as the SDK does; committed
+    /// timelocked to their drand reveal round on commit-reveal subnets).
+    #[command(visible_alias = "weights")]
     SetWeights {
         /// Uids, comma-separated.
         #[arg(long, value_delimiter = ',', required = true)]
@@ -51,6 +53,10 @@ pub enum SubnetCmd {
         /// Submit and return without waiting for the weights to land.
         #[arg(long)]
         no_wait: bool,
+        /// Print what would be sent and why (the normalised vector, commit-reveal on or off,
+        /// the reveal round, the rate-limit wait) and send nothing.
+        #[arg(long)]
+        explain: bool,
     },
     /// Signed-request load against an axon (used by `bench axon`).
     #[command(hide = true)]
@@ -129,9 +135,17 @@ pub async fn run(cmd: SubnetCmd, settings: &Settings) -> anyhow::Result<()> {
             weights,
             version_key,
             no_wait,
+            explain,
         } => {
             let key = wallet(settings).load_hotkey()?;
             let hotkey = key.ss58();
+            if explain {
+                let plan = chain(settings, None, Inclusion::Submit)?
+                    .explain_weights(&hotkey, &uids, &weights, version_key)
+                    .await?;
+                printer::data(serde_json::to_string_pretty(&plan)?);
+                return Ok(());
+            }
             let inclusion = if no_wait {
                 Inclusion::Submit
             } else {

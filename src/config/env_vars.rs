@@ -43,6 +43,8 @@ pub const AGENTAO_MODEL: &str = "AGENTAO_MODEL";
 pub const AGENTAO_INSTANCE_COST: &str = "AGENTAO_INSTANCE_COST";
 /// Subnet id.
 pub const AGENTAO_NETUID: &str = "AGENTAO_NETUID";
+/// The subnet's mechanism validators set weights for (0: the main one).
+pub const AGENTAO_MECHID: &str = "AGENTAO_MECHID";
 /// The chain: `local` (a metagraph file in the data dir), `finney`, `test`, or a subtensor
 /// node's ws(s)/http(s) address.
 pub const AGENTAO_SUBTENSOR_NETWORK: &str = "AGENTAO_SUBTENSOR_NETWORK";
@@ -87,6 +89,7 @@ pub const ALL: &[&str] = &[
     AGENTAO_MODEL,
     AGENTAO_INSTANCE_COST,
     AGENTAO_NETUID,
+    AGENTAO_MECHID,
     AGENTAO_SUBTENSOR_NETWORK,
     AGENTAO_WALLET_NAME,
     AGENTAO_WALLET_HOTKEY,

@@ -190,6 +190,8 @@ pub const TEST_ENDPOINT: &str = "wss://test.finney.opentensor.ai:443";
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub netuid: u16,
+    /// The mechanism weights are set for (0: the main one).
+    pub mechid: u8,
     pub network: Network,
     pub wallet: WalletSettings,
     pub llm: LlmSettings,
@@ -216,6 +218,7 @@ impl Settings {
     pub fn defaults() -> Settings {
         Settings {
             netuid: DEFAULT_NETUID,
+            mechid: 0,
             network: Network::Local,
             wallet: WalletSettings {
                 name: "default".into(),

@@ -33,8 +33,10 @@ pub enum ChainError {
     WrongSigner { signer: String, hotkey: String },
     #[error("hotkey {hotkey} is not registered on netuid {netuid}")]
     NotRegistered { hotkey: String, netuid: u16 },
-    #[error("netuid {0} requires commit-reveal weights, which this backend does not send")]
-    CommitReveal(u16),
+    #[error("netuid {0} runs no epochs (tempo 0): timelocked weights would never be revealed")]
+    NoEpochs(u16),
+    #[error("timelock: {0}")]
+    Timelock(String),
     #[error("version key {ours} is below the subnet's required {required}")]
     VersionKey { ours: u64, required: u64 },
     #[error("too soon to set weights: {blocks_left} more blocks (WeightsSetRateLimit)")]
@@ -47,7 +49,7 @@ pub enum ChainError {
 
 impl ChainError {
     /// Whether this is a refusal of what was asked (bad weights, wrong or missing key, not
-    /// registered, commit-reveal, version key, rate limit): checked before anything was
+    /// registered, a commit-reveal subnet without epochs, version key, rate limit): checked before anything was
     /// submitted, and the caller's to fix or wait out.
     pub fn is_refusal(&self) -> bool {
         matches!(
@@ -56,7 +58,7 @@ impl ChainError {
                 | ChainError::NoSigner
                 | ChainError::WrongSigner { .. }
                 | ChainError::NotRegistered { .. }
-                | ChainError::CommitReveal(_)
+                | ChainError::NoEpochs(_)
                 | ChainError::VersionKey { .. }
                 | ChainError::RateLimited { .. }
         )
@@ -115,6 +117,47 @@ pub trait Chain {
 pub enum AnyChain {
     Local(LocalChain),
     Subtensor(Box<super::subtensor::SubtensorChain>),
+}
+
+impl AnyChain {
+    /// What `set_weights` would send, and why (the local chain has no commit-reveal and no
+    /// rate limit).
+    pub async fn explain_weights(
+        &self,
+        hotkey: &str,
+        uids: &[u16],
+        weights: &[f32],
+        version_key: u64,
+    ) -> Result<super::subtensor::WeightsPlan, ChainError> {
+        match self {
+            AnyChain::Subtensor(c) => c.explain_weights(hotkey, uids, weights, version_key).await,
+            AnyChain::Local(c) => {
+                let (uids, weights) = normalize_weights(uids, weights)?;
+                let uid = c
+                    .metagraph()
+                    .await?
+                    .neurons
+                    .iter()
+                    .find(|n| n.hotkey == hotkey)
+                    .map(|n| n.uid);
+                Ok(super::subtensor::WeightsPlan {
+                    hotkey: hotkey.into(),
+                    netuid: c.netuid,
+                    mechid: 0,
+                    uid,
+                    uids,
+                    weights,
+                    version_key,
+                    required_version_key: 0,
+                    head: 0,
+                    last_update: 0,
+                    rate_limit_blocks: 0,
+                    rate_limit_wait_blocks: 0,
+                    commit_reveal: None,
+                })
+            }
+        }
+    }
 }
 
 impl Chain for AnyChain {

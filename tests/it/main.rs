@@ -18,5 +18,6 @@ mod round;
 mod sandbox;
 mod subnet;
 mod subtensor;
+mod subtensor_cr;
 mod support;
 mod validator;

@@ -3,7 +3,7 @@
 //! a venv, `subtensor_sdk.py`): the storage keys the node answers are the ones the SDK computes,
 //! our `set_weights` extrinsic equals the SDK's byte for byte and our signature verifies over the
 //! SDK's signing payload, and the metagraph decodes as the SDK's `bt_decode` reads it. Then the
-//! refusals (unregistered, commit-reveal, rate limit, version key, signer, node errors) and the
+//! refusals (unregistered, commit-reveal without epochs, rate limit, version key, signer, node errors) and the
 //! wait for the weights to land.
 
 use std::collections::HashMap;
@@ -19,21 +19,23 @@ use serde_json::{Value, json};
 
 use crate::support::{Response, TestServer, bittensor};
 
-const METADATA: &str = concat!(
+pub(crate) const METADATA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/subtensor/finney-metadata-v14.scale.gz"
 );
-const SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/subtensor_sdk.py");
-const DEV_PHRASE: &str = "bottom drive obey lake curtain smoke basket hold race lonely fit walk";
-const NETUID: u16 = 62;
-const CURRENT: u64 = 4_000_000;
-const SPEC: u32 = 320;
-const GENESIS: &str = "0x2f0555cc76fc2840a25a6ea3b9637146806f1f44b090c175ffde2a7e5ab36c03";
-const HEAD: &str = "0x5d1fbfbe852f28077f6bb2b9f5e7bd1a3a9f1c7c4e1f2ab3c4d5e6f708192a3b";
-const UID: u16 = 3;
+pub(crate) const SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/subtensor_sdk.py");
+pub(crate) const DEV_PHRASE: &str =
+    "bottom drive obey lake curtain smoke basket hold race lonely fit walk";
+pub(crate) const NETUID: u16 = 62;
+pub(crate) const CURRENT: u64 = 4_000_000;
+pub(crate) const SPEC: u32 = 320;
+pub(crate) const GENESIS: &str =
+    "0x2f0555cc76fc2840a25a6ea3b9637146806f1f44b090c175ffde2a7e5ab36c03";
+pub(crate) const HEAD: &str = "0x5d1fbfbe852f28077f6bb2b9f5e7bd1a3a9f1c7c4e1f2ab3c4d5e6f708192a3b";
+pub(crate) const UID: u16 = 3;
 
 /// Runs one request through the SDK helper.
-async fn sdk(request: Value) -> Value {
+pub(crate) async fn sdk(request: Value) -> Value {
     let python = bittensor().await;
     let mut child = Command::new(python)
         .arg(SDK)
@@ -57,13 +59,13 @@ async fn sdk(request: Value) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     format!("0x{}", ::hex::encode(bytes))
 }
 
 /// What happens to a submitted extrinsic.
 #[derive(Clone, Copy, PartialEq)]
-enum Fate {
+pub(crate) enum Fate {
     /// Included, and the weights change (`LastUpdate` moves).
     Lands,
     /// Included, but the call fails (only the nonce moves).
@@ -73,25 +75,28 @@ enum Fate {
 }
 
 /// The node's state: storage by key, the account nonce, submissions.
-struct NodeState {
-    storage: HashMap<String, String>,
-    nonce: u32,
-    submitted: Vec<String>,
-    fate: Fate,
-    last_update_key: String,
-    neurons: String,
+pub(crate) struct NodeState {
+    pub(crate) storage: HashMap<String, String>,
+    pub(crate) nonce: u32,
+    pub(crate) submitted: Vec<String>,
+    pub(crate) fate: Fate,
+    pub(crate) last_update_key: String,
+    pub(crate) neurons: String,
+    /// Where a landed timelocked commit is stored (the SDK's `TimelockedWeightCommits` key);
+    /// `None`: submissions are weights in the clear and move `LastUpdate`.
+    pub(crate) commit_key: Option<String>,
     /// Methods that answer with a JSON-RPC error.
-    broken: Vec<&'static str>,
+    pub(crate) broken: Vec<&'static str>,
 }
 
-fn last_update(at: u64) -> String {
+pub(crate) fn last_update(at: u64) -> String {
     let mut v = vec![0u64; 5];
     v[UID as usize] = at;
     hex(&v.encode())
 }
 
 /// A node whose storage answers only at the keys the SDK computes.
-async fn node(keys: &Value, fate: Fate) -> (TestServer, Arc<Mutex<NodeState>>) {
+pub(crate) async fn node(keys: &Value, fate: Fate) -> (TestServer, Arc<Mutex<NodeState>>) {
     let key = |name: &str| keys[name].as_str().unwrap().to_owned();
     let storage = HashMap::from([
         (key("Uids"), hex(&UID.encode())),
@@ -107,6 +112,7 @@ async fn node(keys: &Value, fate: Fate) -> (TestServer, Arc<Mutex<NodeState>>) {
         fate,
         last_update_key: key("LastUpdate"),
         neurons: "0x00".into(),
+        commit_key: None,
         broken: Vec::new(),
     }));
     let metadata = {
@@ -150,8 +156,12 @@ async fn node(keys: &Value, fate: Fate) -> (TestServer, Arc<Mutex<NodeState>>) {
                         st.nonce += 1;
                     }
                     if st.fate == Fate::Lands {
-                        let k = st.last_update_key.clone();
-                        st.storage.insert(k, last_update(CURRENT + 1));
+                        let xt = params[0].as_str().unwrap().to_owned();
+                        let (k, v) = match st.commit_key.clone() {
+                            Some(k) => (k, crate::subtensor_cr::stored_commit(&xt)),
+                            None => (st.last_update_key.clone(), last_update(CURRENT + 1)),
+                        };
+                        st.storage.insert(k, v);
                     }
                     Some(json!(format!("0x{}", "ab".repeat(32))))
                 }
@@ -169,7 +179,7 @@ async fn node(keys: &Value, fate: Fate) -> (TestServer, Arc<Mutex<NodeState>>) {
     (server, state)
 }
 
-fn chain(url: &str, signer: Option<Keypair>, wait: bool) -> SubtensorChain {
+pub(crate) fn chain(url: &str, signer: Option<Keypair>, wait: bool) -> SubtensorChain {
     let mut config = SubtensorConfig::new(url, NETUID);
     config.wait = wait;
     config.period = 4;
@@ -177,14 +187,19 @@ fn chain(url: &str, signer: Option<Keypair>, wait: bool) -> SubtensorChain {
     SubtensorChain::new(config, signer).unwrap()
 }
 
-async fn sdk_keys(hotkey: &str) -> Value {
-    sdk(json!({"op": "keys", "metadata": METADATA, "netuid": NETUID, "hotkey": hotkey})).await
+pub(crate) async fn sdk_keys(hotkey: &str) -> Value {
+    let extra = json!({"Tempo": [NETUID], "RevealPeriodEpochs": [NETUID]});
+    sdk(
+        json!({"op": "keys", "metadata": METADATA, "netuid": NETUID, "hotkey": hotkey,
+               "extra": extra}),
+    )
+    .await
 }
 
 /// The SDK's rebuild of `extrinsic` (our submission: nonce 5, mortal for 4 blocks from the
 /// node's head) as `SubtensorModule::call(args)` with our signature; checks that the bytes are
 /// equal and our signature verifies over the SDK's payload, and returns its decoding.
-async fn sdk_rebuilds(hotkey: &str, extrinsic: &str, call: &str, args: Value) -> Value {
+pub(crate) async fn sdk_rebuilds(hotkey: &str, extrinsic: &str, call: &str, args: Value) -> Value {
     let answer = sdk(json!({
         "op": "extrinsic", "metadata": METADATA, "spec_version": SPEC, "transaction_version": 1,
         "genesis_hash": GENESIS, "birth_hash": HEAD, "current": CURRENT, "period": 4,
@@ -290,9 +305,13 @@ async fn set_weights_refuses_what_the_chain_would_refuse() {
     let try_set = || chain_.set_weights(&hotkey, &[0, 1], &[1.0, 2.0], 3);
 
     let set = |k: String, v: String| state.lock().unwrap().storage.insert(k, v);
+    // Commit-reveal is no refusal (`subtensor_cr`), but a subnet without epochs would never
+    // reveal the commit.
     set(key("CommitRevealWeightsEnabled"), hex(&true.encode()));
+    set(key("Tempo"), hex(&0u16.encode()));
     let err = try_set().await.unwrap_err();
-    assert!(matches!(err, ChainError::CommitReveal(NETUID)), "{err}");
+    assert!(matches!(err, ChainError::NoEpochs(NETUID)), "{err}");
+    state.lock().unwrap().storage.remove(&key("Tempo"));
     set(key("CommitRevealWeightsEnabled"), hex(&false.encode()));
 
     set(key("WeightsVersionKey"), hex(&10u64.encode()));

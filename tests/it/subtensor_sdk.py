@@ -9,6 +9,12 @@ create_signed_extrinsic and StorageKey, cyscale's decoders, bt_decode and bitten
                              set_weights by default) with our signature, and
                              whether our signature verifies over the SDK's payload
   {"op": "neurons", ...}     bt_decode's reading of a get_neurons_lite answer
+  {"op": "commit", ...}      the SDK's commit_timelocked_weights_extrinsic (bittensor-drand
+                             2.0.0 inside) run on a given epoch schedule, its call's
+                             arguments, and what bittensor-drand decrypts from its commit
+                             and from ours with a published drand round signature
+  {"op": "reveal_round", ...} bittensor-drand's reveal round for an epoch schedule, with the
+                             clock read just before and just after
 """
 import gzip, json, sys
 from types import SimpleNamespace
@@ -56,6 +62,7 @@ def keys(req):
         "CommitRevealWeightsEnabled": [netuid],
         "WeightsVersionKey": [netuid],
     }
+    wanted.update(req.get("extra", {}))
     out = {}
     for name, params in wanted.items():
         key = StorageKey.create_from_storage_function(
@@ -124,6 +131,106 @@ def neurons(req):
     return out
 
 
+DRAND_GENESIS, DRAND_PERIOD = 1692803367, 3
+
+
+def scale_bytes(data):
+    """SCALE Vec<u8>: compact length, then the bytes."""
+    n = len(data)
+    if n < 1 << 6:
+        prefix = bytes([n << 2])
+    elif n < 1 << 14:
+        prefix = ((n << 2) | 1).to_bytes(2, "little")
+    else:
+        prefix = ((n << 2) | 2).to_bytes(4, "little")
+    return prefix + data
+
+
+def open_commit(commit, round_, signature):
+    """bittensor-drand's decryption of a raw commit (it takes the commit with its round)."""
+    import bittensor_drand
+
+    wrapped = scale_bytes(commit) + round_.to_bytes(8, "little")
+    return bittensor_drand.decrypt_with_signature(wrapped, signature)
+
+
+def schedule(req):
+    from bittensor.core.types import EpochScheduleState
+
+    return EpochScheduleState(**req["state"])
+
+
+def commit(req):
+    """The SDK's own commit path on a scripted chain state; the clock is the SDK's, so the
+    block time is chosen to land on `target_round`, whose signature is public."""
+    import time
+    from bittensor.core.extrinsics.weights import commit_timelocked_weights_extrinsic
+    from bittensor.core.types import ExtrinsicResponse
+
+    fake = runtime(req)
+    captured = {}
+
+    def sign_and_send_extrinsic(call, **_kw):
+        captured["call"] = call
+        return ExtrinsicResponse(True, "captured")
+
+    subtensor = SimpleNamespace(
+        get_current_block=lambda: req["state"]["current_block"],
+        get_subnet_hyperparameters=lambda netuid, block=None: SimpleNamespace(
+            commit_reveal_period=req["reveal_period"]
+        ),
+        get_epoch_schedule_state=lambda netuid, block=None: schedule(req),
+        compose_call=lambda call_module, call_function, call_params, **_k: (
+            SubstrateInterface.compose_call(fake, call_module, call_function, call_params)
+        ),
+        sign_and_send_extrinsic=sign_and_send_extrinsic,
+    )
+    hotkey = Keypair.create_from_mnemonic(req["phrase"])
+    wallet = SimpleNamespace(hotkey=hotkey, unlock_hotkey=lambda: None)
+    target = DRAND_GENESIS + DRAND_PERIOD * req["target_round"] + DRAND_PERIOD / 2
+    block_time = (target - time.time()) / req["blocks_until_ingest"]
+    response = commit_timelocked_weights_extrinsic(
+        subtensor, wallet, req["netuid"], req["mechid"], req["uids"], req["weights"],
+        block_time=block_time, version_key=req["version_key"], raise_error=True,
+    )
+    assert response.success, response.message
+    call = captured["call"]
+    args = call.value["call_args"]
+    if isinstance(args, list):
+        args = {a["name"]: a["value"] for a in args}
+    sdk_commit = args["commit"]
+    if isinstance(sdk_commit, str):
+        sdk_commit = bytes.fromhex(sdk_commit.removeprefix("0x"))
+    ours = bytes.fromhex(req["our_commit"][2:])
+    sig = req["signature"]
+    return {
+        "call_function": call.value["call_function"],
+        "netuid": args["netuid"],
+        "mecid": args["mecid"],
+        "reveal_round": args["reveal_round"],
+        "commit_reveal_version": args["commit_reveal_version"],
+        "sdk_plaintext": "0x" + open_commit(sdk_commit, args["reveal_round"], sig).hex(),
+        "our_plaintext": "0x" + open_commit(ours, req["target_round"], sig).hex(),
+    }
+
+
+def reveal_round(req):
+    """bittensor-drand's round for a schedule (the commit itself is thrown away)."""
+    import time
+    import bittensor_drand
+
+    st = req["state"]
+    before = time.time()
+    _, round_ = bittensor_drand.get_encrypted_commit_v2(
+        [0], [65535], 0, st["last_epoch_block"], st["pending_epoch_at"],
+        st["subnet_epoch_index"], st["tempo"], st["blocks_since_last_step"],
+        st["current_block"], req["reveal_period"], req["block_time"], bytes(32),
+    )
+    return {"round": round_, "before": before, "after": time.time()}
+
+
 if __name__ == "__main__":
     req = json.load(sys.stdin)
-    print(json.dumps({"keys": keys, "extrinsic": extrinsic, "neurons": neurons}[req["op"]](req)))
+    ops = {"keys": keys, "extrinsic": extrinsic, "neurons": neurons, "commit": commit,
+           "reveal_round": reveal_round}
+    print(json.dumps(ops[req["op"]](req)))

@@ -206,11 +206,21 @@ pub async fn python_venv(name: &str, packages: &[&str]) -> std::path::PathBuf {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// The venv with the Python Bittensor SDK (and `bt_decode`, the decoder of its chain types),
-/// made once per test process even when tests ask for it at the same time.
+/// The venv with the Python Bittensor SDK (and `bt_decode`, the decoder of its chain types, and
+/// `bittensor-drand`, its timelock encryption, pinned at the version 10.5.0 resolves to), made
+/// once per test process even when tests ask for it at the same time.
 pub async fn bittensor() -> std::path::PathBuf {
     static VENV: tokio::sync::OnceCell<std::path::PathBuf> = tokio::sync::OnceCell::const_new();
-    VENV.get_or_init(|| python_venv("bittensor", &["bittensor==10.5.0", "bt-decode==0.8.0"]))
-        .await
-        .clone()
+    VENV.get_or_init(|| {
+        python_venv(
+            "bittensor",
+            &[
+                "bittensor==10.5.0",
+                "bt-decode==0.8.0",
+                "bittensor-drand==2.0.0",
+            ],
+        )
+    })
+    .await
+    .clone()
 }

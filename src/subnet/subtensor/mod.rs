@@ -1,18 +1,23 @@
-//! The `subtensor` chain backend: reads the metagraph and submits `set_weights` to a subtensor
-//! node over JSON-RPC. The runtime's metadata says where the call and storage live and which
+//! The `subtensor` chain backend: reads the metagraph and submits weights to a subtensor node
+//! over JSON-RPC. The runtime's metadata says where the calls and storage live and which
 //! signed extensions to fill (`runtime`); extrinsics are built and signed here (`extrinsic`);
 //! neurons decode from the `NeuronInfoRuntimeApi` (`neurons`).
 //!
-//! `set_weights` checks what the chain would refuse before paying for it: the hotkey must be
-//! registered on the subnet, the subnet must not require commit-reveal (this backend sends
-//! weights in the clear), the version key must be at least the subnet's, and the rate limit
-//! (`WeightsSetRateLimit` blocks since `LastUpdate`) must have passed. After submitting, it can
-//! wait until the account's nonce moves and `LastUpdate` shows the new weights.
+//! `set_weights` reads a plan first (`weights`) and refuses what the chain would refuse before
+//! paying for it: the hotkey must be registered on the subnet, the version key must be at
+//! least the subnet's, and the rate limit (`WeightsSetRateLimit` blocks since `LastUpdate`)
+//! must have passed. On a commit-reveal subnet the weights are committed timelocked to the
+//! drand round of their reveal (`epoch`, `drand`) and the chain reveals them; otherwise they
+//! go in the clear. After submitting, it can wait until the account's nonce moves and the
+//! weights (`LastUpdate`) or the commit (`TimelockedWeightCommits`) show on chain.
 
+pub mod drand;
+pub mod epoch;
 pub mod extrinsic;
 pub mod neurons;
 pub mod rpc;
 pub mod runtime;
+pub mod weights;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,12 +28,16 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Mutex;
 
-use crate::subnet::chain::{Chain, ChainError, Metagraph, normalize_weights};
+use crate::subnet::chain::{Chain, ChainError, Metagraph};
 use crate::subnet::synapse::PROTOCOL_VERSION;
 use crate::subnet::wallet::Keypair;
 use extrinsic::{Era, SigningContext};
 use rpc::{Rpc, from_hex, hash32, to_hex};
 use runtime::{Arg, Runtime};
+pub use weights::{Clock, RevealPlan, WeightsPlan, set_weights_call};
+
+/// Blocks between inclusion (nonce moved) and finality the waits allow.
+const FINALITY_BLOCKS: u32 = 3;
 
 /// The pallet holding subnets, neurons and weights.
 pub const PALLET: &str = "SubtensorModule";
@@ -38,6 +47,12 @@ pub const PALLET: &str = "SubtensorModule";
 pub struct SubtensorConfig {
     pub endpoint: String,
     pub netuid: u16,
+    /// The subnet's mechanism the weights are for (0: the main one).
+    pub mechid: u8,
+    /// Seconds per block, for the drand round of a reveal (the SDK's 12).
+    pub chain_block_secs: f64,
+    /// The clock the reveal round is computed from.
+    pub clock: Clock,
     /// Blocks an extrinsic stays valid (the SDK's default period is 128).
     pub period: u64,
     /// Wait for the weights to land on chain (polling every `block_time`), or only submit.
@@ -51,6 +66,9 @@ impl SubtensorConfig {
         SubtensorConfig {
             endpoint: endpoint.into(),
             netuid,
+            mechid: 0,
+            chain_block_secs: 12.0,
+            clock: Clock::System,
             period: 128,
             wait: true,
             block_time: Duration::from_secs(12),
@@ -173,35 +191,17 @@ impl SubtensorChain {
     /// The block `uid` last set weights at (`LastUpdate`, 0 when never).
     async fn last_update(&self, rt: &Runtime, at: &Head, uid: u16) -> Result<u64, ChainError> {
         Ok(self
-            .storage::<Vec<u64>>(rt, at, "LastUpdate", &[self.config.netuid.encode()])
+            .storage::<Vec<u64>>(
+                rt,
+                at,
+                "LastUpdate",
+                &[weights::storage_index(self.config.netuid, self.config.mechid).encode()],
+            )
             .await?
             .unwrap_or_default()
             .get(uid as usize)
             .copied()
             .unwrap_or(0))
-    }
-
-    /// `uid`'s last update and the blocks left before it may set weights again (0 when it may
-    /// now).
-    async fn rate_limit(
-        &self,
-        rt: &Runtime,
-        at: &Head,
-        uid: u16,
-    ) -> Result<(u64, u64), ChainError> {
-        let last = self.last_update(rt, at, uid).await?;
-        let limit = self
-            .storage::<u64>(
-                rt,
-                at,
-                "WeightsSetRateLimit",
-                &[self.config.netuid.encode()],
-            )
-            .await?
-            .unwrap_or(0);
-        // The SDK sets weights only while `blocks since last update > rate limit`.
-        let since = at.number.saturating_sub(last);
-        Ok((last, (limit + 1).saturating_sub(since)))
     }
 }
 
@@ -243,51 +243,101 @@ impl Chain for SubtensorChain {
         version_key: u64,
     ) -> Result<(), ChainError> {
         let signer = self.signer(hotkey)?;
-        let (uids, weights) = normalize_weights(uids, weights)?;
-        let netuid = self.config.netuid;
         let (head, version, rt) = self.at_head().await?;
-        let uid = self
-            .storage::<u16>(
-                &rt,
-                &head,
-                "Uids",
-                &[netuid.encode(), signer.public().to_vec()],
-            )
-            .await?
-            .ok_or_else(|| ChainError::NotRegistered {
-                hotkey: hotkey.into(),
-                netuid,
-            })?;
-        if self
-            .storage::<bool>(&rt, &head, "CommitRevealWeightsEnabled", &[netuid.encode()])
-            .await?
-            .unwrap_or(false)
-        {
-            return Err(ChainError::CommitReveal(netuid));
-        }
-        let required = self
-            .storage::<u64>(&rt, &head, "WeightsVersionKey", &[netuid.encode()])
-            .await?
-            .unwrap_or(0);
-        if version_key < required {
+        let plan = self
+            .plan(&rt, &head, hotkey, uids, weights, version_key)
+            .await?;
+        let netuid = plan.netuid;
+        let uid = plan.uid.ok_or_else(|| ChainError::NotRegistered {
+            hotkey: hotkey.into(),
+            netuid,
+        })?;
+        if version_key < plan.required_version_key {
             return Err(ChainError::VersionKey {
                 ours: version_key,
-                required,
+                required: plan.required_version_key,
             });
         }
-        let (last_update, blocks_left) = self.rate_limit(&rt, &head, uid).await?;
-        if blocks_left > 0 {
-            return Err(ChainError::RateLimited { blocks_left });
+        if plan.rate_limit_wait_blocks > 0 {
+            return Err(ChainError::RateLimited {
+                blocks_left: plan.rate_limit_wait_blocks,
+            });
         }
-
-        let call = set_weights_call(&rt, netuid, &uids, &weights, version_key)?;
+        let Some(reveal) = &plan.commit_reveal else {
+            let call = weights::clear_call(&rt, &plan)?;
+            let (hash, nonce) = self.submit(&rt, &head, &version, signer, &call).await?;
+            tracing::info!(%hash, netuid, uid, nonce, weights = plan.uids.len(), "set_weights submitted");
+            if !self.config.wait {
+                return Ok(());
+            }
+            return self
+                .wait_for_weights(&rt, hotkey, uid, nonce, plan.last_update, &hash)
+                .await;
+        };
+        let payload = weights::payload(&plan, signer.public());
+        let commit = drand::commit(&payload, reveal.reveal_round, &mut rand_core::OsRng)?;
+        let call = weights::commit_call(&rt, netuid, plan.mechid, &commit, reveal.reveal_round)?;
         let (hash, nonce) = self.submit(&rt, &head, &version, signer, &call).await?;
-        tracing::info!(%hash, netuid, uid, nonce, weights = uids.len(), "set_weights submitted");
+        tracing::info!(%hash, netuid, uid, nonce, reveal_round = reveal.reveal_round,
+            reveal_block = reveal.reveal_block, "timelocked weights committed");
         if !self.config.wait {
             return Ok(());
         }
-        self.wait_for_weights(&rt, hotkey, uid, nonce, last_update, &hash)
+        self.wait_for_commit(&rt, signer, nonce, &commit, reveal, &hash)
             .await
+    }
+}
+
+impl SubtensorChain {
+    /// What `set_weights` would send for these weights, and why, without sending anything.
+    pub async fn explain_weights(
+        &self,
+        hotkey: &str,
+        uids: &[u16],
+        weights: &[f32],
+        version_key: u64,
+    ) -> Result<WeightsPlan, ChainError> {
+        let (head, _, rt) = self.at_head().await?;
+        self.plan(&rt, &head, hotkey, uids, weights, version_key)
+            .await
+    }
+
+    /// Polls once a block until the commit shows in `TimelockedWeightCommits` (success); the
+    /// nonce moved without it for a few blocks is a failed call, neither moving within the era
+    /// a dropped extrinsic.
+    async fn wait_for_commit(
+        &self,
+        rt: &Runtime,
+        signer: &Keypair,
+        nonce: u32,
+        commit: &[u8],
+        reveal: &RevealPlan,
+        hash: &str,
+    ) -> Result<(), ChainError> {
+        let mut since_included = None::<u32>;
+        for _ in 0..self.config.period + FINALITY_BLOCKS as u64 + 1 {
+            tokio::time::sleep(self.config.block_time).await;
+            let head = self.head().await?;
+            if self
+                .commit_stored(rt, &head, &signer.public(), commit, reveal)
+                .await?
+            {
+                tracing::info!(%hash, block = head.number, "timelocked weights stored");
+                return Ok(());
+            }
+            if let Some(n) = since_included.as_mut() {
+                *n += 1;
+                if *n > FINALITY_BLOCKS {
+                    return Err(ChainError::DispatchFailed(hash.into()));
+                }
+            } else if self.next_nonce(&signer.ss58()).await? > nonce {
+                since_included = Some(0);
+            }
+        }
+        Err(ChainError::NotIncluded {
+            hash: hash.into(),
+            blocks: self.config.period,
+        })
     }
 }
 
@@ -346,8 +396,6 @@ impl SubtensorChain {
         last_update: u64,
         hash: &str,
     ) -> Result<(), ChainError> {
-        /// Blocks between inclusion (nonce moved) and finality we wait for.
-        const FINALITY_BLOCKS: u32 = 3;
         let mut since_included = None::<u32>;
         for _ in 0..self.config.period + FINALITY_BLOCKS as u64 + 1 {
             tokio::time::sleep(self.config.block_time).await;
@@ -371,27 +419,6 @@ impl SubtensorChain {
             blocks: self.config.period,
         })
     }
-}
-
-/// `SubtensorModule::set_weights(netuid, dests, weights, version_key)`, encoded by the metadata.
-pub fn set_weights_call(
-    rt: &Runtime,
-    netuid: u16,
-    uids: &[u16],
-    weights: &[u16],
-    version_key: u64,
-) -> Result<Vec<u8>, ChainError> {
-    let seq = |v: &[u16]| Arg::Seq(v.iter().map(|x| Arg::U(*x as u128)).collect());
-    rt.encode_call(
-        PALLET,
-        "set_weights",
-        &[
-            ("netuid", Arg::U(netuid as u128)),
-            ("dests", seq(uids)),
-            ("weights", seq(weights)),
-            ("version_key", Arg::U(version_key as u128)),
-        ],
-    )
 }
 
 /// `SubtensorModule::serve_axon(netuid, version, ip, port, ip_type, protocol, 0, 0)`: the

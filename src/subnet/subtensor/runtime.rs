@@ -149,13 +149,12 @@ impl Runtime {
         Ok(out)
     }
 
-    /// The storage key of `pallet::entry` for the given (already SCALE-encoded) key parts.
-    pub fn storage_key(
+    /// The storage prefix of `pallet` and its entry `entry`.
+    fn storage_entry(
         &self,
         pallet: &str,
         entry: &str,
-        keys: &[Vec<u8>],
-    ) -> Result<Vec<u8>, ChainError> {
+    ) -> Result<(&str, &v14::StorageEntryMetadata<PortableForm>), ChainError> {
         let p = self.pallet(pallet)?;
         let storage = p
             .storage
@@ -166,6 +165,28 @@ impl Runtime {
             .iter()
             .find(|e| e.name == entry)
             .ok_or_else(|| runtime_err(format!("no storage {pallet}::{entry}")))?;
+        Ok((&storage.prefix, e))
+    }
+
+    /// Whether this runtime has the storage entry `pallet::entry`.
+    pub fn has_storage(&self, pallet: &str, entry: &str) -> bool {
+        self.storage_entry(pallet, entry).is_ok()
+    }
+
+    /// The encoded value a node reads for `pallet::entry` where nothing is stored (the
+    /// metadata's default: what the SDK's queries return then).
+    pub fn storage_default(&self, pallet: &str, entry: &str) -> Result<Vec<u8>, ChainError> {
+        Ok(self.storage_entry(pallet, entry)?.1.default.clone())
+    }
+
+    /// The storage key of `pallet::entry` for the given (already SCALE-encoded) key parts.
+    pub fn storage_key(
+        &self,
+        pallet: &str,
+        entry: &str,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<u8>, ChainError> {
+        let (prefix, e) = self.storage_entry(pallet, entry)?;
         let hashers: &[Hasher] = match &e.ty {
             v14::StorageEntryType::Plain(_) => &[],
             v14::StorageEntryType::Map { hashers, .. } => hashers,
@@ -177,7 +198,7 @@ impl Runtime {
                 keys.len()
             )));
         }
-        let mut out = twox_128(storage.prefix.as_bytes()).to_vec();
+        let mut out = twox_128(prefix.as_bytes()).to_vec();
         out.extend(twox_128(entry.as_bytes()));
         for (h, k) in hashers.iter().zip(keys) {
             out.extend(hash_key(h, k));
