@@ -12,6 +12,7 @@ mod dataset;
 pub mod eval;
 pub mod forge;
 mod github;
+mod github_repo;
 mod github_server;
 mod llm;
 mod round;
