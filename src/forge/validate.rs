@@ -247,6 +247,7 @@ fn make_task(ctx: &PackageCtx<'_>, found: Found<'_>) -> Option<Task> {
         exposure: String::new(),
         issue_url: String::new(),
         checklist: Vec::new(),
+        predicted_difficulty: None,
     })
 }
 

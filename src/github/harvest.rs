@@ -315,7 +315,11 @@ impl Harvester<'_> {
                 id: &id,
             };
             match self.candidate(&cand, &mut mirror).await {
-                Ok(task) => {
+                Ok(mut task) => {
+                    // Cerebro's prediction, as the forge stores with its tasks.
+                    if let Some(model) = &self.cfg.forge.difficulty_model {
+                        crate::cerebro::annotate(model, &mut task);
+                    }
                     self.store.put(&task)?;
                     self.store.log(&ForgeLogEntry {
                         at: now(),
@@ -490,6 +494,7 @@ impl Harvester<'_> {
             exposure: EXPOSURE_PUBLIC_ANSWER.into(),
             issue_url: c.issue.html_url.clone(),
             checklist: Vec::new(),
+            predicted_difficulty: None,
         };
         gold_resolves(self.engine, &task, &lim).await?;
         Ok(task)

@@ -74,6 +74,10 @@ async fn a_harvest_yields_a_validated_task_skips_the_rest_with_reasons_and_a_rer
     );
     assert_eq!(task.created_at, "2026-01-03T10:30:00Z");
     assert_eq!(task.base_commit, fx.history.base);
+    assert!(
+        task.predicted_difficulty.is_some(),
+        "Cerebro's prediction, as forged tasks get"
+    );
     assert_eq!(
         task.fail_to_pass,
         vec!["tests/test_clamp.py::test_clamp_high"]
