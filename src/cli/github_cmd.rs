@@ -43,7 +43,7 @@ pub async fn run(cmd: GithubCmd, settings: &Settings) -> anyhow::Result<()> {
         if r.instance_id == task.instance_id
             && r.resolved
             && !r.model_error
-            && !r.patch.trim().is_empty()
+            && !r.model_patch.trim().is_empty()
             && best.as_ref().is_none_or(|b| r.final_score > b.final_score)
         {
             best = Some(r);
@@ -62,7 +62,7 @@ pub async fn run(cmd: GithubCmd, settings: &Settings) -> anyhow::Result<()> {
         &settings.cache_dir,
     ))?;
     let winner = Winner {
-        patch: &best.patch,
+        patch: &best.model_patch,
         hotkey: &best.miner_hotkey,
         score: best.final_score,
     };

@@ -344,7 +344,7 @@ async fn propose_dry_run_prints_the_payload_and_a_real_run_opens_the_pull_reques
     ] {
         let mut r = Record::for_task(&task);
         r.miner_hotkey = hotkey.into();
-        r.patch = fix.clone();
+        r.model_patch = fix.clone();
         r.resolved = resolved;
         r.final_score = score;
         records.append(&mut r).unwrap();
