@@ -5,6 +5,8 @@
 //! - [`cli`]: the command line edge: clap, the composition root, the one printer, the only
 //!   place that turns errors into exit codes (and the only user of `anyhow`).
 //! - [`neurons`]: the miner, the validator, the local round and the scoring rules.
+//! - [`github`]: closed GitHub issues with their merged fixes → validated tasks (octocrab;
+//!   the checkout through [`git`], the environment through [`forge`]).
 //! - [`forge`]: PyPI package → validated coding tasks (baseline, mutations, validation, the
 //!   gold check through [`eval`]).
 //! - [`agent`]: the miner's SWE agent in a sandbox.
@@ -24,9 +26,10 @@
 //! - [`config`]: settings resolved once (defaults < `.env` < environment < flags), limits,
 //!   the directory layout ([`config::Paths`]) and the documented environment variables.
 //! - [`jsonl`]: the one JSON Lines reader (tasks, predictions).
+//! - [`git`]: git2: bare mirrors in the cache, checkouts of one commit, branches pushed.
 //! - [`telemetry`]: logging (pretty or JSON) and opt-in telemetry.
 //!
-//! Dependencies point one way: `cli` → `neurons` → {`forge`, `agent`, `eval`, `dataset`,
+//! Dependencies point one way: `cli` → `neurons` → `github` → {`forge`, `agent`, `eval`, `dataset`,
 //! `subnet`} → {`pytest`, `tasks`, `python`, `sandbox`, `llm`} → {`prompts`, `config`,
 //! `jsonl`}; `tests/it/architecture.rs` holds the table and fails on any other import.
 
@@ -37,6 +40,8 @@ pub mod config;
 pub mod dataset;
 pub mod eval;
 pub mod forge;
+pub mod git;
+pub mod github;
 pub mod jsonl;
 pub mod llm;
 pub mod neurons;

@@ -18,6 +18,7 @@ const PROMPTS: &[(&str, &str)] = prompts![
     "dataset_card",
     "judge_system",
     "judge_instance",
+    "pull_request",
 ];
 
 /// The template called `name`. Panics only for a name not in `prompts/` (a programming error

@@ -17,6 +17,8 @@ pub mod context;
 mod dataset_cmd;
 mod doctor;
 mod eval_cmd;
+mod github_cmd;
+mod harvest_cmd;
 mod image;
 mod local_cmd;
 mod neuron_cmd;
@@ -135,6 +137,12 @@ pub struct GlobalArgs {
     /// Run id labelling this process's containers (random when unset).
     #[arg(long, global = true, env = ev::AGENTAO_RUN_ID)]
     pub run_id: Option<String>,
+    /// GitHub REST API base URL (default https://api.github.com).
+    #[arg(long = "github.api-url", global = true, env = ev::GITHUB_API_URL)]
+    pub github_api_url: Option<String>,
+    /// GitHub token for the API (raises the rate limit; needed to open pull requests).
+    #[arg(long = "github.token", global = true, env = ev::GITHUB_TOKEN, hide_env_values = true)]
+    pub github_token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,6 +173,9 @@ pub enum Command {
     /// Build, list and clean agentao's Docker images.
     #[command(subcommand)]
     Image(image::ImageCmd),
+    /// Send work back to GitHub (opt-in): propose a winning patch upstream.
+    #[command(subcommand)]
+    Github(github_cmd::GithubCmd),
     /// Run one command in a fresh sandbox (for checking limits and images by hand).
     Sandbox(sandbox_cmd::SandboxArgs),
     /// Check the machine: Docker, disk, tools, images, LLM endpoint.
@@ -254,6 +265,8 @@ impl GlobalArgs {
             max_sandboxes: self.max_sandboxes.unwrap_or(d.max_sandboxes).max(1),
             pip_index_url: self.pip_index_url.clone().filter(|u| !u.is_empty()),
             debian_mirror: self.debian_mirror.clone().unwrap_or(d.debian_mirror),
+            github_api_url: self.github_api_url.clone().filter(|u| !u.is_empty()),
+            github_token: self.github_token.clone().filter(|t| !t.is_empty()),
             run_id: self
                 .run_id
                 .clone()
@@ -452,6 +465,7 @@ async fn run(
 ) -> anyhow::Result<()> {
     match command {
         Command::Image(cmd) => image::run(cmd, &settings).await,
+        Command::Github(cmd) => github_cmd::run(cmd, &settings).await,
         Command::Sandbox(args) => sandbox_cmd::run(args, &settings).await,
         Command::Doctor => doctor::run(&settings).await,
         Command::Bench(cmd) => bench::run(cmd, &settings).await,

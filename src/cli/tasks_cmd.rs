@@ -109,6 +109,8 @@ impl ForgeArgs {
 pub enum TasksCmd {
     /// Forge validated tasks from top PyPI packages into the task store.
     Forge(ForgeArgs),
+    /// Harvest validated tasks from closed GitHub issues and their merged fixes.
+    Harvest(super::harvest_cmd::HarvestArgs),
     /// List the stored tasks.
     List {
         #[command(flatten)]
@@ -167,6 +169,7 @@ pub enum TasksCmd {
 pub async fn run(cmd: TasksCmd, settings: &Settings) -> anyhow::Result<()> {
     match cmd {
         TasksCmd::Forge(args) => forge(&args, settings).await,
+        TasksCmd::Harvest(args) => super::harvest_cmd::run(&args, settings).await,
         TasksCmd::List { store, json } => {
             let store = store.open(settings)?;
             let rows = store.list()?;

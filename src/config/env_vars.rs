@@ -54,9 +54,9 @@ pub const AGENTAO_WALLET_NAME: &str = "AGENTAO_WALLET_NAME";
 pub const AGENTAO_WALLET_HOTKEY: &str = "AGENTAO_WALLET_HOTKEY";
 /// Root of the wallets directory (default `~/.bittensor/wallets`).
 pub const AGENTAO_WALLET_PATH: &str = "AGENTAO_WALLET_PATH";
-/// GitHub token (validator, for opening pull requests).
+/// GitHub token: a higher API rate limit for `tasks harvest`; needed by `github propose`.
 pub const GITHUB_TOKEN: &str = "GITHUB_TOKEN";
-/// GitHub API base URL.
+/// GitHub REST API base URL (`https://api.github.com` when unset).
 pub const GITHUB_API_URL: &str = "GITHUB_API_URL";
 /// HuggingFace Hub token for `dataset push` (else the token file `huggingface-cli login`
 /// wrote).

@@ -217,6 +217,10 @@ pub struct Settings {
     pub max_sandboxes: usize,
     pub pip_index_url: Option<String>,
     pub debian_mirror: String,
+    /// GitHub's REST API (`GITHUB_API_URL`; the public API when `None`).
+    pub github_api_url: Option<String>,
+    /// GitHub token (`GITHUB_TOKEN`), sent as a bearer to the API only.
+    pub github_token: Option<String>,
     /// Id of this process's run (the `agentao.run` label of its containers).
     pub run_id: String,
 }
@@ -247,6 +251,8 @@ impl Settings {
             max_sandboxes: default_parallelism(),
             pip_index_url: None,
             debian_mirror: DEFAULT_DEBIAN_MIRROR.to_owned(),
+            github_api_url: None,
+            github_token: None,
             run_id: new_run_id(),
         }
     }

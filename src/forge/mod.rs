@@ -372,26 +372,48 @@ impl<'a> Forge<'a> {
         let archive = self.pypi.download(sdist).await?;
         let key = format!("{package}-{}", sdist.version);
         let source = unpack_sdist(&archive, &self.cfg.cache_dir.join("src").join(&key))?;
-        let locations = deps::test_locations(&source);
+        let (locations, image) = self
+            .environment_of_tree(
+                package,
+                &format!("agentao/env-{package}"),
+                &sdist.version,
+                &source,
+            )
+            .await?;
+        Ok((source, locations, image))
+    }
+
+    /// The test locations and environment image (`<name>:<tag>-<recipe>`) of any source tree
+    /// of `package`: an unpacked sdist, or a git checkout (the GitHub harvest). Its test
+    /// requirements are gathered into a wheelhouse the same way either way.
+    pub async fn environment_of_tree(
+        &self,
+        package: &str,
+        name: &str,
+        tag: &str,
+        source: &Path,
+    ) -> Result<(Vec<String>, String), ForgeError> {
+        let locations = deps::test_locations(source);
         if locations.is_empty() {
             return Err(ForgeError::NoTests);
         }
-        let wheels = self.wheelhouse(&source, package, &key).await?;
+        let key = format!("{package}-{tag}");
+        let wheels = self.wheelhouse(source, package, &key).await?;
         // A test dependency may depend on the package itself; its released wheel would shadow
         // the source under test.
         drop_own_wheels(&wheels, package);
         let image = build_env_image(
             self.engine,
             &EnvSpec {
-                name: &format!("agentao/env-{package}"),
-                version: &sdist.version,
-                source_dir: &source,
+                name,
+                version: tag,
+                source_dir: source,
                 wheels_dir: Some(&wheels),
             },
         )
         .await
         .map_err(ForgeError::Environment)?;
-        Ok((source, locations, image))
+        Ok((locations, image))
     }
 
     /// Makes sure every stored task's environment image exists, rebuilding it from the same

@@ -244,6 +244,10 @@ fn make_task(ctx: &PackageCtx<'_>, found: Found<'_>) -> Option<Task> {
         test_files,
         difficulty: difficulty.level().to_owned(),
         difficulty_features: Some(difficulty),
+        source: String::new(),
+        exposure: String::new(),
+        issue_url: String::new(),
+        checklist: Vec::new(),
         predicted_difficulty: None,
         checklist: Vec::new(),
     })

@@ -64,6 +64,20 @@ pub struct Task {
     /// Features for difficulty prediction (forged tasks only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub difficulty_features: Option<Difficulty>,
+    /// Where the task came from: empty for forged tasks, `github` for a harvested issue.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
+    /// Who can read the answer without solving it: `public-answer` (a merged fix) or `none`
+    /// (an open issue); empty when not stated.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub exposure: String,
+    /// The issue the task was written from (harvested tasks).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub issue_url: String,
+    /// What a fix must do, written from the issue when the task was made (tasks without a
+    /// gold patch are judged against it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checklist: Vec<String>,
     /// Cerebro's prediction for the task, made when it was stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted_difficulty: Option<PredictedDifficulty>,
@@ -84,6 +98,12 @@ pub struct PredictedDifficulty {
     pub head: String,
 }
 
+/// `source` of a task harvested from GitHub.
+pub const SOURCE_GITHUB: &str = "github";
+/// `exposure` of a task whose answer is public (a merged fix).
+pub const EXPOSURE_PUBLIC_ANSWER: &str = "public-answer";
+/// `exposure` of a task with no public answer (an open issue).
+pub const EXPOSURE_NONE: &str = "none";
 /// SWE-bench Verified's `difficulty` values, easiest first.
 pub const DIFFICULTY_LEVELS: [&str; 4] =
     ["<15 min fix", "15 min - 1 hour", "1-4 hours", ">4 hours"];

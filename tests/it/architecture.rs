@@ -15,6 +15,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "cli",
         &[
             "neurons",
+            "github",
             "cerebro",
             "forge",
             "agent",
@@ -30,6 +31,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "config",
             "jsonl",
             "telemetry",
+            "git",
         ],
     ),
     (
@@ -37,6 +39,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "forge", "agent", "eval", "dataset", "subnet", "cerebro", "pytest", "tasks", "python",
             "sandbox", "llm", "prompts", "config", "jsonl",
+        ],
+    ),
+    (
+        "github",
+        &[
+            "forge", "eval", "cerebro", "pytest", "tasks", "python", "sandbox", "llm", "prompts",
+            "config", "jsonl", "git",
         ],
     ),
     (
@@ -62,6 +71,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("sandbox", &["python", "config", "jsonl"]),
     ("llm", &["python", "prompts", "config", "jsonl"]),
     ("prompts", &["config", "jsonl"]),
+    ("git", &[]),
     ("config", &[]),
     ("jsonl", &[]),
     ("telemetry", &[]),
@@ -72,6 +82,8 @@ const CONFINED: &[(&str, &str)] = &[
     ("bollard", "sandbox"),
     ("async_openai", "llm"),
     ("anyhow", "cli"),
+    ("octocrab", "github"),
+    ("git2", "git"),
 ];
 
 /// Longest source file, in lines.
