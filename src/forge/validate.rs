@@ -249,7 +249,6 @@ fn make_task(ctx: &PackageCtx<'_>, found: Found<'_>) -> Option<Task> {
         issue_url: String::new(),
         checklist: Vec::new(),
         predicted_difficulty: None,
-        checklist: Vec::new(),
     })
 }
 

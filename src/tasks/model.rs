@@ -74,10 +74,6 @@ pub struct Task {
     /// The issue the task was written from (harvested tasks).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub issue_url: String,
-    /// What a fix must do, written from the issue when the task was made (tasks without a
-    /// gold patch are judged against it).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub checklist: Vec<String>,
     /// Cerebro's prediction for the task, made when it was stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted_difficulty: Option<PredictedDifficulty>,
