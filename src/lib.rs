@@ -22,7 +22,8 @@
 //! - [`config`]: settings resolved once (defaults < `.env` < environment < flags), limits,
 //!   the directory layout ([`config::Paths`]) and the documented environment variables.
 //! - [`jsonl`]: the one JSON Lines reader (tasks, predictions).
-//! - [`telemetry`]: logging (pretty or JSON) and opt-in telemetry.
+//! - [`telemetry`]: logging (pretty or JSON) and opt-in PostHog telemetry (posthog-rs).
+//! - [`dashboard`]: the validator's read-only HTML page over the data directory (axum).
 //!
 //! Dependencies point one way: `cli` → `neurons` → {`forge`, `agent`, `eval`, `dataset`,
 //! `subnet`} → {`pytest`, `tasks`, `python`, `sandbox`, `llm`} → {`prompts`, `config`,
@@ -31,6 +32,7 @@
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod dataset;
 pub mod eval;
 pub mod forge;

@@ -16,6 +16,7 @@ mod eval_cmd;
 mod image;
 mod local_cmd;
 mod neuron_cmd;
+mod observe;
 mod printer;
 mod progress;
 mod sandbox_cmd;

@@ -65,6 +65,9 @@ pub struct ValidatorArgs {
     /// Seconds to wait between rounds.
     #[arg(long, default_value_t = 60)]
     pub interval: u64,
+    /// The dashboard (with `--rounds`, it keeps serving after the last round until Ctrl-C).
+    #[command(flatten)]
+    pub http: super::observe::HttpArgs,
 }
 
 /// The neuron of `hotkey`, or a clear error saying how to register.
@@ -156,6 +159,8 @@ pub async fn validator(args: ValidatorArgs, settings: &Settings) -> anyhow::Resu
     let store = args.store.open(settings)?;
     let mut records = RecordStore::open(&context::records_path(settings))?;
     let mut scores = Scores::load(&settings.paths().scores());
+    let telemetry = super::observe::telemetry(&hotkey).await;
+    let dashboard = args.http.start(settings).await?;
     let (judge, _server) = context::llm(settings).await?;
     let validator = Validator {
         engine: engine.clone(),
@@ -196,10 +201,12 @@ pub async fn validator(args: ValidatorArgs, settings: &Settings) -> anyhow::Resu
             tracing::warn!("no miner serves an axon on this subnet; waiting");
             continue;
         }
-        let task = pick_task(&engine, &store, &source, records.len()).await?;
+        let task = (pick_task(&engine, &store, &source, records.len()).await)
+            .inspect_err(|_| super::observe::error("task"))?;
         let results = validator
             .round(&task, &miners, &mut scores, &mut records, &round_id)
-            .await?;
+            .await
+            .inspect_err(|_| super::observe::error("round"))?;
         printer::data(
             serde_json::json!({"round_id": round_id, "instance_id": task.instance_id, "miners": results}),
         );
@@ -209,10 +216,14 @@ pub async fn validator(args: ValidatorArgs, settings: &Settings) -> anyhow::Resu
             .await
         {
             Ok(()) => tracing::info!(round = %round_id, "weights set"),
-            Err(e) if e.is_refusal() => tracing::warn!(error = %e, "weights not set this round"),
+            Err(e) if e.is_refusal() => {
+                super::observe::error("weights_refused");
+                tracing::warn!(error = %e, "weights not set this round")
+            }
             Err(e) => return Err(e.into()),
         }
     }
+    super::observe::finish(dashboard.as_deref(), &telemetry).await;
     Ok(())
 }
 

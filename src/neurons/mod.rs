@@ -3,8 +3,9 @@
 //! subnet round that runs both on one machine (`local`), and the scoring rules (`scoring`).
 //!
 //! Decides what the edge only wires: uses `forge/`, `tasks/` (store), `agent/`, `eval/`,
-//! `dataset/`, `subnet/`, `llm/` and `sandbox/`. Must not touch the command line (`cli/`).
+//! `dataset/`, `subnet/`, `llm/`, `sandbox/` and `telemetry/` (events, `events`). Must not touch the command line (`cli/`).
 
+pub mod events;
 pub mod local;
 pub mod miner;
 pub mod scoring;

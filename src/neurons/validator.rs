@@ -187,6 +187,8 @@ impl Validator {
         records: &mut RecordStore,
         round_id: &str,
     ) -> Result<Vec<MinerResult>, ValidatorError> {
+        let started = std::time::Instant::now();
+        crate::telemetry::capture(super::events::round_started(round_id, miners.len()));
         let targets: Vec<AxonTarget> = miners
             .iter()
             .map(|n| AxonTarget {
@@ -238,6 +240,7 @@ impl Validator {
                 record.outcome_reason = answer.status_message.clone();
                 record.model_error = model_down;
                 let seq = records.append(&mut record)?;
+                crate::telemetry::capture(super::events::answer_scored(&record));
                 tracing::warn!(
                     uid = miner.uid,
                     status = answer.status_code,
@@ -327,6 +330,7 @@ impl Validator {
             record.completion_tokens = reply.map_or(0, |r| r.completion_tokens as i64);
             record.eval_seconds = verdict.timings.total_s;
             let seq = records.append(&mut record)?;
+            crate::telemetry::capture(super::events::answer_scored(&record));
             tracing::info!(
                 uid = miner.uid,
                 status = answer.status_code,
@@ -353,6 +357,12 @@ impl Validator {
             });
         }
         scores.save()?;
+        crate::telemetry::capture(super::events::round_finished(
+            round_id,
+            &results,
+            |r| r.resolved,
+            started,
+        ));
         Ok(results)
     }
 }

@@ -29,13 +29,26 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "config",
             "jsonl",
             "telemetry",
+            "dashboard",
         ],
     ),
     (
         "neurons",
         &[
-            "forge", "agent", "eval", "dataset", "subnet", "pytest", "tasks", "python", "sandbox",
-            "llm", "prompts", "config", "jsonl",
+            "forge",
+            "agent",
+            "eval",
+            "dataset",
+            "subnet",
+            "pytest",
+            "tasks",
+            "python",
+            "sandbox",
+            "llm",
+            "prompts",
+            "config",
+            "jsonl",
+            "telemetry",
         ],
     ),
     (
@@ -61,6 +74,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("config", &[]),
     ("jsonl", &[]),
     ("telemetry", &[]),
+    // Reads the data directory's files itself; knows no other module.
+    ("dashboard", &[]),
 ];
 
 /// External crates that only one top-level module may use.
