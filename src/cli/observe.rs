@@ -74,14 +74,14 @@ impl HttpArgs {
     }
 }
 
-/// The end of a neuron's run: with a dashboard, keeps serving it until Ctrl-C; then sends the
-/// telemetry that is left.
+/// The end of a neuron's run: sends the telemetry that is left (and logs what was dropped),
+/// then, with a dashboard, keeps serving it until Ctrl-C.
 pub async fn finish(dashboard: Option<&str>, telemetry: &Telemetry) {
+    telemetry.shutdown().await;
     if let Some(url) = dashboard {
         printer::status(format_args!(
             "rounds done; the dashboard stays at {url} until Ctrl-C"
         ));
-        let _ = tokio::signal::ctrl_c().await;
+        std::future::pending::<()>().await;
     }
-    telemetry.shutdown().await;
 }

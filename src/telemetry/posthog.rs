@@ -1,20 +1,19 @@
 //! Opt-in product telemetry through posthog-rs: off unless a PostHog project key is given.
 //!
-//! posthog-rs (0.30) already sends from a background worker thread: `capture` only puts the
-//! event on a bounded queue, the worker batches (`/batch/` on the configured host) and gives up
-//! on a batch after one failed request. We add what the neurons need on top: a short request
-//! timeout and flush interval, a queue bound we check ourselves (the SDK's queue depth is not
-//! public: we count what we captured and what its worker took off the queue, through its
-//! `before_send` hook), and a counter of the events that were dropped (queue full, or their
-//! batch failed: its `on_error` hook), so a PostHog that is down or slow costs events, never a
-//! round.
+//! posthog-rs (0.30) builds and sends the batches (`/batch/` on the configured host, its event
+//! format and library properties). Its own fire-and-forget queue does not say what became of
+//! an event (no success hook; events cut off by its shutdown are not reported), so we queue
+//! ourselves: `capture` is a `try_send` on a bounded channel (a full one drops and counts), and
+//! one background task sends a batch every [`FLUSH_INTERVAL`] through the SDK's
+//! `capture_batch_immediate`, each bounded by [`REQUEST_TIMEOUT`]; a batch that fails or times
+//! out is dropped and counted. A PostHog that is down or slow costs events, never a round.
 //!
 //! What is sent is only what [`Event`] names: kinds, counts, scores, seconds, dollars, tokens,
 //! and the model and agent names a miner reported, scrubbed of anything that looks like a file
 //! path or an IP address. Never patches, problem statements, keys, paths or addresses.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Events waiting to be sent at most; beyond that new ones are dropped (and counted).
@@ -23,6 +22,8 @@ pub const MAX_QUEUE: usize = 1000;
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(2);
 /// How long one batch request may take before it is given up.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Events in one batch request at most.
+pub const MAX_BATCH: usize = 100;
 /// How long shutting down may wait for the last batch.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 /// The longest model or agent name sent.
@@ -185,12 +186,19 @@ fn holds_ip(s: &str) -> bool {
         })
 }
 
-struct Inner {
-    client: posthog_rs::Client,
-    distinct_id: String,
-    dropped: Arc<AtomicU64>,
-    taken: Arc<AtomicU64>,
+#[derive(Default)]
+struct Counters {
     captured: AtomicU64,
+    sent: AtomicU64,
+    dropped: AtomicU64,
+}
+
+struct Inner {
+    tx: tokio::sync::mpsc::Sender<posthog_rs::Event>,
+    distinct_id: String,
+    counters: Arc<Counters>,
+    stop: tokio_util::sync::CancellationToken,
+    worker: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// The telemetry handle: cheap to clone, and a no-op when off.
@@ -205,37 +213,18 @@ impl Telemetry {
         Telemetry::default()
     }
 
-    /// Starts the background sender (posthog-rs's worker) for `config`; off when the key is
-    /// blank.
+    /// Starts the background sender for `config`; off when the key is blank.
     pub async fn start(config: TelemetryConfig) -> Telemetry {
         if config.api_key.trim().is_empty() {
             return Telemetry::off();
         }
-        let dropped = Arc::new(AtomicU64::new(0));
-        let on_error = dropped.clone();
-        // The worker takes events off its queue through `before_send` when it builds a batch:
-        // what was captured and not yet taken is what waits.
-        let taken = Arc::new(AtomicU64::new(0));
-        let taking = taken.clone();
         let mut builder = posthog_rs::ClientOptionsBuilder::default();
         builder
             .api_key(config.api_key)
             .disable_geoip(true)
             .request_timeout_seconds(REQUEST_TIMEOUT.as_secs())
-            .flush_interval_ms(FLUSH_INTERVAL.as_millis() as u64)
-            .flush_at(50)
-            .max_batch_size(100)
-            .max_queue_size(MAX_QUEUE + 200)
-            .shutdown_timeout_ms(SHUTDOWN_TIMEOUT.as_millis() as u64)
-            .before_send(move |e| {
-                taking.fetch_add(1, Ordering::Relaxed);
-                Some(e)
-            })
-            .on_error(move |e| {
-                if let posthog_rs::PostHogError::Capture(f) = e {
-                    on_error.fetch_add(f.event_count() as u64, Ordering::Relaxed);
-                }
-            });
+            .max_capture_attempts(1u32)
+            .shutdown_timeout_ms(SHUTDOWN_TIMEOUT.as_millis() as u64);
         if let Some(host) = config.host.filter(|h| !h.trim().is_empty()) {
             builder.host(host);
         }
@@ -247,14 +236,18 @@ impl Telemetry {
             }
         };
         let client = posthog_rs::client(options).await;
+        let (tx, rx) = tokio::sync::mpsc::channel(MAX_QUEUE);
+        let counters = Arc::new(Counters::default());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let worker = tokio::spawn(send_loop(client, rx, counters.clone(), stop.clone()));
         tracing::info!("telemetry on (PostHog)");
         Telemetry {
             inner: Some(Arc::new(Inner {
-                client,
+                tx,
                 distinct_id: config.distinct_id,
-                dropped,
-                taken,
-                captured: AtomicU64::new(0),
+                counters,
+                stop,
+                worker: Mutex::new(Some(worker)),
             })),
         }
     }
@@ -269,46 +262,121 @@ impl Telemetry {
         let Some(inner) = &self.inner else {
             return;
         };
-        let waiting = (inner.captured.load(Ordering::Relaxed))
-            .saturating_sub(inner.taken.load(Ordering::Relaxed));
-        if waiting >= MAX_QUEUE as u64 {
-            inner.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
         let mut e = posthog_rs::Event::new(event.name(), inner.distinct_id.as_str());
         for (k, v) in event.properties() {
             let _ = e.insert_prop(k, v);
         }
-        inner.client.capture(e);
-        inner.captured.fetch_add(1, Ordering::Relaxed);
+        inner.counters.captured.fetch_add(1, Ordering::Relaxed);
+        if inner.tx.try_send(e).is_err() {
+            inner.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
-    /// Events dropped so far (queue full, or their batch could not be delivered).
+    /// Events dropped so far (queue full, or their batch was not delivered in time).
     pub fn dropped(&self) -> u64 {
-        self.inner
-            .as_ref()
-            .map_or(0, |i| i.dropped.load(Ordering::Relaxed))
+        self.count(|c| &c.dropped)
+    }
+
+    /// Events delivered so far.
+    pub fn sent(&self) -> u64 {
+        self.count(|c| &c.sent)
     }
 
     /// Events handed to the sender so far.
     pub fn captured(&self) -> u64 {
+        self.count(|c| &c.captured)
+    }
+
+    fn count(&self, which: impl Fn(&Counters) -> &AtomicU64) -> u64 {
         self.inner
             .as_ref()
-            .map_or(0, |i| i.captured.load(Ordering::Relaxed))
+            .map_or(0, |i| which(&i.counters).load(Ordering::Relaxed))
     }
 
     /// Sends what is queued (bounded by [`SHUTDOWN_TIMEOUT`]) and stops the sender; logs how
-    /// many events were dropped.
+    /// many events were sent and dropped.
     pub async fn shutdown(&self) {
         let Some(inner) = &self.inner else {
             return;
         };
-        let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT * 2, inner.client.shutdown()).await;
+        inner.stop.cancel();
+        let worker = inner.worker.lock().ok().and_then(|mut w| w.take());
+        if let Some(w) = worker {
+            let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT * 2, w).await;
+        }
         tracing::info!(
             captured = self.captured(),
+            sent = self.sent(),
             dropped = self.dropped(),
             "telemetry stopped"
         );
+    }
+}
+
+/// The background sender: a batch every [`FLUSH_INTERVAL`] (or at [`MAX_BATCH`] events),
+/// each given [`REQUEST_TIMEOUT`]; a batch that fails or times out is dropped and counted.
+async fn send_loop(
+    client: posthog_rs::Client,
+    mut rx: tokio::sync::mpsc::Receiver<posthog_rs::Event>,
+    counters: Arc<Counters>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(FLUSH_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::new();
+    loop {
+        let stopping = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tick.tick() => false,
+            e = rx.recv() => match e {
+                Some(e) => {
+                    batch.push(e);
+                    if batch.len() < MAX_BATCH {
+                        continue;
+                    }
+                    false
+                }
+                None => true,
+            },
+        };
+        if stopping {
+            while let Ok(e) = rx.try_recv() {
+                batch.push(e);
+            }
+        }
+        for chunk in std::mem::take(&mut batch).chunks(MAX_BATCH) {
+            let limit = if stopping {
+                SHUTDOWN_TIMEOUT
+            } else {
+                REQUEST_TIMEOUT
+            };
+            send(&client, chunk.to_vec(), &counters, limit).await;
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+async fn send(
+    client: &posthog_rs::Client,
+    batch: Vec<posthog_rs::Event>,
+    counters: &Counters,
+    limit: Duration,
+) {
+    let n = batch.len() as u64;
+    match tokio::time::timeout(limit, client.capture_batch_immediate(batch, false)).await {
+        Ok(Ok(_)) => {
+            counters.sent.fetch_add(n, Ordering::Relaxed);
+        }
+        Ok(Err(e)) => {
+            counters.dropped.fetch_add(n, Ordering::Relaxed);
+            tracing::debug!(error = %e, events = n, "telemetry batch dropped");
+        }
+        Err(_) => {
+            counters.dropped.fetch_add(n, Ordering::Relaxed);
+            tracing::debug!(events = n, "telemetry batch timed out; dropped");
+        }
     }
 }
 

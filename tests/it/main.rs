@@ -8,6 +8,7 @@ mod agent;
 mod architecture;
 mod axon_limits;
 mod cli;
+mod dashboard;
 mod dataset;
 pub mod eval;
 pub mod forge;
