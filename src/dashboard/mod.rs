@@ -37,6 +37,12 @@ impl Dashboard {
         })
     }
 
+    /// Reads the records appended since the last read.
+    pub fn refresh(&self) -> std::io::Result<()> {
+        let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        answers.refresh(&self.sources.records)
+    }
+
     /// The page as it is now (reads the records appended since the last render).
     pub fn render(&self) -> std::io::Result<String> {
         let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
@@ -62,6 +68,10 @@ pub async fn serve(
     dashboard: Arc<Dashboard>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Read the records once now, so the first visitor does not wait for it; later loads
+    // read only what was appended.
+    let warm = dashboard.clone();
+    tokio::task::spawn_blocking(move || warm.refresh());
     axum::serve(listener, router(dashboard))
         .with_graceful_shutdown(shutdown)
         .await
