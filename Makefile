@@ -32,6 +32,7 @@ bench: deps
 	$(RELEASE_BIN) bench adversarial --tasks $(BENCH)/tasks.jsonl --out $(BENCH)/adversarial.json
 	$(RELEASE_BIN) bench dataset --records 100000 --out $(BENCH)/dataset.json
 	$(RELEASE_BIN) bench dashboard --records 10000 --out $(BENCH)/dashboard.json
+	$(RELEASE_BIN) bench cerebro --rounds 3 --out $(BENCH)/cerebro.json
 	$(RELEASE_BIN) bench axon --requests 2000 --concurrency 32 --out $(BENCH)/axon.json
 	$(RELEASE_BIN) bench forge --package idna==3.20 --package jmespath==1.1.0 --candidates 8 --out $(BENCH)/forge.json
 	$(RELEASE_BIN) llm install

@@ -12,6 +12,8 @@
 //! - [`dataset`]: (problem, solution, score) records, Parquet export, the Hub push.
 //! - [`subnet`]: the Bittensor wire protocol and chains; knows nothing of Docker or tasks.
 //! - [`pytest`]: the one trusted way pytest runs (signed records), for the forge and eval.
+//! - [`cerebro`]: will an agent resolve a task: features, an item-response model trained in
+//!   Rust on published agents' outcomes, cross-validation, forecasts.
 //! - [`tasks`]: the task model and the SQLite task store.
 //! - [`python`]: host-side Python: the index client, sdists, wheelhouses, venvs, PEP 440/508.
 //! - [`sandbox`]: the Docker engine via bollard: images, containers with limits, exec, copy,
@@ -30,6 +32,7 @@
 //! `jsonl`}; `tests/it/architecture.rs` holds the table and fails on any other import.
 
 pub mod agent;
+pub mod cerebro;
 pub mod cli;
 pub mod config;
 pub mod dashboard;

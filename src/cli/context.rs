@@ -163,7 +163,15 @@ pub fn forge_config(settings: &Settings) -> ForgeConfig {
     cfg.limits = settings.limits.clone();
     cfg.run_id = settings.run_id.clone();
     cfg.index_url = settings.pip_index_url.clone();
+    cfg.difficulty_model = cerebro_model(settings).ok();
     cfg
+}
+
+/// Cerebro's model: `<data dir>/cerebro/model.json` when trained there, else the shipped one.
+pub fn cerebro_model(
+    settings: &Settings,
+) -> Result<std::sync::Arc<crate::cerebro::Model>, crate::cerebro::CerebroError> {
+    crate::cerebro::model_or_shipped(&settings.paths().cerebro_model())
 }
 
 /// The record store of the dataset (`<data dir>/dataset/records.jsonl` unless named).

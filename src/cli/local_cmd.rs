@@ -60,7 +60,6 @@ pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
     let mut forge = forge_config(settings);
     forge.per_package = 1;
     forge.max_candidates = 12;
-    forge.suite_timeout = Duration::from_secs(180);
 
     let steps = Steps::new("choosing a task (forging one if the store is empty)");
     let source = TaskSource { packages, forge };

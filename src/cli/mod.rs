@@ -9,6 +9,7 @@
 
 mod agent_cmd;
 mod bench;
+mod cerebro_cmd;
 pub mod context;
 mod dataset_cmd;
 mod doctor;
@@ -157,6 +158,9 @@ pub enum Command {
     Sandbox(sandbox_cmd::SandboxArgs),
     /// Check the machine: Docker, disk, tools, images, LLM endpoint.
     Doctor,
+    /// Cerebro: predict whether an agent resolves a task (train, eval, predict).
+    #[command(subcommand)]
+    Cerebro(cerebro_cmd::CerebroCmd),
     /// Benchmarks that write JSON.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
@@ -341,6 +345,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Sandbox(args) => sandbox_cmd::run(args, &settings).await,
         Command::Doctor => doctor::run(&settings).await,
         Command::Bench(cmd) => bench::run(cmd, &settings).await,
+        Command::Cerebro(cmd) => cerebro_cmd::run(cmd, &settings).await,
         Command::Eval(args) => eval_cmd::run(args, &settings).await,
         Command::Tasks(cmd) => tasks_cmd::run(cmd, &settings).await,
         Command::Agent(cmd) => agent_cmd::run_agent(cmd, &settings).await,

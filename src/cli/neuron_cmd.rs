@@ -4,7 +4,9 @@
 //! The miner serves its axon until interrupted, following the metagraph. The validator loops:
 //! metagraph, a task (from the store, forged when empty), up to `--sample` miners, evaluation and
 //! scores, moving averages, weights (a rate-limited or refused `set_weights` is logged and the
-//! loop goes on), the dataset.
+//! loop goes on), the dataset. The miner also answers `Forecast` with Cerebro; the validator
+//! asks for forecasts before each task and keeps their Brier scores apart
+//! (`validator/forecasts.json`).
 
 use std::time::Duration;
 
@@ -19,6 +21,7 @@ use crate::agent::AgentConfig;
 use crate::config::Settings;
 use crate::dataset::RecordStore;
 use crate::eval::EvalConfig;
+use crate::neurons::forecast::{Forecasting, MinerForecaster};
 use crate::neurons::local::{TaskSource, WEIGHTS_VERSION_KEY, pick_task};
 use crate::neurons::miner::Miner;
 use crate::neurons::validator::{Scores, Validator};
@@ -47,6 +50,10 @@ pub struct MinerArgs {
     /// Seconds between metagraph refreshes.
     #[arg(long, default_value_t = 300)]
     pub sync_every: u64,
+    /// The ability (θ, logits) this miner's agent claims when it answers `Forecast` (default:
+    /// the median of the agents Cerebro was trained on).
+    #[arg(long = "forecast.theta")]
+    pub forecast_theta: Option<f64>,
 }
 
 #[derive(Debug, Args)]
@@ -131,7 +138,11 @@ pub async fn miner(args: MinerArgs, settings: &Settings) -> anyhow::Result<()> {
         min_stake: args.min_stake,
         ..AxonConfig::default()
     };
-    let axon = miner.serve_on(Axon::new(key, mg, cfg));
+    let forecaster = MinerForecaster {
+        model: context::cerebro_model(settings)?,
+        theta: args.forecast_theta,
+    };
+    let axon = forecaster.serve_on(miner.serve_on(Axon::new(key, mg, cfg)));
     let metagraph = axon.metagraph_handle();
     let listener = tokio::net::TcpListener::bind((args.ip.as_str(), args.port))
         .await
@@ -172,6 +183,10 @@ pub async fn validator(args: ValidatorArgs, settings: &Settings) -> anyhow::Resu
             ..EvalConfig::default()
         },
         time_limit: Duration::from_secs(args.timeout),
+        forecasts: Some(Forecasting::new(
+            context::cerebro_model(settings)?,
+            &settings.paths().forecasts(),
+        )),
     };
     let mut forge = forge_config(settings);
     forge.per_package = 1;
@@ -207,9 +222,16 @@ pub async fn validator(args: ValidatorArgs, settings: &Settings) -> anyhow::Resu
             .round(&task, &miners, &mut scores, &mut records, &round_id)
             .await
             .inspect_err(|_| super::observe::error("round"))?;
-        printer::data(
-            serde_json::json!({"round_id": round_id, "instance_id": task.instance_id, "miners": results}),
-        );
+        let forecasts = validator
+            .forecasts
+            .as_ref()
+            .map(|f| f.book.lock().map(|b| b.standings()).unwrap_or_default());
+        printer::data(serde_json::json!({
+            "round_id": round_id,
+            "instance_id": task.instance_id,
+            "miners": results,
+            "forecast_standings": forecasts,
+        }));
         let (uids, weights) = scores.weights(&mg);
         match chain
             .set_weights(&hotkey, &uids, &weights, WEIGHTS_VERSION_KEY)

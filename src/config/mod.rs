@@ -117,6 +117,18 @@ impl Paths {
         self.data.join("validator").join("scores.json")
     }
 
+    /// The validator's forecast book: each miner's last forecasts and outcomes (Brier window),
+    /// kept apart from the coding scores.
+    pub fn forecasts(&self) -> PathBuf {
+        self.data.join("validator").join("forecasts.json")
+    }
+
+    /// Cerebro's model as `agentao cerebro train` writes it; without it the shipped model is
+    /// used.
+    pub fn cerebro_model(&self) -> PathBuf {
+        self.data.join("cerebro").join("model.json")
+    }
+
     /// Wheelhouses of the base image.
     pub fn wheelhouse(&self) -> PathBuf {
         self.cache.join("wheelhouse")

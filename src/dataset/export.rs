@@ -123,6 +123,9 @@ pub fn schema() -> Arc<Schema> {
         Field::new("completion_tokens", Int64, false),
         Field::new("response_seconds", Float64, false),
         Field::new("eval_seconds", Float64, false),
+        Field::new("forecast_difficulty", Float64, true),
+        Field::new("forecast_p_resolve", Float64, true),
+        Field::new("miner_forecast", Float64, true),
     ]))
 }
 
@@ -202,6 +205,9 @@ fn to_batch(records: &[Record]) -> Result<RecordBatch, DatasetError> {
         ints(&|r| r.completion_tokens),
         floats(&|r| Some(r.response_seconds)),
         floats(&|r| Some(r.eval_seconds)),
+        floats(&|r| r.forecast_difficulty),
+        floats(&|r| r.forecast_p_resolve),
+        floats(&|r| r.miner_forecast),
     ];
     RecordBatch::try_new(schema(), columns).map_err(|e| DatasetError::Encode(e.to_string()))
 }

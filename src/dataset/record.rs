@@ -72,6 +72,18 @@ pub struct Record {
     pub completion_tokens: i64,
     pub response_seconds: f64,
     pub eval_seconds: f64,
+
+    // Forecasts (Cerebro), made before the answer was judged: the outcome above is what
+    // they are scored against.
+    /// β of the task (logits; higher is harder).
+    #[serde(default)]
+    pub forecast_difficulty: Option<f64>,
+    /// The validator's probability that this miner's answer resolves the task.
+    #[serde(default)]
+    pub forecast_p_resolve: Option<f64>,
+    /// The miner's own forecast (its `Forecast` answer), when it gave one.
+    #[serde(default)]
+    pub miner_forecast: Option<f64>,
 }
 
 impl Record {
@@ -121,6 +133,9 @@ impl Record {
             completion_tokens: 0,
             response_seconds: 0.0,
             eval_seconds: 0.0,
+            forecast_difficulty: task.predicted_difficulty.as_ref().map(|d| d.beta),
+            forecast_p_resolve: None,
+            miner_forecast: None,
         }
     }
 }

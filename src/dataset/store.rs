@@ -105,6 +105,9 @@ fn repair_torn_tail(f: &mut File, path: &Path) -> Result<(), DatasetError> {
     const BLOCK: u64 = 64 << 10;
     let io = |e| DatasetError::io(path, e);
     let len = f.metadata().map_err(io)?.len();
+    if len == 0 {
+        return Ok(());
+    }
     let mut end = len;
     let mut block = vec![0u8; BLOCK as usize];
     let keep = loop {

@@ -77,6 +77,9 @@ pub struct ForgeConfig {
     /// Rewrites problem statements when set (`prompts/issue_writer.md`); the template is kept
     /// whenever a rewrite would leak the bug.
     pub issue_writer: Option<crate::llm::LlmClient>,
+    /// Predicts each task's difficulty before it is stored (`cerebro::annotate`); the shipped
+    /// model by default.
+    pub difficulty_model: Option<std::sync::Arc<crate::cerebro::Model>>,
 }
 
 impl ForgeConfig {
@@ -95,6 +98,7 @@ impl ForgeConfig {
             cache_dir: cache_dir.to_path_buf(),
             index_url: None,
             issue_writer: None,
+            difficulty_model: crate::cerebro::shipped_model().ok(),
         }
     }
 }
@@ -335,6 +339,10 @@ impl<'a> Forge<'a> {
                             continue;
                         }
                         done_functions.insert((m.file.clone(), m.function.clone()));
+                        let mut task = task;
+                        if let Some(model) = &self.cfg.difficulty_model {
+                            crate::cerebro::annotate(model, &mut task);
+                        }
                         if let Some(store) = store {
                             store.put(&task)?;
                         }

@@ -243,6 +243,7 @@ fn make_task(ctx: &PackageCtx<'_>, found: Found<'_>) -> Option<Task> {
         bug_patch,
         test_files,
         difficulty: Some(difficulty),
+        predicted_difficulty: None,
     })
 }
 

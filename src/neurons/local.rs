@@ -2,13 +2,15 @@
 //! PyPI), a validator and a miner registered on the local chain, the task sent over the signed
 //! wire protocol to the miner's axon, the built-in agent solving it with the configured model
 //! (the embedded one by default), the patch evaluated in a fresh container, the score, the
-//! moving average, weights on the local chain, and the (problem, solution, score) record.
+//! moving average, weights on the local chain, and the (problem, solution, score) record; the
+//! miner answers the validator's `Forecast` first, and both forecasts go into the record.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
 
+use super::forecast::{Forecasting, MinerForecaster};
 use super::miner::Miner;
 use super::validator::{MinerResult, Scores, Validator};
 use crate::agent::AgentConfig;
@@ -80,6 +82,8 @@ pub enum RoundError {
     Chain(#[from] crate::subnet::ChainError),
     #[error("validator")]
     Validator(#[from] super::validator::ValidatorError),
+    #[error("forecast model")]
+    Cerebro(#[from] crate::cerebro::CerebroError),
     #[error("miner axon: {0}")]
     Axon(std::io::Error),
 }
@@ -179,11 +183,16 @@ pub async fn run_round(
         store: cfg.store.clone(),
         model_server: cfg.model_server.clone(),
     };
-    let axon = miner.serve_on(Axon::new(
+    let model = crate::cerebro::model_or_shipped(&cfg.paths.cerebro_model())?;
+    let forecaster = MinerForecaster {
+        model: model.clone(),
+        theta: None,
+    };
+    let axon = forecaster.serve_on(miner.serve_on(Axon::new(
         miner_key.clone(),
         metagraph.clone(),
         AxonConfig::default(),
-    ));
+    )));
     let serving = AbortOnDrop(axon.serve(listener));
 
     let validator = Validator {
@@ -192,6 +201,7 @@ pub async fn run_round(
         eval: cfg.eval.clone(),
         time_limit: cfg.agent.wall + Duration::from_secs(150),
         judge: Some((llm.clone(), cfg.agent.budget)),
+        forecasts: Some(Forecasting::new(model, &cfg.paths.forecasts())),
     };
     let mut scores = Scores::load(&cfg.paths.scores());
     let miners: Vec<Neuron> = metagraph

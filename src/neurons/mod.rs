@@ -1,11 +1,15 @@
 //! The subnet's roles: the miner (`miner`: answer a task with the agent), the validator
 //! (`validator`: send a task, evaluate, score, moving averages, weights, dataset), the local
-//! subnet round that runs both on one machine (`local`), and the scoring rules (`scoring`).
+//! subnet round that runs both on one machine (`local`), the scoring rules (`scoring`), and
+//! Cerebro's forecasts: the miner's `Forecast` answer and the validator's Brier book
+//! (`forecast`), kept apart from the coding score.
 //!
 //! Decides what the edge only wires: uses `forge/`, `tasks/` (store), `agent/`, `eval/`,
-//! `dataset/`, `subnet/`, `llm/`, `sandbox/` and `telemetry/` (events, `events`). Must not touch the command line (`cli/`).
+//! `dataset/`, `subnet/`, `llm/`, `cerebro/`, `sandbox/` and `telemetry/` (the events it
+//! sends: `events`). Must not touch the command line (`cli/`).
 
 pub mod events;
+pub mod forecast;
 pub mod local;
 pub mod miner;
 pub mod scoring;

@@ -11,6 +11,10 @@
 //! error: recorded as such, never as an empty patch) and an evaluation that failed for the
 //! machine (`environment_error`) leave it alone, as for a miner that is down. A miner that
 //! answers that its own model is down (its 503 with [`super::miner::MODEL_DOWN`]) is charged a 0.
+//!
+//! With `forecasts` set, each miner is first asked a `Forecast` of the task; the forecasts
+//! (the miner's and the validator's own) go into the records and are scored by
+//! [`super::forecast`], apart from the coding score.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -18,6 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::forecast::Forecasting;
 use super::scoring::{final_score, judged_quality, time_score};
 use crate::dataset::{Record, RecordStore};
 use crate::eval::{EvalConfig, Outcome, evaluate};
@@ -161,6 +166,10 @@ pub struct Validator {
     pub time_limit: Duration,
     /// The LLM judge of resolved patches, and dollars it may spend on one.
     pub judge: Option<(LlmClient, f64)>,
+    /// Cerebro forecasts: asked of the miners before the task goes out, made by the
+    /// validator, written into the records and scored apart from the coding score
+    /// (`super::forecast`). `None` asks nothing.
+    pub forecasts: Option<Forecasting>,
 }
 
 impl Validator {
@@ -197,6 +206,11 @@ impl Validator {
                 hotkey: n.hotkey.clone(),
             })
             .collect();
+        // Forecasts first: a miner that has seen its own patch would know the answer.
+        let asked = match &self.forecasts {
+            Some(f) => f.ask(&self.dendrite, &targets, task).await,
+            None => vec![None; targets.len()],
+        };
         let body = self.synapse_for(task);
         // The request may take the whole limit; the transport gets a little more.
         let answers = self
@@ -217,7 +231,13 @@ impl Validator {
         }
 
         let mut results = Vec::new();
-        for ((miner, answer), patch) in miners.iter().zip(&answers).zip(&patches) {
+        for (((miner, answer), patch), asked) in
+            miners.iter().zip(&answers).zip(&patches).zip(&asked)
+        {
+            let prior = self
+                .forecasts
+                .as_ref()
+                .map(|f| f.prior(&miner.hotkey, task, *asked));
             let mut record = Record::for_task(task);
             record.round_id = round_id.to_owned();
             record.validator_hotkey = self.dendrite.hotkey();
@@ -239,6 +259,10 @@ impl Validator {
                 record.outcome = outcome.kind();
                 record.outcome_reason = answer.status_message.clone();
                 record.model_error = model_down;
+                if let (Some(f), Some(prior)) = (&self.forecasts, prior) {
+                    // No answer: the task went unresolved by this miner.
+                    f.settle(&mut record, prior, true);
+                }
                 let seq = records.append(&mut record)?;
                 crate::telemetry::capture(super::events::answer_scored(&record));
                 tracing::warn!(
@@ -329,6 +353,9 @@ impl Validator {
             record.prompt_tokens = reply.map_or(0, |r| r.prompt_tokens as i64);
             record.completion_tokens = reply.map_or(0, |r| r.completion_tokens as i64);
             record.eval_seconds = verdict.timings.total_s;
+            if let (Some(f), Some(prior)) = (&self.forecasts, prior) {
+                f.settle(&mut record, prior, charged);
+            }
             let seq = records.append(&mut record)?;
             crate::telemetry::capture(super::events::answer_scored(&record));
             tracing::info!(
@@ -357,6 +384,16 @@ impl Validator {
             });
         }
         scores.save()?;
+        if let Some(f) = &self.forecasts {
+            f.save().map_err(|source| ValidatorError::Scores {
+                path: f
+                    .book
+                    .lock()
+                    .map(|b| b.path().display().to_string())
+                    .unwrap_or_default(),
+                source,
+            })?;
+        }
         crate::telemetry::capture(super::events::round_finished(
             round_id,
             &results,

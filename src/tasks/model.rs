@@ -53,6 +53,24 @@ pub struct Task {
     /// Features for difficulty prediction (forged tasks only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub difficulty: Option<Difficulty>,
+    /// Cerebro's prediction for the task, made when it was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_difficulty: Option<PredictedDifficulty>,
+}
+
+/// How hard Cerebro (`cerebro/`) predicts a task is.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PredictedDifficulty {
+    /// β of the item-response model, in logits: an agent of ability θ resolves the task with
+    /// probability σ(θ − β) (flattened for the uncertainty of a new task). Higher is harder.
+    pub beta: f64,
+    /// P(resolve) for an agent of median ability among the published systems it was trained on.
+    pub p_typical: f64,
+    /// Minutes a human engineer would need (SWE-bench Verified's time-to-fix annotation).
+    #[serde(default)]
+    pub human_minutes: Option<f64>,
+    /// The head that answered: `fix` (gold patch and tests read) or `text` (statement only).
+    pub head: String,
 }
 
 /// What makes a forged task hard or easy, measured when it was forged.

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// What each top-level module of `src/` may import, read as: `cli` → `neurons` → {`forge`,
-/// `agent`, `eval`, `dataset`, `subnet`} → {`pytest`, `tasks`, `python`, `sandbox`, `llm`} →
-/// {`prompts`, `config`, `jsonl`}. Within a layer only the arrows listed here exist (the forge's
+/// `agent`, `eval`, `dataset`, `subnet`} → {`pytest`, `tasks`, `cerebro`, `python`, `sandbox`,
+/// `llm`} → {`prompts`, `config`, `jsonl`}. Within a layer only the arrows listed here exist (the forge's
 /// gold check through `eval`; `pytest` runs in a `sandbox`; the base image's wheelhouse and
 /// the embedded model's venv come from `python`).
 const ALLOWED: &[(&str, &[&str])] = &[
@@ -15,6 +15,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "cli",
         &[
             "neurons",
+            "cerebro",
             "forge",
             "agent",
             "eval",
@@ -40,6 +41,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "eval",
             "dataset",
             "subnet",
+            "cerebro",
             "pytest",
             "tasks",
             "python",
@@ -54,7 +56,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "forge",
         &[
-            "eval", "pytest", "tasks", "python", "sandbox", "llm", "prompts", "config", "jsonl",
+            "eval", "cerebro", "pytest", "tasks", "python", "sandbox", "llm", "prompts", "config",
+            "jsonl",
         ],
     ),
     (
@@ -65,6 +68,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("dataset", &["tasks", "prompts", "config", "jsonl"]),
     // Knows nothing of Docker, tasks or scoring.
     ("subnet", &["prompts", "config", "jsonl"]),
+    // Knows nothing of Docker, the wire or scoring rules.
+    ("cerebro", &["tasks", "config", "jsonl"]),
     ("pytest", &["sandbox", "config", "jsonl"]),
     ("tasks", &["config", "jsonl"]),
     ("python", &["config", "jsonl"]),

@@ -337,7 +337,16 @@ pub async fn forged_tinycalc() -> Vec<Task> {
                 .await
                 .unwrap();
             assert!(report.skipped.is_none(), "{report:?}");
-            store.all(None).unwrap()
+            let tasks = store.all(None).unwrap();
+            // Every stored task gets Cerebro's predicted difficulty, read from its fix.
+            for t in &tasks {
+                let d = t
+                    .predicted_difficulty
+                    .as_ref()
+                    .expect("a predicted difficulty");
+                assert!(d.head == "fix" && d.beta.is_finite(), "{d:?}");
+            }
+            tasks
         })
         .await
         .clone()

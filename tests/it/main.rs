@@ -7,6 +7,7 @@ mod adversarial;
 mod agent;
 mod architecture;
 mod axon_limits;
+mod cerebro;
 mod cli;
 mod dashboard;
 mod dataset;

@@ -9,6 +9,7 @@ use agentao::agent::{AgentConfig, Protocol};
 use agentao::dataset::RecordStore;
 use agentao::eval::{EvalConfig, Outcome};
 use agentao::llm::{LlmClient, LlmConfig};
+use agentao::neurons::forecast::{ForecastBook, brier_event};
 use agentao::neurons::local::{RoundConfig, run_round};
 use agentao::neurons::miner::Miner;
 use agentao::neurons::scoring::{final_score, judged_quality, time_score};
@@ -155,6 +156,17 @@ async fn a_local_round_goes_over_the_wire_and_sets_weights() {
         "two model calls of 1000 prompt tokens"
     );
     assert!(r.cost_usd > 0.0 && r.response_seconds > 0.0);
+    // The miner answered `Forecast` with Cerebro before the task; both forecasts sit beside
+    // the outcome, and the forecast was scored apart from the coding score.
+    let p = r.miner_forecast.expect("the miner's forecast");
+    assert!(p > 0.0 && p < 1.0);
+    assert!(r.forecast_p_resolve.is_some() && r.forecast_difficulty.is_some());
+    let book = ForecastBook::load(&dir.path().join("validator/forecasts.json"));
+    let brier = book.brier(&miner).unwrap();
+    assert!(
+        (brier - brier_event(Some(p), true)).abs() < 1e-12,
+        "{brier}"
+    );
 
     // The moving average moved by alpha from zero, and a second round moves it again.
     let scores = Scores::load(&dir.path().join("validator/scores.json"));
@@ -245,6 +257,7 @@ async fn identical_patches_get_the_floor_and_silent_miners_keep_their_average() 
         },
         time_limit: Duration::from_secs(240),
         judge: Some((llm(&model), 1.0)),
+        forecasts: None,
     };
     let mut scores = Scores::load(&dir.path().join("scores.json"));
     scores.by_hotkey.insert(keys[2].ss58(), 0.5);
@@ -376,6 +389,18 @@ async fn the_miner_and_validator_commands_run_a_round_between_two_processes() {
     assert_eq!(m["hotkey"], miner_key.trim());
     assert_eq!(m["status_code"], 200, "{round}");
     assert_eq!(m["resolved"], true, "{round}");
+    // The validator asked the miner's axon for a forecast first and scored it apart.
+    let standings = round["forecast_standings"].as_array().unwrap();
+    assert_eq!(standings.len(), 1, "{round}");
+    assert_eq!(standings[0]["hotkey"], miner_key.trim());
+    let book = ForecastBook::load(&data.join("validator/forecasts.json"));
+    let event = &book.miners[miner_key.trim()].events[0];
+    let p = event.forecast.expect("the miner answered Forecast");
+    let brier = standings[0]["brier"].as_f64().unwrap();
+    assert!(
+        (brier - brier_event(Some(p), true)).abs() < 1e-12,
+        "{round}"
+    );
     let log = std::fs::read_to_string(data.join("chain/weights.log")).unwrap();
     assert!(log.contains("65535"), "{log}");
     assert_no_containers(&run, 20);

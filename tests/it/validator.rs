@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use agentao::dataset::RecordStore;
 use agentao::eval::{EvalConfig, Outcome};
+use agentao::neurons::forecast::{ForecastBook, Forecasting};
 use agentao::neurons::validator::{AnswerOutcome, EMA_ALPHA, Scores, Validator};
 use agentao::subnet::{CallFailure, Dendrite, Keypair, Neuron, Wallet};
 use agentao::tasks::{Task, TaskStore};
@@ -104,6 +105,11 @@ time.sleep(600)
         },
         time_limit: Duration::from_secs(120),
         judge: None,
+        // None of these miners answers `Forecast`: each is scored 0.5 imputed.
+        forecasts: Some(Forecasting::new(
+            agentao::cerebro::shipped_model().unwrap(),
+            &dir.path().join("forecasts.json"),
+        )),
     };
     let mut scores = Scores::load(&dir.path().join("scores.json"));
     for m in &miners {
@@ -153,6 +159,18 @@ time.sleep(600)
             .iter()
             .all(|r| r.final_score == 0.0 && r.time_score == 0.0)
     );
+    // The forecasts sit beside the outcome in every record; the book scored each miner's
+    // missing forecast as 0.5, apart from the coding scores.
+    let beta = task.predicted_difficulty.as_ref().unwrap().beta;
+    for r in &stored {
+        assert_eq!(r.miner_forecast, None);
+        assert!((r.forecast_difficulty.unwrap() - beta).abs() < 1e-9);
+        assert!(r.forecast_p_resolve.is_some_and(|p| p > 0.0 && p < 1.0));
+    }
+    let book = ForecastBook::load(&dir.path().join("forecasts.json"));
+    for m in &miners {
+        assert_eq!(book.brier(&m.hotkey), Some(0.25), "{}", m.hotkey);
+    }
     assert_no_containers(&run, 20);
 }
 
@@ -397,6 +415,7 @@ async fn miners_answering_with_bypasses_score_zero_with_the_reason_recorded() {
         },
         time_limit: Duration::from_secs(120),
         judge: None,
+        forecasts: None,
     };
     let mut scores = Scores::load(&dir.path().join("scores.json"));
     for m in &miners {

@@ -7,6 +7,7 @@ use clap::Subcommand;
 
 mod adversarial;
 mod axon;
+mod cerebro;
 mod dashboard;
 mod dataset;
 mod eval;
@@ -106,6 +107,16 @@ pub enum BenchCmd {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
+    /// Training Cerebro on the shipped data vs fitting the ability-only head on the same
+    /// outcomes in the same run; the model file's size.
+    Cerebro {
+        /// Rounds of each (interleaved; the best of each is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Also write the JSON here.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// The task forge with coverage-selected tests vs the whole suite per candidate: same
     /// packages, same candidates, same run. Reports validated tasks per CPU-minute and yield.
     Forge {
@@ -187,6 +198,11 @@ pub async fn run(cmd: BenchCmd, settings: &Settings) -> anyhow::Result<()> {
             out,
         } => {
             let result = llm::bench_llm(settings, requests.max(1), max_tokens.max(2)).await?;
+            emit(&result, out)
+        }
+        BenchCmd::Cerebro { rounds, out } => {
+            let result = tokio::task::spawn_blocking(move || cerebro::bench_cerebro(rounds.max(1)))
+                .await??;
             emit(&result, out)
         }
         BenchCmd::Forge {
