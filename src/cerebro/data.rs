@@ -175,6 +175,10 @@ struct RecordRow {
     problem_statement: String,
     #[serde(default)]
     hints_text: String,
+    /// The gold fix in today's layout (the miner's patch is `model_patch`).
+    #[serde(default)]
+    patch: String,
+    /// The gold fix in the first layout (where `patch` was the miner's).
     #[serde(default)]
     gold_patch: String,
     #[serde(rename = "FAIL_TO_PASS", default)]
@@ -183,8 +187,11 @@ struct RecordRow {
     pass_to_pass: String,
     #[serde(default)]
     mutation_kind: String,
+    /// SWE-bench's level today; the forge's features as JSON in the first layout.
     #[serde(default)]
     difficulty: String,
+    #[serde(default)]
+    difficulty_features: String,
     miner_hotkey: String,
     resolved: bool,
     #[serde(default)]
@@ -234,12 +241,18 @@ impl Dataset {
                     repo: r.repo.clone(),
                     problem_statement: r.problem_statement.clone(),
                     hints_text: r.hints_text.clone(),
-                    patch: r.gold_patch.clone(),
+                    patch: if r.gold_patch.is_empty() {
+                        r.patch.clone()
+                    } else {
+                        r.gold_patch.clone()
+                    },
                     test_patch: String::new(),
                     fail_to_pass: list(&r.fail_to_pass),
                     pass_to_pass: list(&r.pass_to_pass),
                     mutation_kind: r.mutation_kind.clone(),
-                    difficulty: serde_json::from_str(&r.difficulty).unwrap_or_default(),
+                    difficulty: serde_json::from_str(&r.difficulty_features)
+                        .or_else(|_| serde_json::from_str(&r.difficulty))
+                        .unwrap_or_else(|_| r.difficulty.clone().into()),
                 });
                 (self.tasks.len() - 1) as u32
             });

@@ -66,11 +66,12 @@ impl TaskFacts {
             fail_to_pass: task.fail_to_pass.clone(),
             pass_to_pass: task.pass_to_pass.clone(),
             mutation_kind: task.mutation_kind.clone(),
-            difficulty: task
-                .difficulty
-                .as_ref()
-                .and_then(|d| serde_json::to_value(d).ok())
-                .unwrap_or_default(),
+            // The forge's measurements when there are some, else the time bucket's label.
+            difficulty: match &task.difficulty_features {
+                Some(d) => serde_json::to_value(d).unwrap_or_default(),
+                None if !task.difficulty.is_empty() => task.difficulty.clone().into(),
+                None => serde_json::Value::Null,
+            },
         }
     }
 

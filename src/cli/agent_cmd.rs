@@ -87,6 +87,13 @@ pub async fn run_agent(cmd: AgentCmd, settings: &Settings) -> anyhow::Result<()>
         None => args.store.open(settings)?.get(&args.task)?,
     }
     .ok_or_else(|| UserError::new(format!("unknown task {}", args.task)))?;
+    if task.image.trim().is_empty() && !args.agent.starts_with("cmd:") {
+        return Err(
+            UserError::new(crate::eval::RunError::NoImage(task.instance_id).to_string())
+                .hint("a SWE-bench row needs its environment built into an image first")
+                .into(),
+        );
+    }
     let out = args.out.clone().unwrap_or_else(|| {
         settings
             .paths()

@@ -90,6 +90,7 @@ pub fn remote_llm(settings: &Settings) -> Option<LlmClient> {
 /// nothing serves the local URL yet (the returned handle keeps it alive, and lets a miner
 /// restart it). The server is only returned once it answered a real completion.
 pub async fn llm(settings: &Settings) -> anyhow::Result<(LlmClient, Option<SharedServer>)> {
+    refuse_unreachable_model(settings)?;
     let mut server = None;
     let mut cfg = match remote_config(settings) {
         Some(cfg) => cfg,
@@ -119,6 +120,33 @@ pub async fn llm(settings: &Settings) -> anyhow::Result<(LlmClient, Option<Share
         cfg.max_tokens = Some(512);
     }
     Ok((LlmClient::new(cfg), server))
+}
+
+/// A remote model named without a key or base URL would not answer: the embedded model would,
+/// under the remote model's name. That is refused, saying what would answer.
+pub fn refuse_unreachable_model(settings: &Settings) -> anyhow::Result<()> {
+    if let Some(why) = unreachable_model(settings) {
+        return Err(super::UserError::new(why)
+            .hint(format!(
+                "set OPENAI_API_KEY (and OPENAI_BASE_URL for a service other than OpenAI), or drop --model / AGENTAO_MODEL (or pass --model local) to use the embedded model {}",
+                crate::config::EMBEDDED_MODEL
+            ))
+            .into());
+    }
+    Ok(())
+}
+
+/// Why the configured model cannot answer, when it cannot: a remote model with neither an API
+/// key nor a base URL.
+pub fn unreachable_model(settings: &Settings) -> Option<String> {
+    let remote = settings.llm.api_key.is_some() || settings.llm.base_url.is_some();
+    (!remote && settings.llm.model != crate::config::EMBEDDED_MODEL).then(|| {
+        format!(
+            "model {} is a remote model and no OPENAI_API_KEY or OPENAI_BASE_URL is set; without them only the embedded model {} answers",
+            settings.llm.model,
+            crate::config::EMBEDDED_MODEL
+        )
+    })
 }
 
 /// Where the task store is.

@@ -9,7 +9,7 @@ use super::UserError;
 use super::printer;
 use crate::config::Settings;
 use crate::config::env_vars as ev;
-use crate::dataset::{ExportOptions, HubClient, RecordStore, export};
+use crate::dataset::{DatasetError, ExportOptions, HubClient, RecordStore, export};
 
 #[derive(Debug, Subcommand)]
 pub enum DatasetCmd {
@@ -31,7 +31,8 @@ pub enum DatasetCmd {
         #[arg(long, default_value = "agentao")]
         name: String,
     },
-    /// Upload an export folder to a dataset repo on the Hub (token from HF_TOKEN).
+    /// Upload an export folder to a dataset repo on the Hub (token from HF_TOKEN, else the
+    /// file `huggingface-cli login` wrote).
     Push {
         /// Dataset repo, `org/name`.
         #[arg(long)]
@@ -77,7 +78,14 @@ pub async fn run(cmd: DatasetCmd, settings: &Settings) -> anyhow::Result<()> {
                 name,
                 ..ExportOptions::default()
             };
-            let report = tokio::task::spawn_blocking(move || export(&store, &out, &opts)).await??;
+            let report = tokio::task::spawn_blocking(move || export(&store, &out, &opts))
+                .await?
+                .map_err(|e| match e {
+                    DatasetError::SchemaChanged { .. } => {
+                        anyhow::Error::from(UserError::new(e.to_string()))
+                    }
+                    e => e.into(),
+                })?;
             printer::data(serde_json::to_string(&report)?);
             Ok(())
         }
@@ -87,7 +95,10 @@ pub async fn run(cmd: DatasetCmd, settings: &Settings) -> anyhow::Result<()> {
             token,
             endpoint,
         } => {
-            let token = token.ok_or_else(|| UserError::new("HF_TOKEN is not set"))?;
+            let token = match token.filter(|t| !t.trim().is_empty()) {
+                Some(t) => t,
+                None => login_token()?,
+            };
             if !dir.join("README.md").is_file() {
                 return Err(UserError::new(format!(
                     "{} is not an export folder (no README.md): run `agentao dataset export` first",
@@ -101,5 +112,25 @@ pub async fn run(cmd: DatasetCmd, settings: &Settings) -> anyhow::Result<()> {
             printer::data(serde_json::to_string(&report)?);
             Ok(())
         }
+    }
+}
+
+/// The token `huggingface-cli login` saved ([`crate::config::hf_token_file`]).
+fn login_token() -> anyhow::Result<String> {
+    let file = crate::config::hf_token_file();
+    match std::fs::read_to_string(&file) {
+        Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
+        Ok(_) => Err(
+            UserError::new(format!("the token file {} is empty", file.display()))
+                .hint("run `huggingface-cli login` again, or set HF_TOKEN")
+                .into(),
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(UserError::new(format!(
+            "no Hub token: HF_TOKEN is not set and {} does not exist",
+            file.display()
+        ))
+        .hint("run `huggingface-cli login`, or set HF_TOKEN")
+        .into()),
+        Err(e) => Err(anyhow::Error::from(e).context(format!("reading {}", file.display()))),
     }
 }

@@ -156,9 +156,15 @@ async fn python_check() -> Check {
 }
 
 async fn llm_check(settings: &Settings) -> Check {
-    let Some(key) = &settings.llm.api_key else {
+    if let Some(why) = super::context::unreachable_model(settings) {
+        return fail(
+            "llm",
+            format!("{why} — set OPENAI_API_KEY, or drop --model to use the embedded model"),
+        );
+    }
+    if settings.llm.api_key.is_none() && settings.llm.base_url.is_none() {
         return embedded_check(settings).await;
-    };
+    }
     let base = settings
         .llm
         .base_url
@@ -172,12 +178,15 @@ async fn llm_check(settings: &Settings) -> Check {
         tokio::net::TcpStream::connect(addr.clone()),
     )
     .await;
-    let masked = format!("{}…", &key[..key.len().min(4)]);
+    let masked = settings.llm.api_key.as_ref().map_or_else(
+        || "no key".to_owned(),
+        |key| format!("key {}…", key.chars().take(4).collect::<String>()),
+    );
     match reach {
         Ok(Ok(_)) => ok(
             "llm",
             format!(
-                "{base} reachable, key {masked}, model {}",
+                "{base} reachable, {masked}, model {} answers",
                 settings.llm.model
             ),
         ),
@@ -199,7 +208,10 @@ async fn embedded_check(settings: &Settings) -> Check {
         return match completion_check(&url, &settings.llm.model).await {
             Ok(reply) => ok(
                 "llm",
-                format!("no OPENAI_API_KEY; the model server at {url} answered {reply:?}"),
+                format!(
+                    "no OPENAI_API_KEY; the embedded model {} will answer: the server at {url} answered {reply:?}",
+                    settings.llm.model
+                ),
             ),
             Err(e) => fail(
                 "llm",
@@ -235,7 +247,8 @@ async fn embedded_check(settings: &Settings) -> Check {
         Ok(server) => ok(
             "llm",
             format!(
-                "no OPENAI_API_KEY; the embedded model answered {:?} in {:.1}s (variant {})",
+                "no OPENAI_API_KEY; the embedded model {} will answer: it answered {:?} in {:.1}s (variant {})",
+                settings.llm.model,
                 server.first_reply,
                 started.elapsed().as_secs_f64(),
                 server.variant

@@ -9,14 +9,15 @@ use super::UserError;
 use super::context;
 use super::printer;
 use crate::config::Settings;
-use crate::eval::{EvalConfig, read_predictions, run_batch};
+use crate::eval::{EvalConfig, check_inputs, read_predictions, run_batch};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// Tasks, JSON Lines (agentao's export or SWE-bench rows with an `image`).
     #[arg(long)]
     pub tasks: PathBuf,
-    /// Predictions: instance_id, model_name_or_path, model_patch (JSON Lines or a JSON array).
+    /// Predictions: instance_id, model_name_or_path, model_patch (JSON Lines, a JSON array, or
+    /// SWE-agent's preds.json: an object of predictions by instance id).
     #[arg(long)]
     pub predictions: PathBuf,
     /// Evaluations at once (default: one per core).
@@ -44,6 +45,16 @@ pub async fn run(args: EvalArgs, settings: &Settings) -> anyhow::Result<()> {
         UserError::new(e.to_string())
             .hint("--predictions takes rows of instance_id, model_name_or_path, model_patch")
     })?;
+    // Refused before the engine is asked: a missing task or image is the input's fault.
+    check_inputs(&tasks, &predictions).map_err(|e| {
+        let user = UserError::new(e.to_string());
+        match e {
+            crate::eval::RunError::NoImage(_) => user.hint(
+                "agentao's task exports carry an image; a SWE-bench row needs its environment built into one first",
+            ),
+            _ => user,
+        }
+    })?;
     let run_dir = args.run_dir.unwrap_or_else(|| {
         let stem = args
             .predictions
@@ -65,9 +76,12 @@ pub async fn run(args: EvalArgs, settings: &Settings) -> anyhow::Result<()> {
         tracing::info!(instance = %v.instance_id, resolved = v.resolved, cached, outcome = ?v.outcome, "verdict");
     })
     .await
-    .map_err(|e| match e {
-        crate::eval::RunError::UnknownTask(_) => anyhow::Error::from(UserError::new(e.to_string())),
-        e => e.into(),
+    .map_err(|e| {
+        if e.is_bad_content() {
+            anyhow::Error::from(UserError::new(e.to_string()))
+        } else {
+            e.into()
+        }
     })?;
     bar.finish_and_clear();
     printer::status(format_args!(

@@ -31,7 +31,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, LlmSettings, Settings, WalletSettings, env_vars as ev};
 use crate::sandbox::{Limits, SandboxError};
-use crate::telemetry::{LogFormat, init_logging};
+use crate::telemetry::{LogFormat, Verbosity, init_logging, resolve_format};
 
 /// agentao: an autonomous software-engineering marketplace on Bittensor (subnet 62).
 #[derive(Debug, Parser)]
@@ -58,6 +58,10 @@ pub struct GlobalArgs {
     #[arg(long = "subtensor.network", global = true, env = ev::AGENTAO_SUBTENSOR_NETWORK,
           default_value = "local", value_parser = config::Network::parse)]
     pub subtensor_network: config::Network,
+    /// A subtensor node's address (the SDK's flag; `ws://host:9944`, `wss://…`); wins over
+    /// --subtensor.network.
+    #[arg(long = "subtensor.chain_endpoint", global = true, value_parser = chain_endpoint)]
+    pub chain_endpoint: Option<config::Network>,
     /// Wallet name under the wallets directory.
     #[arg(long = "wallet.name", global = true, env = ev::AGENTAO_WALLET_NAME, default_value = "default")]
     pub wallet_name: String,
@@ -70,6 +74,9 @@ pub struct GlobalArgs {
     /// Debug logs for agentao.
     #[arg(long = "logging.debug", global = true)]
     pub logging_debug: bool,
+    /// Trace logs for agentao (more than --logging.debug).
+    #[arg(long = "logging.trace", global = true)]
+    pub logging_trace: bool,
     /// Log format (default: pretty on a terminal, json otherwise).
     #[arg(long, global = true, env = ev::AGENTAO_LOG_FORMAT, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -166,7 +173,41 @@ pub enum Command {
     Bench(bench::BenchCmd),
 }
 
+/// `--subtensor.chain_endpoint`: a node address; `host:port` alone is taken as `ws://`.
+fn chain_endpoint(s: &str) -> Result<config::Network, String> {
+    let s = s.trim();
+    if s.is_empty() || s.contains(char::is_whitespace) {
+        return Err(format!(
+            "{s:?} is not a node address (ws://host:9944, wss://…)"
+        ));
+    }
+    let url = if s.contains("://") {
+        s.to_owned()
+    } else if s.contains(':') {
+        format!("ws://{s}")
+    } else {
+        return Err(format!(
+            "{s:?} is not a node address: give ws://host:port, wss://…, or host:port"
+        ));
+    };
+    match config::Network::parse(&url)? {
+        config::Network::Local => Err(format!("{s:?} is not a node address")),
+        n => Ok(n),
+    }
+}
+
 impl GlobalArgs {
+    /// How much agentao logs.
+    pub fn verbosity(&self) -> Verbosity {
+        if self.logging_trace {
+            Verbosity::Trace
+        } else if self.logging_debug {
+            Verbosity::Debug
+        } else {
+            Verbosity::Default
+        }
+    }
+
     /// Resolves flags (already layered over environment and `.env` by clap) into settings.
     pub fn settings(&self) -> Settings {
         let d = Settings::defaults();
@@ -186,7 +227,10 @@ impl GlobalArgs {
         Settings {
             netuid: self.netuid,
             mechid: self.mechid,
-            network: self.subtensor_network.clone(),
+            network: self
+                .chain_endpoint
+                .clone()
+                .unwrap_or_else(|| self.subtensor_network.clone()),
             wallet: WalletSettings {
                 name: self.wallet_name.clone(),
                 hotkey: self.wallet_hotkey.clone(),
@@ -249,13 +293,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    printer::init(cli.global.logging_debug);
-    init_logging(
-        cli.global.log_format,
-        cli.global.logging_debug,
-        printer::LogWriter,
-        printer::colour(),
-    );
+    let format = resolve_format(cli.global.log_format);
+    let verbosity = cli.global.verbosity();
+    printer::init(verbosity > Verbosity::Default, format == LogFormat::Json);
+    init_logging(format, verbosity, printer::LogWriter, printer::colour());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -302,6 +343,11 @@ fn classify(e: &anyhow::Error) -> (u8, Option<String>) {
     for cause in e.chain() {
         if let Some(user) = cause.downcast_ref::<UserError>() {
             return (2, user.hint.clone());
+        }
+        if let Some(wallet) = cause.downcast_ref::<crate::subnet::WalletError>()
+            && wallet.is_users()
+        {
+            return (2, None);
         }
         if let Some(chain) = cause.downcast_ref::<crate::subnet::ChainError>()
             && chain.is_refusal()
@@ -383,6 +429,26 @@ mod tests {
         assert_eq!(classify(&anyhow::Error::from(missing).context("x")).0, 2);
         let e = anyhow::anyhow!("plain");
         assert_eq!(classify(&e), (1, None));
+    }
+
+    #[test]
+    fn the_sdks_flags_parse() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "agentao",
+            "--subtensor.chain_endpoint",
+            "127.0.0.1:9944",
+            "--logging.trace",
+            "doctor",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.global.settings().network,
+            config::Network::Subtensor("ws://127.0.0.1:9944".into())
+        );
+        assert_eq!(cli.global.verbosity(), Verbosity::Trace);
+        assert!(chain_endpoint("local").is_err());
+        assert!(chain_endpoint("wss://node.example:443").is_ok());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::eval::EvalConfig;
 use crate::neurons::forecast::{Forecasting, MinerForecaster};
 use crate::neurons::local::{TaskSource, WEIGHTS_VERSION_KEY, pick_task};
 use crate::neurons::miner::Miner;
-use crate::neurons::validator::{Scores, Validator};
+use crate::neurons::validator::{MinerResult, Scores, Validator};
 use crate::subnet::{Axon, AxonConfig, Chain, Dendrite, Metagraph, Neuron};
 
 #[derive(Debug, Args)]
@@ -36,7 +36,8 @@ pub struct MinerArgs {
     #[arg(long = "axon.ip", default_value = "0.0.0.0")]
     pub ip: String,
     /// Address validators reach this axon at, published on the chain (`serve_axon`) when it
-    /// differs from the chain's entry (default: --axon.ip, unless that is 0.0.0.0 or ::).
+    /// differs from the chain's entry (default: --axon.ip, unless that is 0.0.0.0 or ::; then
+    /// the address of the interface that routes outward, said when published).
     #[arg(long = "axon.external_ip")]
     pub external_ip: Option<std::net::IpAddr>,
     #[command(flatten)]
@@ -88,6 +89,72 @@ fn registered<'a>(mg: &'a Metagraph, hotkey: &str, netuid: u16) -> anyhow::Resul
     })
 }
 
+/// The address validators reach the axon at, and where it came from: `--axon.external_ip`,
+/// `--axon.ip` when it names one address, else the address of the interface that routes
+/// outward (behind NAT that is a private address: then `--axon.external_ip` is needed), else
+/// the chain's current address.
+fn axon_address(args: &MinerArgs, me: &Neuron) -> anyhow::Result<(std::net::IpAddr, String)> {
+    if let Some(ip) = args.external_ip {
+        return Ok((ip, "--axon.external_ip".into()));
+    }
+    if let Some(ip) = args
+        .ip
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .filter(|ip| !ip.is_unspecified())
+    {
+        return Ok((ip, "--axon.ip".into()));
+    }
+    if let Some(ip) = outbound_ip() {
+        return Ok((
+            ip,
+            "detected from the outward route; set --axon.external_ip if validators reach this machine at another address".into(),
+        ));
+    }
+    match me.ip.parse::<std::net::IpAddr>() {
+        Ok(ip) if !ip.is_unspecified() => Ok((
+            ip,
+            "the chain's address kept, none detected; set --axon.external_ip to change it".into(),
+        )),
+        _ => Err(
+            UserError::new("cannot tell which address to publish for the axon")
+                .hint("set --axon.external_ip to the address validators reach this machine at")
+                .into(),
+        ),
+    }
+}
+
+/// The local address of the interface that routes to the public internet (no packet is sent:
+/// a UDP socket's `connect` only picks the route).
+fn outbound_ip() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+    socket.connect(("8.8.8.8", 53)).ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
+}
+
+/// One line saying how a validator round went.
+fn round_summary(round_id: &str, instance_id: &str, results: &[MinerResult]) -> String {
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in results {
+        *counts.entry(r.outcome.kind()).or_default() += 1;
+    }
+    let outcomes: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    let best = results
+        .iter()
+        .max_by(|a, b| a.score.total_cmp(&b.score))
+        .filter(|r| r.score > 0.0)
+        .map_or_else(
+            || "no miner scored".to_owned(),
+            |r| format!("best uid {} scored {:.3}", r.uid, r.score),
+        );
+    format!(
+        "round {round_id}: task {instance_id}, {} miner(s) asked: {}; {best}",
+        results.len(),
+        outcomes.join(", ")
+    )
+}
+
 /// Up to `k` of `items`, chosen uniformly at random (a partial Fisher-Yates shuffle).
 fn sample<T>(mut items: Vec<T>, k: usize) -> Vec<T> {
     use rand_core::RngCore;
@@ -101,22 +168,27 @@ fn sample<T>(mut items: Vec<T>, k: usize) -> Vec<T> {
 }
 
 pub async fn miner(args: MinerArgs, settings: &Settings) -> anyhow::Result<()> {
+    context::refuse_unreachable_model(settings)?;
     let key = wallet(settings).load_hotkey()?;
     let hotkey = key.ss58();
     let chain = chain(settings, Some(key.clone()), Inclusion::Wait)?;
     let mut mg = chain.metagraph().await?;
     let me = registered(&mg, &hotkey, settings.netuid)?;
     tracing::info!(uid = me.uid, %hotkey, "miner registered");
-    let listen_ip: Option<std::net::IpAddr> = args.ip.parse().ok();
-    let publish = args
-        .external_ip
-        .or(listen_ip.filter(|ip| !ip.is_unspecified()));
-    if let Some(ip) = publish
-        && (me.ip != ip.to_string() || me.port != args.port)
-    {
+    let (ip, source) = axon_address(&args, me)?;
+    if me.ip != ip.to_string() || me.port != args.port {
         chain.serve_axon(&hotkey, ip, args.port).await?;
         tracing::info!(%ip, port = args.port, "axon address published");
         mg = chain.metagraph().await?;
+        printer::status(format_args!(
+            "published axon {ip}:{} on the chain ({source})",
+            args.port
+        ));
+    } else {
+        printer::status(format_args!(
+            "the chain already has this axon at {ip}:{} ({source})",
+            args.port
+        ));
     }
     let engine = context::engine(settings).await?;
     let (llm, server) = context::llm(settings).await?;
@@ -162,6 +234,7 @@ pub async fn miner(args: MinerArgs, settings: &Settings) -> anyhow::Result<()> {
 }
 
 pub async fn validator(args: ValidatorArgs, settings: &Settings) -> anyhow::Result<()> {
+    context::refuse_unreachable_model(settings)?;
     let key = wallet(settings).load_hotkey()?;
     let hotkey = key.ss58();
     let chain = chain(settings, Some(key.clone()), Inclusion::Wait)?;
@@ -226,12 +299,16 @@ pub async fn validator(args: ValidatorArgs, settings: &Settings) -> anyhow::Resu
             .forecasts
             .as_ref()
             .map(|f| f.book.lock().map(|b| b.standings()).unwrap_or_default());
-        printer::data(serde_json::json!({
-            "round_id": round_id,
-            "instance_id": task.instance_id,
-            "miners": results,
-            "forecast_standings": forecasts,
-        }));
+        // A person at a terminal reads the summary; a program reading stdout gets the JSON.
+        if !printer::stdout_is_terminal() {
+            printer::data(serde_json::json!({
+                "round_id": round_id,
+                "instance_id": task.instance_id,
+                "miners": results,
+                "forecast_standings": forecasts,
+            }));
+        }
+        printer::status(round_summary(&round_id, &task.instance_id, &results));
         let (uids, weights) = scores.weights(&mg);
         match chain
             .set_weights(&hotkey, &uids, &weights, WEIGHTS_VERSION_KEY)
@@ -251,7 +328,51 @@ pub async fn validator(args: ValidatorArgs, settings: &Settings) -> anyhow::Resu
 
 #[cfg(test)]
 mod tests {
-    use super::sample;
+    use super::{round_summary, sample};
+    use crate::neurons::validator::{AnswerOutcome, MinerResult};
+    use crate::subnet::CallFailure;
+
+    #[test]
+    fn a_round_is_summed_up_in_one_line() {
+        let result = |uid, outcome, score| MinerResult {
+            uid,
+            hotkey: String::new(),
+            status_code: 200,
+            latency_s: 1.0,
+            patch_bytes: 0,
+            resolved: false,
+            outcome,
+            charged: true,
+            judged: None,
+            duplicate: false,
+            score,
+            record_seq: 0,
+            model_error: None,
+        };
+        let line = round_summary(
+            "r-1",
+            "t1",
+            &[
+                result(
+                    1,
+                    AnswerOutcome::Evaluated(crate::eval::Outcome::Resolved),
+                    0.9,
+                ),
+                result(
+                    2,
+                    AnswerOutcome::NoAnswer {
+                        kind: CallFailure::Unreachable,
+                        message: String::new(),
+                    },
+                    0.0,
+                ),
+            ],
+        );
+        assert_eq!(
+            line,
+            "round r-1: task t1, 2 miner(s) asked: 1 resolved, 1 unreachable; best uid 1 scored 0.900"
+        );
+    }
 
     #[test]
     fn sampling_takes_k_distinct_items_and_reaches_them_all() {

@@ -2,7 +2,9 @@
 //! patches) goes to stdout, everything else (status, `hint: …`, `error: …`, logs, progress)
 //! to stderr. Progress bars live in one [`MultiProgress`], hidden off a terminal and with
 //! `--logging.debug`, and are suspended while any line is written, log lines included (the
-//! tracing writer is [`LogWriter`]). `NO_COLOR` turns colour off.
+//! tracing writer is [`LogWriter`]). `NO_COLOR` turns colour off. With JSON logs, status,
+//! hint and error lines are JSON records of the same shape as the log lines (timestamp,
+//! level, fields.message, target), so the stream stays machine-readable, and no bar is drawn.
 //!
 //! Commands print through here and nowhere else; tests may keep their own `println!`.
 
@@ -15,31 +17,35 @@ use indicatif::{MultiProgress, ProgressDrawTarget};
 struct Printer {
     bars: MultiProgress,
     colour: bool,
+    /// Lines on stderr are JSON records.
+    json: bool,
 }
 
 static PRINTER: OnceLock<Printer> = OnceLock::new();
 
 /// Sets the printer up once, before anything is printed (later calls change nothing).
-/// `debug` hides progress bars, as their redraws would fight the debug log.
-pub fn init(debug: bool) {
-    let _ = PRINTER.set(Printer::new(debug));
+/// `debug` hides progress bars, as their redraws would fight the debug log; `json` makes
+/// every stderr line a JSON record.
+pub fn init(debug: bool, json: bool) {
+    let _ = PRINTER.set(Printer::new(debug, json));
 }
 
 fn printer() -> &'static Printer {
-    PRINTER.get_or_init(|| Printer::new(false))
+    PRINTER.get_or_init(|| Printer::new(false, false))
 }
 
 impl Printer {
-    fn new(debug: bool) -> Printer {
+    fn new(debug: bool, json: bool) -> Printer {
         let terminal = std::io::stderr().is_terminal();
-        let target = if terminal && !debug {
+        let target = if terminal && !debug && !json {
             ProgressDrawTarget::stderr()
         } else {
             ProgressDrawTarget::hidden()
         };
         Printer {
             bars: MultiProgress::with_draw_target(target),
-            colour: terminal && std::env::var_os("NO_COLOR").is_none(),
+            colour: terminal && !json && std::env::var_os("NO_COLOR").is_none(),
+            json,
         }
     }
 }
@@ -86,19 +92,52 @@ pub fn stderr_raw(bytes: &[u8]) {
     });
 }
 
+/// Whether stdout is a terminal (a person reads it, not a program).
+pub fn stdout_is_terminal() -> bool {
+    std::io::stdout().is_terminal()
+}
+
+/// A line on stderr as a JSON record shaped like the JSON log lines.
+fn json_line(level: &str, kind: &str, line: &dyn Display) -> String {
+    let mut fields = serde_json::Map::new();
+    fields.insert("message".into(), line.to_string().into());
+    if !kind.is_empty() {
+        fields.insert("kind".into(), kind.into());
+    }
+    serde_json::json!({
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "level": level,
+        "fields": fields,
+        "target": "agentao",
+    })
+    .to_string()
+}
+
 /// A status line on stderr (what happened, what is happening).
 pub fn status(line: impl Display) {
+    if printer().json {
+        let record = json_line("INFO", "", &line);
+        return suspended(|| eprintln!("{record}"));
+    }
     suspended(|| eprintln!("{line}"));
 }
 
 /// `hint: …` on stderr: what the user can do next.
 pub fn hint(line: impl Display) {
+    if printer().json {
+        let record = json_line("INFO", "hint", &line);
+        return suspended(|| eprintln!("{record}"));
+    }
     let label = paint("hint:", "1;36");
     suspended(|| eprintln!("{label} {line}"));
 }
 
 /// `error: …` on stderr.
 pub fn error(line: impl Display) {
+    if printer().json {
+        let record = json_line("ERROR", "", &line);
+        return suspended(|| eprintln!("{record}"));
+    }
     let label = paint("error:", "1;31");
     suspended(|| eprintln!("{label} {line}"));
 }

@@ -16,7 +16,8 @@ use crate::subnet::{AxonTarget, Chain, CodingTask, Dendrite, Neuron, Wallet};
 
 #[derive(Debug, Subcommand)]
 pub enum SubnetCmd {
-    /// Create the hotkey of --wallet.name/--wallet.hotkey (mode 0600; refuses to overwrite).
+    /// Create the hotkey of --wallet.name/--wallet.hotkey in btcli's layout (mode 0600;
+    /// refuses to overwrite); a wallet without a coldkey gets one.
     CreateHotkey,
     /// Print the hotkey's SS58 address.
     Whoami,
@@ -90,8 +91,24 @@ pub struct LoadReport {
 pub async fn run(cmd: SubnetCmd, settings: &Settings) -> anyhow::Result<()> {
     match cmd {
         SubnetCmd::CreateHotkey => {
-            let pair = wallet(settings).create_hotkey()?;
-            printer::data(pair.ss58());
+            let w = wallet(settings);
+            let made = w.create()?;
+            if made.new_coldkey {
+                printer::status(format_args!(
+                    "new coldkey {} written unencrypted to {} (mode 0600)",
+                    made.coldkey,
+                    w.coldkey_path().display()
+                ));
+                printer::hint(
+                    "the coldkey owns the stake and a neuron never needs it: keep its secretPhrase offline and delete the file, or re-create it encrypted with `btcli wallet regen-coldkey`",
+                );
+            }
+            printer::status(format_args!(
+                "hotkey {} of coldkey {}",
+                made.hotkey.ss58(),
+                made.coldkey
+            ));
+            printer::data(made.hotkey.ss58());
         }
         SubnetCmd::Whoami => printer::data(wallet(settings).load_hotkey()?.ss58()),
         SubnetCmd::Register {

@@ -58,8 +58,13 @@ pub const AGENTAO_WALLET_PATH: &str = "AGENTAO_WALLET_PATH";
 pub const GITHUB_TOKEN: &str = "GITHUB_TOKEN";
 /// GitHub API base URL.
 pub const GITHUB_API_URL: &str = "GITHUB_API_URL";
-/// HuggingFace Hub token for `dataset push`.
+/// HuggingFace Hub token for `dataset push` (else the token file `huggingface-cli login`
+/// wrote).
 pub const HF_TOKEN: &str = "HF_TOKEN";
+/// The token file `huggingface-cli login` writes (default `$HF_HOME/token`).
+pub const HF_TOKEN_PATH: &str = "HF_TOKEN_PATH";
+/// HuggingFace's home (default `~/.cache/huggingface`), holding the login's `token`.
+pub const HF_HOME: &str = "HF_HOME";
 /// HuggingFace Hub endpoint.
 pub const HF_ENDPOINT: &str = "HF_ENDPOINT";
 /// PostHog project key; telemetry is off unless set.
@@ -97,6 +102,8 @@ pub const ALL: &[&str] = &[
     GITHUB_TOKEN,
     GITHUB_API_URL,
     HF_TOKEN,
+    HF_TOKEN_PATH,
+    HF_HOME,
     HF_ENDPOINT,
     POSTHOG_API_KEY,
     POSTHOG_HOST,

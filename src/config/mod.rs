@@ -293,6 +293,25 @@ pub fn default_data_dir() -> PathBuf {
         .join("agentao")
 }
 
+/// The token file `huggingface-cli login` writes, as `huggingface_hub` looks for it:
+/// `$HF_TOKEN_PATH`, else `$HF_HOME/token`, else `$XDG_CACHE_HOME/huggingface/token` or
+/// `~/.cache/huggingface/token`.
+pub fn hf_token_file() -> PathBuf {
+    let set = |var: &str| std::env::var_os(var).filter(|v| !v.is_empty());
+    if let Some(path) = set(env_vars::HF_TOKEN_PATH) {
+        return PathBuf::from(path);
+    }
+    let hf_home = set(env_vars::HF_HOME).map_or_else(
+        || {
+            set("XDG_CACHE_HOME")
+                .map_or_else(|| home().join(".cache"), PathBuf::from)
+                .join("huggingface")
+        },
+        PathBuf::from,
+    );
+    hf_home.join("token")
+}
+
 /// Seconds to a [`Duration`], for flags.
 pub fn secs(s: u64) -> Duration {
     Duration::from_secs(s)

@@ -18,8 +18,22 @@ pub fn size_category(rows: u64) -> &'static str {
     }
 }
 
+/// The name as it goes into the card: one line (control characters become spaces), and for
+/// the front matter a YAML double-quoted scalar (a JSON string is one), so `: `, `#`, quotes
+/// and leading symbols stay part of the name.
+fn card_name(name: &str) -> (String, String) {
+    let line: String = name
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let line = line.trim().to_owned();
+    let yaml = serde_json::to_string(&line).expect("a string serialises");
+    (line, yaml)
+}
+
 /// Writes `README.md` into the export folder.
 pub fn write_card(out: &Path, name: &str, state: &ExportState) -> Result<(), DatasetError> {
+    let (name, name_yaml) = card_name(name);
     let rate = if state.rows == 0 {
         "n/a".to_owned()
     } else {
@@ -28,7 +42,9 @@ pub fn write_card(out: &Path, name: &str, state: &ExportState) -> Result<(), Dat
     let card = crate::prompts::render(
         crate::prompts::get("dataset_card"),
         &[
-            ("name", name),
+            ("name", &name),
+            ("name_yaml", &name_yaml),
+            ("schema_version", &state.schema_version.to_string()),
             ("size_category", size_category(state.rows)),
             ("rows", &state.rows.to_string()),
             ("tasks", &state.tasks.len().to_string()),
@@ -51,5 +67,12 @@ mod tests {
         assert_eq!(size_category(0), "n<1K");
         assert_eq!(size_category(1_000), "1K<n<10K");
         assert_eq!(size_category(100_000), "100K<n<1M");
+    }
+
+    #[test]
+    fn names_are_one_line_and_quoted_for_yaml() {
+        let (line, yaml) = card_name("agentao: SN62 #1 \"best\"\nrun");
+        assert_eq!(line, "agentao: SN62 #1 \"best\" run");
+        assert_eq!(yaml, r#""agentao: SN62 #1 \"best\" run""#);
     }
 }

@@ -1,7 +1,9 @@
 //! Parquet export: records streamed from the store into zstd-compressed shards
-//! (`data/train-XXXXX-of-YYYYY.parquet`) in batches, never all in memory, plus the dataset card.
-//! Exports are incremental: a state file remembers the last exported record, so a second
-//! export adds new shards and leaves the old ones untouched.
+//! (`data/train-NNNNN.parquet`, numbered on across exports) in batches, never all in memory,
+//! plus the dataset card. Exports are incremental: a state file remembers the last exported
+//! record, so a second export adds new shards and leaves the old ones untouched. The state
+//! names the column layout ([`SCHEMA_VERSION`]); a folder holding shards of another layout is
+//! refused rather than mixed.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -25,6 +27,12 @@ use super::record::Record;
 use super::store::RecordStore;
 
 const STATE_FILE: &str = ".agentao-export.json";
+
+/// The column layout of the shards: 2 since `patch` is the gold fix (SWE-bench's meaning), the
+/// miner's patch is `model_patch`, `difficulty` is SWE-bench Verified's level and its features
+/// are `difficulty_features`. Layout 1 had `gold_patch`, the miner's `patch` and the features
+/// in `difficulty`.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// How to export.
 #[derive(Debug, Clone)]
@@ -56,6 +64,9 @@ impl Default for ExportOptions {
 /// What the export folder holds so far (kept in its state file).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExportState {
+    /// The column layout of the shards ([`SCHEMA_VERSION`]; 1 in state files without it).
+    #[serde(default = "first_schema")]
+    pub schema_version: u32,
     /// Sequence number after the last exported record.
     pub next_seq: u64,
     pub shards: Vec<String>,
@@ -64,6 +75,19 @@ pub struct ExportState {
     pub tasks: BTreeSet<String>,
     pub packages: BTreeSet<String>,
     pub miners: BTreeSet<String>,
+}
+
+fn first_schema() -> u32 {
+    1
+}
+
+impl ExportState {
+    fn new() -> ExportState {
+        ExportState {
+            schema_version: SCHEMA_VERSION,
+            ..ExportState::default()
+        }
+    }
 }
 
 /// What one export did.
@@ -95,7 +119,7 @@ pub fn schema() -> Arc<Schema> {
         s("problem_statement"),
         s("hints_text"),
         s("version"),
-        s("gold_patch"),
+        s("patch"),
         s("FAIL_TO_PASS"),
         s("PASS_TO_PASS"),
         s("task_created_at"),
@@ -103,11 +127,12 @@ pub fn schema() -> Arc<Schema> {
         s("pypi_version"),
         s("mutation_kind"),
         s("difficulty"),
+        s("difficulty_features"),
         s("miner_hotkey"),
         Field::new("miner_uid", Int64, false),
         s("agent"),
         s("model"),
-        s("patch"),
+        s("model_patch"),
         s("trajectory"),
         Field::new("resolved", Boolean, false),
         s("outcome"),
@@ -177,7 +202,7 @@ fn to_batch(records: &[Record]) -> Result<RecordBatch, DatasetError> {
         strings(&|r| &r.problem_statement),
         strings(&|r| &r.hints_text),
         strings(&|r| &r.version),
-        strings(&|r| &r.gold_patch),
+        strings(&|r| &r.patch),
         strings(&|r| &r.fail_to_pass),
         strings(&|r| &r.pass_to_pass),
         strings(&|r| &r.task_created_at),
@@ -185,11 +210,12 @@ fn to_batch(records: &[Record]) -> Result<RecordBatch, DatasetError> {
         strings(&|r| &r.pypi_version),
         strings(&|r| &r.mutation_kind),
         strings(&|r| &r.difficulty),
+        strings(&|r| &r.difficulty_features),
         strings(&|r| &r.miner_hotkey),
         ints(&|r| r.miner_uid),
         strings(&|r| &r.agent),
         strings(&|r| &r.model),
-        strings(&|r| &r.patch),
+        strings(&|r| &r.model_patch),
         strings(&|r| &r.trajectory),
         Arc::new(resolved.finish()),
         strings(&|r| &r.outcome),
@@ -221,7 +247,7 @@ pub fn read_state(out: &Path) -> Result<ExportState, DatasetError> {
             line: 0,
             reason: e.to_string(),
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ExportState::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ExportState::new()),
         Err(e) => Err(DatasetError::io(&path, e)),
     }
 }
@@ -247,6 +273,16 @@ pub fn export(
     let data = out.join("data");
     std::fs::create_dir_all(&data).map_err(|e| DatasetError::io(&data, e))?;
     let mut state = read_state(out)?;
+    if state.schema_version != SCHEMA_VERSION {
+        if !state.shards.is_empty() {
+            return Err(DatasetError::SchemaChanged {
+                path: out.display().to_string(),
+                found: state.schema_version,
+                now: SCHEMA_VERSION,
+            });
+        }
+        state.schema_version = SCHEMA_VERSION;
+    }
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(3).expect("valid level"),
@@ -336,15 +372,11 @@ pub fn export(
         finished.push(s.tmp);
     }
 
-    // Name the new shards now that their number is known; old shards keep their names.
-    let total = state.shards.len() + finished.len();
+    // Number the new shards after the old ones, which keep their names: no name claims a
+    // total that a later export would make wrong.
     let mut new_shards = Vec::new();
     for (i, tmp) in finished.iter().enumerate() {
-        let name = format!(
-            "train-{:05}-of-{:05}.parquet",
-            state.shards.len() + i,
-            total
-        );
+        let name = format!("train-{:05}.parquet", state.shards.len() + i);
         let path = data.join(&name);
         std::fs::rename(tmp, &path).map_err(|e| DatasetError::io(&path, e))?;
         new_shards.push(format!("data/{name}"));

@@ -13,7 +13,7 @@ pub mod store;
 
 use std::path::Path;
 
-pub use export::{ExportOptions, ExportReport, ExportState, export, read_state};
+pub use export::{ExportOptions, ExportReport, ExportState, SCHEMA_VERSION, export, read_state};
 pub use hub::{HubClient, HubError, PushReport};
 pub use record::Record;
 pub use store::RecordStore;
@@ -35,6 +35,10 @@ pub enum DatasetError {
     },
     #[error("encoding: {0}")]
     Encode(String),
+    #[error(
+        "{path} holds shards of dataset layout {found}; this agentao writes layout {now} (`patch` is the gold fix, `model_patch` the miner's): export into a new folder"
+    )]
+    SchemaChanged { path: String, found: u32, now: u32 },
 }
 
 impl DatasetError {

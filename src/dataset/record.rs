@@ -1,5 +1,8 @@
 //! The dataset record: one (problem, solution, score) with everything a researcher needs to
-//! learn from it. Task fields keep SWE-bench's names.
+//! learn from it. Task fields keep SWE-bench's names and meanings: `patch` is the gold fix, as
+//! in every SWE-bench file, and the miner's patch is `model_patch`, as in SWE-bench's
+//! predictions. Records written before that (`gold_patch` beside a miner's `patch`, the
+//! difficulty features in `difficulty`, an empty trajectory) are read into today's shape.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,8 +27,8 @@ pub struct Record {
     pub problem_statement: String,
     pub hints_text: String,
     pub version: String,
-    /// The gold patch.
-    pub gold_patch: String,
+    /// The gold patch (SWE-bench's `patch`).
+    pub patch: String,
     /// JSON lists, as SWE-bench stores them.
     #[serde(rename = "FAIL_TO_PASS")]
     pub fail_to_pass: String,
@@ -35,16 +38,19 @@ pub struct Record {
     pub package: String,
     pub pypi_version: String,
     pub mutation_kind: String,
-    /// Difficulty features of the task (JSON object).
+    /// SWE-bench Verified's difficulty level (`<15 min fix`, ...), empty when unknown.
     pub difficulty: String,
+    /// Difficulty features of the task (JSON object; `{}` when none).
+    pub difficulty_features: String,
 
     // The solution.
     pub miner_hotkey: String,
     pub miner_uid: i64,
     pub agent: String,
     pub model: String,
-    pub patch: String,
-    /// The agent's trajectory (JSON).
+    /// The miner's patch (SWE-bench predictions' `model_patch`).
+    pub model_patch: String,
+    /// The agent's trajectory (JSON; `null` when the miner sent none).
     pub trajectory: String,
 
     // The verdict and the scores.
@@ -101,15 +107,16 @@ impl Record {
             problem_statement: task.problem_statement.clone(),
             hints_text: task.hints_text.clone(),
             version: task.version.clone(),
-            gold_patch: task.patch.clone(),
+            patch: task.patch.clone(),
             fail_to_pass: serde_json::to_string(&task.fail_to_pass).unwrap_or_default(),
             pass_to_pass: serde_json::to_string(&task.pass_to_pass).unwrap_or_default(),
             task_created_at: task.created_at.clone(),
             package: task.package.clone(),
             pypi_version: task.pypi_version.clone(),
             mutation_kind: task.mutation_kind.clone(),
-            difficulty: task
-                .difficulty
+            difficulty: task.difficulty.clone(),
+            difficulty_features: task
+                .difficulty_features
                 .as_ref()
                 .and_then(|d| serde_json::to_string(d).ok())
                 .unwrap_or_else(|| "{}".into()),
@@ -117,8 +124,8 @@ impl Record {
             miner_uid: -1,
             agent: String::new(),
             model: String::new(),
-            patch: String::new(),
-            trajectory: String::new(),
+            model_patch: String::new(),
+            trajectory: "null".into(),
             resolved: false,
             outcome: String::new(),
             outcome_reason: String::new(),
@@ -137,5 +144,88 @@ impl Record {
             forecast_p_resolve: None,
             miner_forecast: None,
         }
+    }
+}
+
+impl Record {
+    /// Reads one stored line, bringing a record of the first layout (`gold_patch` beside the
+    /// miner's `patch`, features in `difficulty`, an empty trajectory) into today's.
+    pub fn from_json(line: &str) -> Result<Record, serde_json::Error> {
+        match serde_json::from_str(line) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let mut v: serde_json::Value = serde_json::from_str(line)?;
+                match v.as_object_mut() {
+                    Some(obj) if obj.contains_key("gold_patch") => upgrade(obj),
+                    _ => return Err(e),
+                }
+                serde_json::from_value(v)
+            }
+        }
+    }
+}
+
+/// The first layout's fields renamed and re-read (see [`Record::from_json`]).
+fn upgrade(obj: &mut serde_json::Map<String, serde_json::Value>) {
+    use serde_json::Value;
+    let gold = obj.remove("gold_patch").unwrap_or_default();
+    let miners = obj.remove("patch").unwrap_or(Value::String(String::new()));
+    obj.insert("patch".into(), gold);
+    obj.insert("model_patch".into(), miners);
+    let features = obj
+        .get("difficulty")
+        .and_then(Value::as_str)
+        .unwrap_or("{}")
+        .to_owned();
+    let level = serde_json::from_str::<crate::tasks::Difficulty>(&features)
+        .map(|d| d.level().to_owned())
+        .unwrap_or_default();
+    obj.insert("difficulty".into(), Value::String(level));
+    obj.insert("difficulty_features".into(), Value::String(features));
+    if obj.get("trajectory").and_then(Value::as_str) == Some("") {
+        obj.insert("trajectory".into(), Value::String("null".into()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_of_the_first_layout_reads_with_swe_benchs_meanings() {
+        let task: Task = serde_json::from_value(serde_json::json!({
+            "instance_id": "p__1-a", "repo": "pypi/p", "patch": "GOLD", "problem_statement": "s",
+            "FAIL_TO_PASS": [], "PASS_TO_PASS": []
+        }))
+        .unwrap();
+        let mut now = Record::for_task(&task);
+        now.model_patch = "MINER".into();
+        let line = serde_json::to_string(&now).unwrap();
+        assert_eq!(Record::from_json(&line).unwrap(), now);
+        assert_eq!(now.trajectory, "null", "JSON even when the miner sent none");
+
+        let mut old: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let o = old.as_object_mut().unwrap();
+        o.insert("gold_patch".into(), "GOLD".into());
+        o.insert("patch".into(), "MINER".into());
+        o.remove("model_patch");
+        o.remove("difficulty_features");
+        o.insert(
+            "difficulty".into(),
+            r#"{"gold_lines":2,"gold_files":1,"fail_to_pass":1,"pass_to_pass":0,"function_lines":5,"source_files":3,"test_seconds":0.1,"statement_words":9}"#.into(),
+        );
+        o.insert("trajectory".into(), "".into());
+        let read = Record::from_json(&old.to_string()).unwrap();
+        assert_eq!(
+            (read.patch.as_str(), read.model_patch.as_str()),
+            ("GOLD", "MINER")
+        );
+        assert_eq!(read.difficulty, "<15 min fix");
+        assert!(read.difficulty_features.contains("\"gold_lines\":2"));
+        assert_eq!(read.trajectory, "null");
+        assert!(
+            Record::from_json("{\"seq\": 1}").is_err(),
+            "garbage stays an error"
+        );
     }
 }

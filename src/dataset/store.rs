@@ -81,7 +81,7 @@ impl RecordStore {
             .filter(|(_, l)| l.as_ref().map_or(true, |l| !l.trim().is_empty()))
             .map(move |(i, line)| {
                 let line = line.map_err(|e| DatasetError::io(&path, e))?;
-                serde_json::from_str(&line).map_err(|e| DatasetError::Corrupt {
+                Record::from_json(&line).map_err(|e| DatasetError::Corrupt {
                     path: path.display().to_string(),
                     line: i + 1,
                     reason: e.to_string(),

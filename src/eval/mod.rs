@@ -19,4 +19,6 @@ pub use harness::{
     ApplyMethod, EvalConfig, HARNESS_VERSION, Outcome, Timings, Verdict, evaluate, verdict_key,
 };
 pub use patch::{PatchError, PatchSummary, check_patch};
-pub use run::{Prediction, Report, RunError, read_predictions, run_batch};
+pub use run::{
+    Prediction, REPORT_SCHEMA_VERSION, Report, RunError, check_inputs, read_predictions, run_batch,
+};

@@ -126,7 +126,7 @@ impl Forge<'_> {
                 &mut budget,
             )
             .await;
-            if let Some(d) = task.difficulty.as_mut() {
+            if let Some(d) = task.difficulty_features.as_mut() {
                 d.statement_words = text.split_whitespace().count() as u32;
             }
             task.problem_statement = text;
@@ -151,7 +151,7 @@ impl Forge<'_> {
                 cpu,
             );
         }
-        if let Some(d) = task.difficulty.as_mut() {
+        if let Some(d) = task.difficulty_features.as_mut() {
             d.test_seconds = verdict.timings.tests_s;
         }
         (Ok(task), cpu)
@@ -242,7 +242,8 @@ fn make_task(ctx: &PackageCtx<'_>, found: Found<'_>) -> Option<Task> {
         mutation_kind: m.kind.as_str().to_owned(),
         bug_patch,
         test_files,
-        difficulty: Some(difficulty),
+        difficulty: difficulty.level().to_owned(),
+        difficulty_features: Some(difficulty),
         predicted_difficulty: None,
     })
 }

@@ -335,7 +335,7 @@ impl Validator {
             record.model = reply.map(|r| r.model.clone()).unwrap_or_default();
             // A patch over the evaluation's limit was refused unread; it is not kept either.
             if patch.len() <= self.eval.max_patch_bytes {
-                record.patch = patch.clone();
+                record.model_patch = patch.clone();
             }
             record.resolved = verdict.resolved;
             record.outcome = outcome.kind();

@@ -18,4 +18,4 @@ pub use chain::{AnyChain, Chain, ChainError, LocalChain, Metagraph, Neuron, norm
 pub use dendrite::{AxonTarget, CallFailure, CallResult, DEFAULT_MAX_ANSWER_BYTES, Dendrite};
 pub use subtensor::{SubtensorChain, SubtensorConfig};
 pub use synapse::{CodingTask, Forecast, Synapse, SynapseBody, TerminalInfo};
-pub use wallet::{Keypair, Wallet, WalletError, ss58_decode, ss58_encode, verify};
+pub use wallet::{Created, Keypair, Wallet, WalletError, ss58_decode, ss58_encode, verify};

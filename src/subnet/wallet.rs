@@ -1,7 +1,10 @@
-//! Bittensor wallets on disk and sr25519 keys: `~/.bittensor/wallets/<wallet>/hotkeys/<hotkey>`
-//! (JSON: secretPhrase, secretSeed, publicKey, privateKey, accountId, ss58Address) and
-//! `coldkeypub.txt`; SS58 addresses (prefix 42); signatures with the `substrate` context.
-//! Secrets never reach a log line: `Debug` shows the address only.
+//! Bittensor wallets on disk and sr25519 keys, in btcli's layout:
+//! `~/.bittensor/wallets/<wallet>/{coldkey, coldkeypub.txt, hotkeys/<hotkey>, hotkeys/<hotkey>pub.txt}`
+//! (JSON: secretPhrase, secretSeed, publicKey, privateKey, accountId, ss58Address, cryptoType;
+//! the `pub` files carry the public half only); SS58 addresses (prefix 42);
+//! signatures with the `substrate` context. Secrets never reach a log line: `Debug` shows the
+//! address only. Encrypted keyfiles (`$NACL…`, written by btcli with a password) are
+//! recognised and refused: a neuron needs its hotkey unencrypted.
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +25,10 @@ pub enum WalletError {
     TooOpen { path: String, mode: u32 },
     #[error("key file {path} is not a usable keyfile: {reason}")]
     BadKeyfile { path: String, reason: String },
+    #[error(
+        "key file {path} is encrypted; a neuron needs its hotkey unencrypted (btcli: `btcli wallet regen-hotkey --no-use-password`, or `agentao subnet create-hotkey` for a new one)"
+    )]
+    Encrypted { path: String },
     #[error("{0:?} is not an SS58 address")]
     BadAddress(String),
     #[error("{path}: {source}")]
@@ -147,7 +154,16 @@ pub fn ss58_decode(address: &str) -> Result<[u8; 32], WalletError> {
     Ok(out)
 }
 
-/// A hotkey or coldkey file as the Bittensor SDK writes it (unencrypted).
+impl WalletError {
+    /// Whether the error is about the user's files (missing, too open, unreadable,
+    /// encrypted) rather than the machine.
+    pub fn is_users(&self) -> bool {
+        !matches!(self, WalletError::Io { .. })
+    }
+}
+
+/// A hotkey or coldkey file as the Bittensor SDK writes it (unencrypted); the `pub` files
+/// leave the secrets out. `cryptoType` 1 is sr25519, the only type agentao signs with.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Keyfile {
@@ -160,6 +176,60 @@ struct Keyfile {
     public_key: String,
     account_id: String,
     ss58_address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    crypto_type: Option<u8>,
+}
+
+/// The SDK's `cryptoType` of sr25519 keys.
+const SR25519: u8 = 1;
+
+impl Keyfile {
+    /// The full keyfile of a pair made from `seed` (and its phrase).
+    fn secret(pair: &Keypair, seed: &[u8; 32], phrase: String) -> Keyfile {
+        Keyfile {
+            secret_phrase: Some(phrase),
+            secret_seed: Some(pair.seed_hex(seed)),
+            private_key: Some(format!(
+                "0x{}",
+                hex::encode(pair.inner.secret.to_ed25519_bytes())
+            )),
+            ..Keyfile::public(pair)
+        }
+    }
+
+    /// The public half (`coldkeypub.txt`, `hotkeys/<name>pub.txt`).
+    fn public(pair: &Keypair) -> Keyfile {
+        let public = format!("0x{}", hex::encode(pair.public()));
+        Keyfile {
+            secret_phrase: None,
+            secret_seed: None,
+            private_key: None,
+            public_key: public.clone(),
+            account_id: public,
+            ss58_address: pair.ss58(),
+            crypto_type: Some(SR25519),
+        }
+    }
+}
+
+/// A new key pair with its seed and phrase, derived as Substrate does.
+fn new_pair() -> (Keypair, [u8; 32], String) {
+    let (_, phrase) = Keypair::generate();
+    let m = bip39::Mnemonic::parse_in(bip39::Language::English, &phrase).expect("fresh");
+    let mini =
+        substrate_bip39::mini_secret_from_entropy(&m.to_entropy(), "").expect("valid entropy");
+    let seed: [u8; 32] = mini.to_bytes();
+    (Keypair::from_seed(&seed), seed, phrase)
+}
+
+/// What [`Wallet::create_hotkey`] made.
+#[derive(Debug)]
+pub struct Created {
+    pub hotkey: Keypair,
+    /// The wallet's coldkey address (`coldkeypub.txt`).
+    pub coldkey: String,
+    /// The coldkey was made now (the wallet had none), unencrypted in `coldkey`.
+    pub new_coldkey: bool,
 }
 
 /// A wallet directory: `<root>/<name>` with `hotkeys/<hotkey>` and `coldkeypub.txt`.
@@ -186,8 +256,42 @@ impl Wallet {
             .join(&self.hotkey)
     }
 
+    /// `hotkeys/<hotkey>pub.txt`, the hotkey's public half.
+    pub fn hotkeypub_path(&self) -> PathBuf {
+        self.root
+            .join(&self.name)
+            .join("hotkeys")
+            .join(format!("{}pub.txt", self.hotkey))
+    }
+
+    pub fn coldkey_path(&self) -> PathBuf {
+        self.root.join(&self.name).join("coldkey")
+    }
+
     pub fn coldkeypub_path(&self) -> PathBuf {
         self.root.join(&self.name).join("coldkeypub.txt")
+    }
+
+    /// The coldkey's SS58 address from `coldkeypub.txt`.
+    pub fn coldkey_ss58(&self) -> Result<String, WalletError> {
+        let path = self.coldkeypub_path();
+        let shown = path.display().to_string();
+        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => WalletError::Missing {
+                path: shown.clone(),
+            },
+            _ => WalletError::Io {
+                path: shown.clone(),
+                source: e,
+            },
+        })?;
+        let file: Keyfile =
+            serde_json::from_slice(&bytes).map_err(|e| WalletError::BadKeyfile {
+                path: shown.clone(),
+                reason: e.to_string(),
+            })?;
+        ss58_decode(&file.ss58_address)?;
+        Ok(file.ss58_address)
     }
 
     /// Loads the hotkey (the only key a running neuron needs), refusing a file others can
@@ -217,8 +321,13 @@ impl Wallet {
             path: shown.clone(),
             reason: reason.to_owned(),
         };
-        let file: Keyfile = serde_json::from_slice(&bytes)
-            .map_err(|_| bad("not JSON (encrypted hotkeys are not supported)"))?;
+        if is_encrypted(&bytes) {
+            return Err(WalletError::Encrypted { path: shown });
+        }
+        let file: Keyfile = serde_json::from_slice(&bytes).map_err(|_| bad("not JSON"))?;
+        if let Some(t) = file.crypto_type.filter(|t| *t != SR25519) {
+            return Err(bad(&format!("cryptoType {t} is not sr25519 (1)")));
+        }
         let pair = if let Some(seed) = &file.secret_seed {
             let raw = hex::decode(seed.trim_start_matches("0x"))
                 .map_err(|_| bad("secretSeed is not hex"))?;
@@ -237,52 +346,77 @@ impl Wallet {
         Ok(pair)
     }
 
-    /// Creates a new hotkey file (mode 0600) and, if missing, a coldkeypub.txt for it; returns
-    /// the key pair. Refuses to overwrite.
+    /// Creates a new hotkey in btcli's layout: `hotkeys/<hotkey>` (mode 0600) and
+    /// `hotkeys/<hotkey>pub.txt`; returns the key pair. Refuses to overwrite. A wallet without
+    /// a coldkey gets one too (see [`Wallet::create`]).
     pub fn create_hotkey(&self) -> Result<Keypair, WalletError> {
+        self.create().map(|c| c.hotkey)
+    }
+
+    /// [`Wallet::create_hotkey`], saying what was made. When the wallet has no
+    /// `coldkeypub.txt`, a new coldkey is written as btcli's `--no-use-password` writes one
+    /// (`coldkey`, mode 0600, and `coldkeypub.txt`), so the SDK and btcli see a wallet whose
+    /// coldkey owns the hotkey; an existing coldkey is left alone.
+    pub fn create(&self) -> Result<Created, WalletError> {
         let path = self.hotkey_path();
         let shown = path.display().to_string();
-        let io = |e| WalletError::Io {
-            path: shown.clone(),
-            source: e,
-        };
         if path.exists() {
             return Err(WalletError::BadKeyfile {
                 path: shown,
                 reason: "exists already; refusing to overwrite".into(),
             });
         }
-        std::fs::create_dir_all(path.parent().expect("has a parent")).map_err(io)?;
-        let (_, phrase) = Keypair::generate();
-        let m = bip39::Mnemonic::parse_in(bip39::Language::English, &phrase).expect("fresh");
-        let mini =
-            substrate_bip39::mini_secret_from_entropy(&m.to_entropy(), "").expect("valid entropy");
-        let seed: [u8; 32] = mini.to_bytes();
-        let pair = Keypair::from_seed(&seed);
-        let public = format!("0x{}", hex::encode(pair.public()));
-        let file = Keyfile {
-            secret_phrase: Some(phrase),
-            secret_seed: Some(pair.seed_hex(&seed)),
-            private_key: Some(format!(
-                "0x{}",
-                hex::encode(pair.inner.secret.to_ed25519_bytes())
-            )),
-            public_key: public.clone(),
-            account_id: public.clone(),
-            ss58_address: pair.ss58(),
+        let dir = path.parent().expect("has a parent");
+        std::fs::create_dir_all(dir).map_err(|e| WalletError::Io {
+            path: dir.display().to_string(),
+            source: e,
+        })?;
+        let (pair, seed, phrase) = new_pair();
+        let (coldkey, new_coldkey) = if self.coldkeypub_path().exists() {
+            (self.coldkey_ss58()?, false)
+        } else if self.coldkey_path().exists() {
+            return Err(WalletError::BadKeyfile {
+                path: self.coldkey_path().display().to_string(),
+                reason: "the wallet has a coldkey but no coldkeypub.txt; write it with `btcli wallet regen-coldkeypub`".into(),
+            });
+        } else {
+            let (cold, cold_seed, cold_phrase) = new_pair();
+            write_keyfile(
+                &self.coldkey_path(),
+                &Keyfile::secret(&cold, &cold_seed, cold_phrase),
+            )?;
+            write_keyfile(&self.coldkeypub_path(), &Keyfile::public(&cold))?;
+            (cold.ss58(), true)
         };
-        write_private(&path, &serde_json::to_vec(&file).expect("serialisable")).map_err(io)?;
-        let cold = self.coldkeypub_path();
-        if !cold.exists() {
-            let pubfile = serde_json::json!({"accountId": public, "publicKey": public,
-                "ss58Address": pair.ss58()});
-            std::fs::write(&cold, pubfile.to_string()).map_err(|e| WalletError::Io {
-                path: cold.display().to_string(),
-                source: e,
-            })?;
-        }
-        Ok(pair)
+        write_keyfile(&path, &Keyfile::secret(&pair, &seed, phrase))?;
+        // A `pub` file left by an earlier hotkey of this name would name the wrong key.
+        let pubfile = self.hotkeypub_path();
+        let _ = std::fs::remove_file(&pubfile);
+        write_keyfile(&pubfile, &Keyfile::public(&pair))?;
+        Ok(Created {
+            hotkey: pair,
+            coldkey,
+            new_coldkey,
+        })
     }
+}
+
+/// Whether keyfile bytes are encrypted as the SDK encrypts them (NaCl secretbox, Ansible
+/// vault, or the legacy Fernet token).
+fn is_encrypted(bytes: &[u8]) -> bool {
+    [b"$NACL".as_slice(), b"$ANSIBLE_VAULT", b"gAAAAA"]
+        .iter()
+        .any(|p| bytes.starts_with(p))
+}
+
+/// Writes a keyfile (mode 0600), refusing to overwrite one.
+fn write_keyfile(path: &Path, file: &Keyfile) -> Result<(), WalletError> {
+    write_private(path, &serde_json::to_vec(file).expect("serialisable")).map_err(|e| {
+        WalletError::Io {
+            path: path.display().to_string(),
+            source: e,
+        }
+    })
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -342,5 +476,40 @@ mod tests {
         let err = w.load_hotkey().unwrap_err();
         assert!(matches!(err, WalletError::TooOpen { .. }), "{err}");
         assert!(err.to_string().contains("chmod 600"));
+    }
+
+    #[test]
+    fn a_new_wallet_has_its_own_coldkey_and_public_files_in_btclis_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Wallet::new(dir.path(), "w", "h");
+        let made = w.create().unwrap();
+        assert!(made.new_coldkey);
+        assert_ne!(
+            made.coldkey,
+            made.hotkey.ss58(),
+            "the coldkey is not the hotkey"
+        );
+        assert_eq!(w.coldkey_ss58().unwrap(), made.coldkey);
+        let public: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(w.hotkeypub_path()).unwrap()).unwrap();
+        assert_eq!(public["ss58Address"], made.hotkey.ss58());
+        assert!(public.get("secretPhrase").is_none() && public.get("privateKey").is_none());
+        assert_eq!(public["cryptoType"], 1);
+        // A second hotkey joins the same coldkey.
+        let second = Wallet::new(dir.path(), "w", "h2").create().unwrap();
+        assert!(!second.new_coldkey);
+        assert_eq!(second.coldkey, made.coldkey);
+        assert!(w.create().is_err(), "no overwrite");
+    }
+
+    #[test]
+    fn an_encrypted_hotkey_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Wallet::new(dir.path(), "w", "h");
+        std::fs::create_dir_all(w.hotkey_path().parent().unwrap()).unwrap();
+        write_private(&w.hotkey_path(), b"$NACL\x01\x02").unwrap();
+        let err = w.load_hotkey().unwrap_err();
+        assert!(matches!(err, WalletError::Encrypted { .. }), "{err}");
+        assert!(err.is_users());
     }
 }

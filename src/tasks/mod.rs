@@ -8,7 +8,7 @@
 pub mod model;
 pub mod store;
 
-pub use model::{Difficulty, PredictedDifficulty, Task};
+pub use model::{DIFFICULTY_LEVELS, Difficulty, PredictedDifficulty, Task};
 pub use store::{TaskStore, swebench_row};
 
 use std::path::Path;

@@ -50,9 +50,17 @@ pub struct Task {
     /// Files a submitted patch may not touch (the tests that judge it).
     #[serde(default)]
     pub test_files: Vec<String>,
+    /// How long a fix takes, in SWE-bench Verified's words ([`DIFFICULTY_LEVELS`]); for a
+    /// forged task, estimated from its features. Empty when unknown.
+    #[serde(
+        default,
+        deserialize_with = "difficulty_level",
+        skip_serializing_if = "String::is_empty"
+    )]
+    pub difficulty: String,
     /// Features for difficulty prediction (forged tasks only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub difficulty: Option<Difficulty>,
+    pub difficulty_features: Option<Difficulty>,
     /// Cerebro's prediction for the task, made when it was stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted_difficulty: Option<PredictedDifficulty>,
@@ -73,6 +81,10 @@ pub struct PredictedDifficulty {
     pub head: String,
 }
 
+/// SWE-bench Verified's `difficulty` values, easiest first.
+pub const DIFFICULTY_LEVELS: [&str; 4] =
+    ["<15 min fix", "15 min - 1 hour", "1-4 hours", ">4 hours"];
+
 /// What makes a forged task hard or easy, measured when it was forged.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Difficulty {
@@ -89,6 +101,38 @@ pub struct Difficulty {
     pub test_seconds: f64,
     /// Words in the problem statement.
     pub statement_words: u32,
+}
+
+impl Difficulty {
+    /// The SWE-bench Verified level these features suggest: by the size of the fix, one level
+    /// up when it hides in a long function or a large package.
+    pub fn level(&self) -> &'static str {
+        let by_size = match (self.gold_lines, self.gold_files) {
+            (0..=2, 0..=1) => 0,
+            (0..=10, 0..=2) => 1,
+            (0..=50, _) => 2,
+            _ => 3,
+        };
+        let hidden = usize::from(self.function_lines > 40 || self.source_files > 200);
+        DIFFICULTY_LEVELS[(by_size + hidden).min(3)]
+    }
+}
+
+/// `difficulty` as SWE-bench Verified writes it (a string); the object older agentao task
+/// files held there reads as the level its features suggest.
+fn difficulty_level<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Level(String),
+        Features(Difficulty),
+        Nothing(()),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::Level(s) => s,
+        Either::Features(f) => f.level().to_owned(),
+        Either::Nothing(()) => String::new(),
+    })
 }
 
 impl Task {
@@ -151,5 +195,30 @@ mod tests {
         assert_eq!(t.protected_files(), vec!["t.py"]);
         let back = serde_json::to_value(&t).unwrap();
         assert_eq!(back["FAIL_TO_PASS"], serde_json::json!(["t.py::x"]));
+    }
+
+    #[test]
+    fn difficulty_is_a_swe_bench_verified_string() {
+        let verified = r#"{"instance_id":"a__b-1","repo":"a/b","patch":"p","problem_statement":"s",
+            "FAIL_TO_PASS":"[]","PASS_TO_PASS":"[]","difficulty":"15 min - 1 hour"}"#;
+        let t: Task = serde_json::from_str(verified).unwrap();
+        assert_eq!(t.difficulty, "15 min - 1 hour");
+        // An older agentao row held the features there.
+        let old = r#"{"instance_id":"a__b-1","repo":"a/b","patch":"p","problem_statement":"s",
+            "FAIL_TO_PASS":[],"PASS_TO_PASS":[],"difficulty":{"gold_lines":2,"gold_files":1,
+            "fail_to_pass":1,"pass_to_pass":3,"function_lines":12,"source_files":9,
+            "test_seconds":0.5,"statement_words":40}}"#;
+        let mut t: Task = serde_json::from_str(old).unwrap();
+        assert_eq!(t.difficulty, "<15 min fix");
+        t.difficulty_features = Some(Difficulty {
+            gold_lines: 2,
+            function_lines: 80,
+            ..Difficulty::default()
+        });
+        t.difficulty = t.difficulty_features.as_ref().unwrap().level().to_owned();
+        let back = serde_json::to_value(&t).unwrap();
+        assert_eq!(back["difficulty"], "15 min - 1 hour");
+        assert_eq!(back["difficulty_features"]["function_lines"], 80);
+        assert!(DIFFICULTY_LEVELS.contains(&back["difficulty"].as_str().unwrap()));
     }
 }

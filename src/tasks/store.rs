@@ -243,11 +243,30 @@ impl TaskStore {
     }
 }
 
+/// A stored task; one stored before `difficulty` became SWE-bench Verified's string keeps its
+/// features (then held in `difficulty`) as `difficulty_features`.
 fn decode(id: &str, json: &str) -> Result<Task, StoreError> {
-    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt {
         id: id.to_owned(),
         reason: e.to_string(),
-    })
+    };
+    let mut value: serde_json::Value = serde_json::from_str(json).map_err(corrupt)?;
+    if let Some(obj) = value.as_object_mut()
+        && obj
+            .get("difficulty")
+            .is_some_and(serde_json::Value::is_object)
+        && !obj.contains_key("difficulty_features")
+    {
+        let features = obj.remove("difficulty").unwrap_or_default();
+        obj.insert("difficulty_features".into(), features);
+    }
+    let mut task: Task = serde_json::from_value(value).map_err(corrupt)?;
+    if task.difficulty.is_empty()
+        && let Some(f) = &task.difficulty_features
+    {
+        task.difficulty = f.level().to_owned();
+    }
+    Ok(task)
 }
 
 /// The SWE-bench export of a task: its fields with F2P/P2P as JSON strings (as the SWE-bench
@@ -277,6 +296,17 @@ mod tests {
             "pypi_version": "1.0", "created_at": "2026-01-01T00:00:00Z", "mutation_kind": "compare_swap"
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_task_stored_with_difficulty_features_keeps_them() {
+        let old = r#"{"instance_id":"d__1","repo":"pypi/d","patch":"p","problem_statement":"s",
+            "FAIL_TO_PASS":[],"PASS_TO_PASS":[],"difficulty":{"gold_lines":30,"gold_files":1,
+            "fail_to_pass":1,"pass_to_pass":0,"function_lines":5,"source_files":3,
+            "test_seconds":0.2,"statement_words":9}}"#;
+        let t = decode("d__1", old).unwrap();
+        assert_eq!(t.difficulty, "1-4 hours");
+        assert_eq!(t.difficulty_features.unwrap().gold_lines, 30);
     }
 
     #[test]

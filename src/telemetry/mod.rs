@@ -20,24 +20,36 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global tracing subscriber writing through `writer` (the CLI's, which keeps
-/// progress bars out of the way) to stderr. `debug` raises agentao's level; `RUST_LOG`
-/// overrides everything. `colour` allows ANSI colours in the pretty format.
-pub fn init_logging<W>(format: Option<LogFormat>, debug: bool, writer: W, colour: bool)
-where
-    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
-{
-    let default = if debug {
-        "agentao=debug,info"
-    } else {
-        "agentao=info,warn"
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let format = format.unwrap_or(if std::io::stderr().is_terminal() {
+/// How much agentao logs (`--logging.debug`, `--logging.trace`, as the SDK's flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verbosity {
+    Default,
+    Debug,
+    Trace,
+}
+
+/// The format logs take: the one asked for, else pretty on a terminal and JSON otherwise.
+pub fn resolve_format(format: Option<LogFormat>) -> LogFormat {
+    format.unwrap_or(if std::io::stderr().is_terminal() {
         LogFormat::Pretty
     } else {
         LogFormat::Json
-    });
+    })
+}
+
+/// Installs the global tracing subscriber writing through `writer` (the CLI's, which keeps
+/// progress bars out of the way) to stderr. `verbosity` raises agentao's level; `RUST_LOG`
+/// overrides everything. `colour` allows ANSI colours in the pretty format.
+pub fn init_logging<W>(format: LogFormat, verbosity: Verbosity, writer: W, colour: bool)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    let default = match verbosity {
+        Verbosity::Default => "agentao=info,warn",
+        Verbosity::Debug => "agentao=debug,info",
+        Verbosity::Trace => "agentao=trace,debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);

@@ -430,6 +430,48 @@ mod tests {
     }
 
     #[test]
+    fn every_event_carries_only_its_documented_fields() {
+        let scored = Event::AnswerScored {
+            round_id: "r-0".into(),
+            miner_uid: 3,
+            outcome: "resolved".into(),
+            score: 0.9,
+            latency_s: 12.5,
+            cost_usd: 0.01,
+            prompt_tokens: 10,
+            completion_tokens: 5,
+            model: "/home/me/model.gguf".into(),
+            agent: "agentao".into(),
+        };
+        let keys: Vec<_> = scored.properties().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "round_id",
+                "miner_uid",
+                "outcome",
+                "score",
+                "latency_s",
+                "cost_usd",
+                "prompt_tokens",
+                "completion_tokens",
+                "model",
+                "agent"
+            ]
+        );
+        let model = &scored.properties()[8].1;
+        assert_eq!(model, "redacted", "a path as model name is not sent");
+        let forged = Event::TaskForged {
+            package: "idna".into(),
+            kind: "flip_comparison".into(),
+            seconds: 40.0,
+        };
+        assert_eq!(forged.name(), "task_forged");
+        let keys: Vec<_> = forged.properties().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["package", "kind", "seconds"]);
+    }
+
+    #[test]
     fn off_captures_nothing() {
         let t = Telemetry::off();
         t.capture(Event::Error { kind: "x".into() });

@@ -418,3 +418,54 @@ async fn a_huge_answer_is_dropped_at_the_cap() {
         );
     }
 }
+
+/// Issue 17, item 1: a miner that takes the connection and never answers is a `timeout`
+/// (status 408, as the SDK's dendrite sets it), not an answer and not `unreachable`; a port
+/// nobody listens on is `unreachable`.
+#[tokio::test]
+async fn a_silent_axon_is_a_timeout_and_a_closed_port_is_unreachable() {
+    use agentao::subnet::CallFailure;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            open.push(sock);
+        }
+    });
+    let d = Dendrite::new(Keypair::generate().0);
+    let hotkey = Keypair::generate().0.ss58();
+    let target = |port| AxonTarget {
+        ip: "127.0.0.1".into(),
+        port,
+        hotkey: hotkey.clone(),
+    };
+    let started = std::time::Instant::now();
+    let r = d
+        .call(&target(port), CodingTask::default(), Duration::from_secs(2))
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(r.synapse.is_none());
+    assert_eq!(
+        r.failure,
+        Some(CallFailure::Timeout),
+        "{}",
+        r.status_message
+    );
+    assert_eq!(r.status_code, 408);
+    held.abort();
+    let closed = crate::subnet::free_port();
+    let r = d
+        .call(
+            &target(closed),
+            CodingTask::default(),
+            Duration::from_secs(2),
+        )
+        .await;
+    assert_eq!(
+        r.failure,
+        Some(CallFailure::Unreachable),
+        "{}",
+        r.status_message
+    );
+}

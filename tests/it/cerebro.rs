@@ -247,10 +247,9 @@ fn bad_input_is_a_one_line_error_naming_the_line() {
     )
     .unwrap();
     let errors = |out: &std::process::Output| -> Vec<String> {
-        String::from_utf8_lossy(&out.stderr)
-            .lines()
+        crate::support::readable_lines(&out.stderr)
+            .into_iter()
             .filter(|l| l.starts_with("error:"))
-            .map(str::to_owned)
             .collect()
     };
     let out = agentao(dir.path())
@@ -278,7 +277,11 @@ fn bad_input_is_a_one_line_error_naming_the_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(errors(&out).len(), 1);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("hint: --data takes a directory"));
+    assert!(
+        crate::support::readable_lines(&out.stderr)
+            .iter()
+            .any(|l| l.contains("hint: --data takes a directory"))
+    );
 }
 
 /// Acceptance: a miner answers `Forecast` with the model, two never answer (one serves no

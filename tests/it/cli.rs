@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{assert_no_containers, containers_of, run_id};
+use crate::support::{assert_no_containers, containers_of, readable_lines, run_id};
 
 fn agentao() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_agentao"));
@@ -12,10 +12,9 @@ fn agentao() -> Command {
 }
 
 fn error_lines(stderr: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(stderr)
-        .lines()
+    readable_lines(stderr)
+        .into_iter()
         .filter(|l| l.starts_with("error:"))
-        .map(str::to_owned)
         .collect()
 }
 
@@ -257,7 +256,7 @@ fn duplicate_or_missing_predictions_are_refused_in_one_line() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
-        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        let lines = readable_lines(&out.stderr);
         assert_eq!(lines.len(), 1, "{name}: {stderr}");
         assert!(lines[0].starts_with("error: "), "{name}: {stderr}");
         assert!(lines[0].contains(says), "{name}: {stderr}");

@@ -68,7 +68,7 @@ async fn exports_load_in_datasets_and_pandas_and_grow_without_rewrites() {
     records(&mut store, 500, 2500);
     let second = export(&store, &out, &opts).unwrap();
     assert_eq!((second.new_rows, second.total_rows), (500, 3000));
-    assert_eq!(second.new_shards, ["data/train-00003-of-00004.parquet"]);
+    assert_eq!(second.new_shards, ["data/train-00003.parquet"]);
     let after = shard_hashes(&out);
     for (name, hash) in &before {
         assert_eq!(after.get(name), Some(hash), "{name} was rewritten");
@@ -315,4 +315,99 @@ async fn a_refused_token_is_a_clear_error() {
     );
     assert!(err.to_string().contains("HF_TOKEN"));
     assert_eq!(state.lock().unwrap().auth.len(), 1, "a 401 is not retried");
+}
+
+/// Issue 17, item 8: without HF_TOKEN, `dataset push` uses the token `huggingface-cli login`
+/// saved: `HF_TOKEN_PATH`, else `$HF_HOME/token`; HF_TOKEN still wins; with none of them it
+/// says where it looked, with exit 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_reads_the_token_file_huggingface_cli_login_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("export");
+    let mut store = RecordStore::open(&dir.path().join("records.jsonl")).unwrap();
+    records(&mut store, 10, 0);
+    export(&store, &out, &ExportOptions::default()).unwrap();
+    let state = Arc::new(Mutex::new(Hub::default()));
+    let server = fake_hub(state.clone(), false).await;
+    let hf_home = dir.path().join("hf-home");
+    std::fs::create_dir_all(&hf_home).unwrap();
+    std::fs::write(hf_home.join("token"), "hf_from_login\n").unwrap();
+    let elsewhere = dir.path().join("elsewhere-token");
+    std::fs::write(&elsewhere, "hf_from_token_path").unwrap();
+    let push = |env: &[(&str, &std::path::Path)], token: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_agentao"));
+        c.args([
+            "dataset",
+            "push",
+            "--repo",
+            "org/ds",
+            "--endpoint",
+            &server.url,
+        ])
+        .arg("--dir")
+        .arg(&out)
+        .env("AGENTAO_LOG_FORMAT", "json")
+        .env("HOME", dir.path())
+        .env_remove("HF_TOKEN")
+        .env_remove("HF_TOKEN_PATH")
+        .env_remove("HF_HOME")
+        .env_remove("XDG_CACHE_HOME");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        if let Some(t) = token {
+            c.env("HF_TOKEN", t);
+        }
+        c.output().unwrap()
+    };
+    let last_auth = || {
+        state
+            .lock()
+            .unwrap()
+            .auth
+            .last()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let runs = [
+        (
+            vec![("HF_HOME", hf_home.as_path())],
+            None,
+            "Bearer hf_from_login",
+        ),
+        (
+            vec![
+                ("HF_HOME", hf_home.as_path()),
+                ("HF_TOKEN_PATH", elsewhere.as_path()),
+            ],
+            None,
+            "Bearer hf_from_token_path",
+        ),
+        (
+            vec![("HF_HOME", hf_home.as_path())],
+            Some("hf_env"),
+            "Bearer hf_env",
+        ),
+    ];
+    // The CLI blocks this worker; the fake Hub answers on the other.
+    for (env, token, auth) in runs {
+        let o = push(&env, token);
+        assert!(o.status.success(), "{auth}: {o:?}");
+        assert_eq!(last_auth(), auth);
+    }
+    // `~/.cache/huggingface/token` when nothing else is set.
+    let default = dir.path().join(".cache/huggingface");
+    std::fs::create_dir_all(&default).unwrap();
+    std::fs::write(default.join("token"), "hf_default_place").unwrap();
+    let o = push(&[], None);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(last_auth(), "Bearer hf_default_place");
+    std::fs::remove_file(default.join("token")).unwrap();
+    let o = push(&[], None);
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    let said = crate::support::readable_lines(&o.stderr).join("\n");
+    assert!(
+        said.contains("HF_TOKEN is not set") && said.contains(".cache/huggingface/token"),
+        "{said}"
+    );
 }

@@ -241,7 +241,9 @@ async fn doctor_checks_the_embedded_model_with_a_real_completion() {
         .find(|l| l.split_whitespace().nth(1) == Some("llm"))
         .unwrap_or_else(|| panic!("no llm line: {out:?}"));
     assert!(
-        line.starts_with("ok ") && line.contains("the embedded model answered \""),
+        line.starts_with("ok ")
+            && line.contains("the embedded model smollm2-135m-instruct will answer")
+            && line.contains("answered \""),
         "{line}"
     );
 
@@ -368,8 +370,10 @@ async fn local_round_with_a_killed_server(
 }
 
 /// The last line of stderr: the one-line cause.
-fn cause(run: &LocalRun) -> &str {
-    run.stderr.lines().last().unwrap_or("")
+fn cause(run: &LocalRun) -> String {
+    crate::support::readable_lines(run.stderr.as_bytes())
+        .pop()
+        .unwrap_or_default()
 }
 
 #[tokio::test]

@@ -147,7 +147,7 @@ async fn a_local_round_goes_over_the_wire_and_sets_weights() {
         (r.miner_hotkey.as_str(), r.miner_uid),
         (miner.as_str(), miner_uid as i64)
     );
-    assert!(r.resolved && !r.patch.is_empty());
+    assert!(r.resolved && !r.model_patch.is_empty());
     assert_eq!((r.judge_quality, r.judge_brevity), (Some(0.8), Some(1.0)));
     assert_eq!(r.model, "gpt-4o-mini");
     assert_eq!(r.agent, "agentao-tools");

@@ -224,3 +224,23 @@ pub async fn bittensor() -> std::path::PathBuf {
     .await
     .clone()
 }
+
+/// agentao's stderr as a person reads it: a JSON record (`--log-format json`) becomes its
+/// message, prefixed `error: ` or `hint: ` as the plain format prints it; plain lines stay.
+pub fn readable_lines(stderr: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| match serde_json::from_str::<serde_json::Value>(l) {
+            Ok(v) if v.is_object() => {
+                let message = v["fields"]["message"].as_str().unwrap_or("").to_owned();
+                match (v["level"].as_str(), v["fields"]["kind"].as_str()) {
+                    (Some("ERROR"), _) => format!("error: {message}"),
+                    (_, Some("hint")) => format!("hint: {message}"),
+                    _ => message,
+                }
+            }
+            _ => l.to_owned(),
+        })
+        .collect()
+}

@@ -143,15 +143,15 @@ time.sleep(600)
     }
     let stored: Vec<_> = records.iter().unwrap().map(Result::unwrap).collect();
     assert_eq!(stored.len(), 3);
-    assert_eq!(stored[0].patch, task.patch);
+    assert_eq!(stored[0].model_patch, task.patch);
     assert_eq!(stored[0].outcome, "resolved");
     assert!(stored[0].resolved);
     assert_eq!(
-        (stored[1].outcome.as_str(), stored[1].patch.as_str()),
+        (stored[1].outcome.as_str(), stored[1].model_patch.as_str()),
         ("protocol_error", "")
     );
     assert_eq!(
-        (stored[2].outcome.as_str(), stored[2].patch.as_str()),
+        (stored[2].outcome.as_str(), stored[2].model_patch.as_str()),
         ("unreachable", "")
     );
     assert!(

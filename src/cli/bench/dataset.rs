@@ -57,7 +57,7 @@ pub(super) fn bench_dataset(rows: u64) -> anyhow::Result<DatasetBench> {
         base.instance_id = format!("bench{}__1.0-{:08x}", i % 97, i / 5);
         base.package = format!("bench{}", i % 97);
         base.problem_statement = format!("{} {}", "The parser rejects valid input.".repeat(20), i);
-        base.patch = format!(
+        base.model_patch = format!(
             "--- a/m.py\n+++ b/m.py\n@@ -1 +1 @@\n-x = {i}\n+x = {}\n",
             i + 1
         );

@@ -63,6 +63,7 @@ impl Rpc {
         params: Value,
     ) -> Result<T, ChainError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        tracing::trace!(url = %self.url, method, id, "json-rpc request");
         let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         let resp = self
             .http
