@@ -291,15 +291,24 @@ fn rounds(h: &mut String, view: &View, answers: &[Answer]) {
     }
 }
 
-/// A task's difficulty as short `name value` pairs (nothing when the record has none).
-fn difficulty(json: &str) -> String {
-    let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(json) else {
-        return String::new();
+/// A task's difficulty: its level and its features as short `name value` pairs (records of
+/// the first layout kept the features in `difficulty`).
+fn difficulty(level: &str, features: &str) -> String {
+    let object = |s: &str| match serde_json::from_str::<serde_json::Value>(s) {
+        Ok(serde_json::Value::Object(m)) => Some(m),
+        _ => None,
     };
-    m.iter()
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut parts = Vec::new();
+    let mut feats = object(features);
+    match object(level) {
+        Some(m) => feats = feats.or(Some(m)),
+        None if !level.is_empty() => parts.push(level.to_owned()),
+        None => {}
+    }
+    if let Some(m) = feats {
+        parts.extend(m.iter().map(|(k, v)| format!("{k} {v}")));
+    }
+    parts.join(", ")
 }
 
 fn tasks(h: &mut String, view: &View) {
@@ -316,7 +325,7 @@ fn tasks(h: &mut String, view: &View) {
             esc(&t.package),
             t.source(),
             esc(&t.kind),
-            esc(&difficulty(&t.difficulty)),
+            esc(&difficulty(&t.difficulty, &t.difficulty_features)),
             t.answers,
             100.0 * t.resolved as f64 / t.answers.max(1) as f64
         );

@@ -21,7 +21,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
 pub use model::Sources;
-use model::{Answers, build, find_record, load_averages};
+use model::{Answers, build, find_record, load_averages, miners_patch};
 
 /// The page's state: where to read and what was read so far.
 pub struct Dashboard {
@@ -114,7 +114,7 @@ async fn answer_file(
     };
     let text = |k: &str| record.get(k).and_then(|v| v.as_str()).unwrap_or_default();
     let body = if field == "patch" {
-        text("patch").to_owned()
+        miners_patch(&record).to_owned()
     } else {
         let tests: serde_json::Value =
             serde_json::from_str(text("tests_status")).unwrap_or_default();

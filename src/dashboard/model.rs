@@ -23,8 +23,12 @@ pub struct Answer {
     pub package: String,
     #[serde(default)]
     pub mutation_kind: String,
+    /// SWE-bench Verified's level (`<15 min fix`, ...); the features' JSON in records of the
+    /// first layout.
     #[serde(default)]
     pub difficulty: String,
+    #[serde(default)]
+    pub difficulty_features: String,
     #[serde(default)]
     pub miner_hotkey: String,
     #[serde(default)]
@@ -112,6 +116,7 @@ pub struct TaskRow {
     pub package: String,
     pub kind: String,
     pub difficulty: String,
+    pub difficulty_features: String,
     pub answers: usize,
     pub resolved: usize,
 }
@@ -186,6 +191,7 @@ pub fn build(answers: &[Answer], averages: &BTreeMap<String, f64>) -> View {
                 package: a.package.clone(),
                 kind: a.mutation_kind.clone(),
                 difficulty: a.difficulty.clone(),
+                difficulty_features: a.difficulty_features.clone(),
                 ..TaskRow::default()
             });
         t.answers += 1;
@@ -222,6 +228,20 @@ pub fn build(answers: &[Answer], averages: &BTreeMap<String, f64>) -> View {
     }
 }
 
+/// The miner's patch of a stored record: `model_patch`, or `patch` in records of the first
+/// layout (where `gold_patch` held the gold fix).
+pub fn miners_patch(record: &serde_json::Value) -> &str {
+    let field = if record.get("gold_patch").is_some() {
+        "patch"
+    } else {
+        "model_patch"
+    };
+    record
+        .get(field)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+}
+
 /// The record with sequence number `seq` in `path`, as JSON (streamed; `None` when absent).
 pub fn find_record(path: &Path, seq: u64) -> Option<serde_json::Value> {
     #[derive(Deserialize)]
@@ -243,4 +263,17 @@ pub fn find_record(path: &Path, seq: u64) -> Option<serde_json::Value> {
 pub struct Sources {
     pub records: PathBuf,
     pub scores: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::miners_patch;
+
+    #[test]
+    fn the_miners_patch_is_read_in_both_record_layouts() {
+        let now = serde_json::json!({"patch": "GOLD", "model_patch": "MINER"});
+        let first = serde_json::json!({"gold_patch": "GOLD", "patch": "MINER"});
+        assert_eq!(miners_patch(&now), "MINER");
+        assert_eq!(miners_patch(&first), "MINER");
+    }
 }

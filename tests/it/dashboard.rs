@@ -407,7 +407,10 @@ async fn the_dashboard_shows_two_rounds_in_a_browser_and_telemetry_survives_post
     eprintln!("screenshot: {}", shot.display());
 
     // The patch link serves the patch as plain text; any path is a 404.
-    let hostile = records.iter().find(|r| r.patch == HOSTILE_PATCH).unwrap();
+    let hostile = records
+        .iter()
+        .find(|r| r.model_patch == HOSTILE_PATCH)
+        .unwrap();
     let (status, resp) = raw_get(http, &format!("/answers/{}/patch", hostile.seq));
     assert_eq!(status, 200);
     assert!(

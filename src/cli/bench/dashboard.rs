@@ -62,7 +62,7 @@ pub(super) async fn bench_dashboard(answers: u64) -> anyhow::Result<DashboardBen
         base.instance_id = format!("bench{}__1.0-{:04}", (i / MINERS) % 97, (i / MINERS) % 300);
         base.package = format!("bench{}", (i / MINERS) % 97);
         base.problem_statement = format!("{} {i}", "The parser rejects valid input.".repeat(20));
-        base.patch = format!(
+        base.model_patch = format!(
             "--- a/m.py\n+++ b/m.py\n@@ -1 +1 @@\n-x = {i}\n+x = {}\n",
             i + 1
         );
