@@ -31,6 +31,7 @@ bench: deps
 	$(RELEASE_BIN) bench eval --tasks $(BENCH)/tasks.jsonl --iterations 5 --out $(BENCH)/eval.json
 	$(RELEASE_BIN) bench adversarial --tasks $(BENCH)/tasks.jsonl --out $(BENCH)/adversarial.json
 	$(RELEASE_BIN) bench dataset --records 100000 --out $(BENCH)/dataset.json
+	$(RELEASE_BIN) bench dashboard --records 10000 --out $(BENCH)/dashboard.json
 	$(RELEASE_BIN) bench cerebro --rounds 3 --out $(BENCH)/cerebro.json
 	$(RELEASE_BIN) bench axon --requests 2000 --concurrency 32 --out $(BENCH)/axon.json
 	$(RELEASE_BIN) bench forge --package idna==3.20 --package jmespath==1.1.0 --candidates 8 --out $(BENCH)/forge.json
@@ -51,7 +52,7 @@ check:
 # Host tools the build and the image recipe need (Debian packages).
 deps:
 	@missing=""; \
-	for t in debootstrap:debootstrap cc:gcc c++:g++ pkg-config:pkg-config python3:python3 docker:docker.io; do \
+	for t in debootstrap:debootstrap cc:gcc c++:g++ pkg-config:pkg-config python3:python3 docker:docker.io chromium:chromium; do \
 	  command -v $${t%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${t%%:*} ] || missing="$$missing $${t#*:}"; \
 	done; \
 	python3 -m pip --version >/dev/null 2>&1 || missing="$$missing python3-pip"; \

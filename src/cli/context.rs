@@ -182,7 +182,7 @@ pub async fn installed_model(settings: &Settings) -> anyhow::Result<LocalModel> 
             local.dir.display(),
             local.variant.name()
         ));
-        local.install(settings.pip_index_url.as_deref()).await?;
+        super::progress::install_model(&local, settings).await?;
     }
     Ok(local)
 }

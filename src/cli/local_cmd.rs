@@ -37,6 +37,12 @@ pub struct LocalArgs {
     /// Dataset export folder (default: <data dir>/dataset/export).
     #[arg(long)]
     pub export: Option<PathBuf>,
+    /// After the round, serve the dashboard (at --http.port, any free port when not given) and
+    /// keep it open until Ctrl-C.
+    #[arg(long)]
+    pub serve: bool,
+    #[command(flatten)]
+    pub http: super::observe::HttpArgs,
 }
 
 pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
@@ -128,6 +134,16 @@ pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
         exported.total_rows,
         out.display()
     ));
+    if args.serve {
+        let addr = std::net::SocketAddr::new(args.http.ip, args.http.port.unwrap_or(0));
+        let url = super::observe::serve_dashboard(addr, settings).await?;
+        super::observe::finish(
+            Some(&url),
+            &crate::telemetry::Telemetry::off(),
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await;
+    }
     // A round whose model stopped answering proves nothing about the agent: not a success.
     // (A model that answered but made no patch is a normal score of 0.)
     if let Some((uid, cause)) = report

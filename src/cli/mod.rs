@@ -22,6 +22,7 @@ mod harvest_cmd;
 mod image;
 mod local_cmd;
 mod neuron_cmd;
+mod observe;
 mod printer;
 mod progress;
 mod sandbox_cmd;

@@ -76,6 +76,9 @@ pub struct ValidatorArgs {
     /// Seconds to wait between rounds.
     #[arg(long, default_value_t = 60)]
     pub interval: u64,
+    /// The dashboard (with `--rounds`, it keeps serving after the last round until Ctrl-C).
+    #[command(flatten)]
+    pub http: super::observe::HttpArgs,
 }
 
 /// Fails early, before the engine or the model start, when the chain answers and `hotkey` is
@@ -225,6 +228,8 @@ pub async fn validator(
     let hotkey = key.ss58();
     let chain = chain(settings, Some(key.clone()), Inclusion::Wait)?;
     unless_cancelled(&cancel, preflight(&chain, &hotkey)).await?;
+    let telemetry = super::observe::telemetry(&hotkey).await;
+    let dashboard = args.http.start(settings).await?;
     let (engine, (judge, _server)) = unless_cancelled(&cancel, async {
         let engine = context::engine(settings).await?;
         super::image::ensure_base_image(&engine, settings, crate::sandbox::Rebuild::IfMissing)
@@ -267,7 +272,12 @@ pub async fn validator(
         retry: Backoff::default(),
         report: Box::new(report_round),
     };
-    crate::neurons::validator::run(cfg, cancel).await?;
+    let ran = crate::neurons::validator::run(cfg, cancel.clone()).await;
+    if ran.is_err() {
+        super::observe::error("round");
+    }
+    ran?;
+    super::observe::finish(dashboard.as_deref(), &telemetry, &cancel).await;
     Ok(())
 }
 

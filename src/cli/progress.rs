@@ -56,3 +56,18 @@ pub fn counter(len: u64, what: &str) -> ProgressBar {
     b.set_message(what.to_owned());
     b
 }
+
+/// Installs the embedded model with a spinner naming the current step (log lines off a
+/// terminal): building llama.cpp takes minutes.
+pub async fn install_model(
+    local: &crate::llm::local::LocalModel,
+    settings: &crate::config::Settings,
+) -> Result<crate::llm::local::BuildInfo, crate::llm::local::LocalLlmError> {
+    let steps = Steps::new("installing the embedded model");
+    let step = |s: &str| steps.step(s);
+    let build = local
+        .install_with(settings.pip_index_url.as_deref(), &step)
+        .await;
+    steps.finish();
+    build
+}

@@ -118,6 +118,11 @@ pub async fn pick_task(
         if let Some(id) = report.task_ids.first()
             && let Some(t) = store.get(id)?
         {
+            crate::telemetry::capture(super::events::task_forged(
+                name,
+                &t.mutation_kind,
+                report.wall_seconds,
+            ));
             return Ok(t);
         }
         reasons.push(format!(

@@ -8,8 +8,10 @@
 //! or SIGTERM.
 //!
 //! Decides what the edge only wires: uses `forge/`, `tasks/` (store), `agent/`, `eval/`,
-//! `dataset/`, `subnet/`, `llm/`, `cerebro/` and `sandbox/`. Must not touch the command line (`cli/`).
+//! `dataset/`, `subnet/`, `llm/`, `cerebro/`, `sandbox/` and `telemetry/` (the events it
+//! sends: `events`). Must not touch the command line (`cli/`).
 
+pub mod events;
 pub mod forecast;
 pub mod lifecycle;
 pub mod local;

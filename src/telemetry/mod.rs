@@ -1,7 +1,11 @@
 //! Logs and (opt-in) telemetry: the tracing subscriber, pretty on a terminal and JSON
-//! otherwise or on request. Nothing here is sent anywhere unless a PostHog key is set. Writes
-//! through the writer the CLI hands it (its printer's, which suspends progress bars); imports
-//! nothing of agentao.
+//! otherwise or on request, and PostHog events ([`posthog`]). Nothing is sent anywhere unless
+//! a PostHog key is set. Logs go through the writer the CLI hands it (its printer's, which
+//! suspends progress bars); imports nothing of agentao.
+
+pub mod posthog;
+
+pub use posthog::{Event, Telemetry, TelemetryConfig, capture};
 
 use std::io::IsTerminal;
 

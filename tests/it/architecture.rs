@@ -32,13 +32,27 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "jsonl",
             "telemetry",
             "git",
+            "dashboard",
         ],
     ),
     (
         "neurons",
         &[
-            "forge", "agent", "eval", "dataset", "subnet", "cerebro", "pytest", "tasks", "python",
-            "sandbox", "llm", "prompts", "config", "jsonl",
+            "forge",
+            "agent",
+            "eval",
+            "dataset",
+            "subnet",
+            "cerebro",
+            "pytest",
+            "tasks",
+            "python",
+            "sandbox",
+            "llm",
+            "prompts",
+            "config",
+            "jsonl",
+            "telemetry",
         ],
     ),
     (
@@ -75,6 +89,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("config", &[]),
     ("jsonl", &[]),
     ("telemetry", &[]),
+    // Reads the data directory's files itself; knows no other module.
+    ("dashboard", &[]),
 ];
 
 /// External crates that only one top-level module may use.

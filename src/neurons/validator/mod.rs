@@ -180,6 +180,8 @@ impl Validator {
         records: &mut RecordStore,
         round_id: &str,
     ) -> Result<Vec<MinerResult>, ValidatorError> {
+        let started = std::time::Instant::now();
+        crate::telemetry::capture(super::events::round_started(round_id, miners.len()));
         let targets: Vec<AxonTarget> = miners
             .iter()
             .map(|n| AxonTarget {
@@ -278,7 +280,14 @@ impl Validator {
                 source,
             })?;
         }
-        Ok(results.into_iter().flatten().collect())
+        let results: Vec<MinerResult> = results.into_iter().flatten().collect();
+        crate::telemetry::capture(super::events::round_finished(
+            round_id,
+            &results,
+            |r| r.resolved,
+            started,
+        ));
+        Ok(results)
     }
 
     /// Writes the forecasts made for the record's miner into it and, when the outcome is the
@@ -352,6 +361,7 @@ impl Validator {
         // No answer: the task went unresolved by this miner.
         self.settle_forecast(ledger, &mut record, true);
         let seq = ledger.records.append(&mut record)?;
+        crate::telemetry::capture(super::events::answer_scored(&record));
         tracing::warn!(
             uid = miner.uid,
             status = answer.status_code,
@@ -457,6 +467,7 @@ impl Validator {
         record.eval_seconds = verdict.timings.total_s;
         self.settle_forecast(ledger, &mut record, charged);
         let seq = ledger.records.append(&mut record)?;
+        crate::telemetry::capture(super::events::answer_scored(&record));
         tracing::info!(
             uid = miner.uid,
             status = call.status_code,
