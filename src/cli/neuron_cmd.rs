@@ -167,10 +167,10 @@ pub async fn miner(
     settings: &Settings,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    context::refuse_unreachable_model(settings)?;
     let key = wallet(settings).load_hotkey()?;
     let chain = chain(settings, Some(key.clone()), Inclusion::Wait)?;
     unless_cancelled(&cancel, preflight(&chain, &key.ss58())).await?;
-    context::refuse_unreachable_model(settings)?;
     let publish = axon_address(&args).map(|(ip, source)| (ip, args.port, source));
     let (engine, (llm, server)) = unless_cancelled(&cancel, async {
         Ok((
@@ -224,6 +224,7 @@ pub async fn validator(
     settings: &Settings,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    context::refuse_unreachable_model(settings)?;
     let key = wallet(settings).load_hotkey()?;
     let hotkey = key.ss58();
     let chain = chain(settings, Some(key.clone()), Inclusion::Wait)?;
