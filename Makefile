@@ -35,6 +35,7 @@ bench: deps
 	$(RELEASE_BIN) bench cerebro --rounds 3 --out $(BENCH)/cerebro.json
 	$(RELEASE_BIN) bench axon --requests 2000 --concurrency 32 --out $(BENCH)/axon.json
 	$(RELEASE_BIN) bench forge --package idna==3.20 --package jmespath==1.1.0 --candidates 8 --out $(BENCH)/forge.json
+	$(RELEASE_BIN) bench materialize --package idna==3.20 --package jmespath==1.1.0 --out $(BENCH)/materialize.json
 	$(RELEASE_BIN) llm install
 	$(RELEASE_BIN) bench llm --requests 5 --max-tokens 128 --out $(BENCH)/llm.json
 	@echo "benchmark results in $(BENCH)"

@@ -7,6 +7,8 @@
 //! - [`neurons`]: the miner, the validator, the local round and the scoring rules.
 //! - [`github`]: closed GitHub issues with their merged fixes → validated tasks (octocrab;
 //!   the checkout through [`git`], the environment through [`forge`]).
+//! - [`materialize`]: a task description from another machine → a task the miner's agent
+//!   runs (sdist or git checkout, environment image, workspace), cached by hash.
 //! - [`forge`]: PyPI package → validated coding tasks (baseline, mutations, validation, the
 //!   gold check through [`eval`]).
 //! - [`agent`]: the miner's SWE agent in a sandbox.
@@ -30,9 +32,10 @@
 //! - [`telemetry`]: logging (pretty or JSON) and opt-in PostHog telemetry (posthog-rs).
 //! - [`dashboard`]: the validator's read-only HTML page over the data directory (axum).
 //!
-//! Dependencies point one way: `cli` → `neurons` → `github` → {`forge`, `agent`, `eval`, `dataset`,
-//! `subnet`} → {`pytest`, `tasks`, `python`, `sandbox`, `llm`} → {`prompts`, `config`,
-//! `jsonl`}; `tests/it/architecture.rs` holds the table and fails on any other import.
+//! Dependencies point one way: `cli` → `neurons` → {`github`, `materialize`} → {`forge`,
+//! `agent`, `eval`, `dataset`, `subnet`} → {`pytest`, `tasks`, `python`, `sandbox`, `llm`} →
+//! {`prompts`, `config`, `jsonl`}; `tests/it/architecture.rs` holds the table and fails on any
+//! other import.
 
 pub mod agent;
 pub mod cerebro;
@@ -46,6 +49,7 @@ pub mod git;
 pub mod github;
 pub mod jsonl;
 pub mod llm;
+pub mod materialize;
 pub mod neurons;
 pub mod prompts;
 pub mod pytest;

@@ -209,3 +209,18 @@ pub fn cerebro_model(
 pub fn records_path(settings: &Settings) -> PathBuf {
     settings.paths().records()
 }
+
+/// The tasks still in rotation (every task of the data directory's store): the dataset export
+/// withholds their answers.
+pub fn in_rotation(settings: &Settings) -> anyhow::Result<std::collections::BTreeSet<String>> {
+    let path = settings.paths().task_store();
+    if !path.is_file() {
+        return Ok(Default::default());
+    }
+    let store = crate::tasks::TaskStore::open(&path)?;
+    Ok(store
+        .all(None)?
+        .into_iter()
+        .map(|t| t.instance_id)
+        .collect())
+}

@@ -76,6 +76,7 @@ pub async fn run(cmd: DatasetCmd, settings: &Settings) -> anyhow::Result<()> {
                 since,
                 rows_per_shard: rows_per_shard.max(1),
                 name,
+                withhold: super::context::in_rotation(settings)?,
                 ..ExportOptions::default()
             };
             let report = tokio::task::spawn_blocking(move || export(&store, &out, &opts))

@@ -109,11 +109,19 @@ pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
     let out = args
         .export
         .unwrap_or_else(|| settings.paths().dataset_export());
+    // The round's tasks stay in rotation: their answers are withheld from the export.
+    let opts = ExportOptions {
+        withhold: store
+            .all(None)?
+            .into_iter()
+            .map(|t| t.instance_id)
+            .collect(),
+        ..ExportOptions::default()
+    };
     let store = RecordStore::open(&records_path)?;
     let exported = {
         let out = out.clone();
-        tokio::task::spawn_blocking(move || export(&store, &out, &ExportOptions::default()))
-            .await??
+        tokio::task::spawn_blocking(move || export(&store, &out, &opts)).await??
     };
     printer::data(serde_json::to_string(&exported)?);
     for m in &report.miners {

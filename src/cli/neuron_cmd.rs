@@ -20,10 +20,12 @@ use crate::agent::AgentConfig;
 use crate::config::Settings;
 use crate::dataset::RecordStore;
 use crate::eval::EvalConfig;
+use crate::materialize::{MaterializeConfig, Materializer};
 use crate::neurons::forecast::{Forecasting, MinerForecaster};
 use crate::neurons::lifecycle::Backoff;
 use crate::neurons::local::TaskSource;
 use crate::neurons::miner::{Miner, MinerConfig};
+use crate::neurons::remote::RemoteKinds;
 use crate::neurons::validator::{MinerResult, RoundReport, Scores, Validator, ValidatorConfig};
 use crate::subnet::{AnyChain, AxonConfig, Chain, ChainError, Dendrite};
 
@@ -54,6 +56,10 @@ pub struct MinerArgs {
     /// still running then are answered 503.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace: u64,
+    /// Where `owner/name` repositories are cloned from (original-protocol tasks); git sources
+    /// elsewhere are refused.
+    #[arg(long, env = crate::config::env_vars::AGENTAO_GIT_BASE_URL, default_value = crate::materialize::DEFAULT_GIT_BASE_URL)]
+    pub git_base_url: String,
     /// The ability (θ, logits) this miner's agent claims when it answers `Forecast` (default:
     /// the median of the agents Cerebro was trained on).
     #[arg(long = "forecast.theta")]
@@ -76,6 +82,11 @@ pub struct ValidatorArgs {
     /// Seconds to wait between rounds.
     #[arg(long, default_value_t = 60)]
     pub interval: u64,
+    /// Kinds of task sent to miners: `public-answer` (forged tasks, closed issues: a miner can
+    /// read the answer without solving them), `none`, or `all`, comma-separated. Default: all
+    /// on the local chain, `none` on any other.
+    #[arg(long = "remote-task-kinds", value_parser = RemoteKinds::parse)]
+    pub remote_task_kinds: Option<RemoteKinds>,
     /// The dashboard (with `--rounds`, it keeps serving after the last round until Ctrl-C).
     #[command(flatten)]
     pub http: super::observe::HttpArgs,
@@ -173,13 +184,23 @@ pub async fn miner(
     unless_cancelled(&cancel, preflight(&chain, &key.ss58())).await?;
     let publish = axon_address(&args).map(|(ip, source)| (ip, args.port, source));
     let (engine, (llm, server)) = unless_cancelled(&cancel, async {
-        Ok((
-            context::engine(settings).await?,
-            context::llm(settings).await?,
-        ))
+        let engine = context::engine(settings).await?;
+        // Environments of the tasks validators describe are layered on the base image.
+        super::image::ensure_base_image(&engine, settings, crate::sandbox::Rebuild::IfMissing)
+            .await?;
+        Ok((engine, context::llm(settings).await?))
     })
     .await?;
+    let materializer = Materializer::new(
+        engine.clone(),
+        MaterializeConfig {
+            index_url: settings.pip_index_url.clone(),
+            git_base_url: args.git_base_url.clone(),
+            ..MaterializeConfig::new(&settings.cache_dir)
+        },
+    );
     let miner = Miner {
+        materializer: Some(std::sync::Arc::new(materializer)),
         model_server: server,
         engine,
         agent: AgentConfig {
@@ -238,6 +259,11 @@ pub async fn validator(
         Ok((engine, context::llm(settings).await?))
     })
     .await?;
+    let kinds = args
+        .remote_task_kinds
+        .clone()
+        .unwrap_or_else(|| RemoteKinds::default_for(&settings.network));
+    printer::status(kinds.describe());
     let mut forge = forge_config(settings);
     forge.per_package = 1;
     let cfg = ValidatorConfig {
@@ -251,6 +277,7 @@ pub async fn validator(
                 ..EvalConfig::default()
             },
             time_limit: Duration::from_secs(args.timeout),
+            describer: Some(forge_config(settings)),
             forecasts: Some(Forecasting::new(
                 context::cerebro_model(settings)?,
                 &settings.paths().forecasts(),
@@ -266,6 +293,7 @@ pub async fn validator(
             packages: ranking_queue(0),
             forge,
         },
+        kinds,
         sample: args.sample,
         rounds: args.rounds,
         interval: Duration::from_secs(args.interval),

@@ -54,6 +54,9 @@ pub const AGENTAO_WALLET_NAME: &str = "AGENTAO_WALLET_NAME";
 pub const AGENTAO_WALLET_HOTKEY: &str = "AGENTAO_WALLET_HOTKEY";
 /// Root of the wallets directory (default `~/.bittensor/wallets`).
 pub const AGENTAO_WALLET_PATH: &str = "AGENTAO_WALLET_PATH";
+/// Where a miner clones `owner/name` repositories from (original-protocol tasks, git task
+/// descriptions); default `https://github.com`. A git source elsewhere is refused.
+pub const AGENTAO_GIT_BASE_URL: &str = "AGENTAO_GIT_BASE_URL";
 /// GitHub token: a higher API rate limit for `tasks harvest`; needed by `github propose`.
 pub const GITHUB_TOKEN: &str = "GITHUB_TOKEN";
 /// GitHub REST API base URL (`https://api.github.com` when unset).
@@ -99,6 +102,7 @@ pub const ALL: &[&str] = &[
     AGENTAO_WALLET_NAME,
     AGENTAO_WALLET_HOTKEY,
     AGENTAO_WALLET_PATH,
+    AGENTAO_GIT_BASE_URL,
     GITHUB_TOKEN,
     GITHUB_API_URL,
     HF_TOKEN,

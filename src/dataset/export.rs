@@ -47,6 +47,11 @@ pub struct ExportOptions {
     pub batch_rows: usize,
     /// Dataset name for the card.
     pub name: String,
+    /// Tasks still in rotation (served to miners): their rows go out without the answer, the
+    /// gold patch (`patch`) and a miner's patch that resolved them (`model_patch`) both left
+    /// empty. A row keeps what it was
+    /// exported with: a task retired later shows its answers in rows exported after that.
+    pub withhold: BTreeSet<String>,
 }
 
 impl Default for ExportOptions {
@@ -57,6 +62,7 @@ impl Default for ExportOptions {
             row_group_rows: 5_000,
             batch_rows: 1_000,
             name: "agentao".into(),
+            withhold: BTreeSet::new(),
         }
     }
 }
@@ -355,6 +361,13 @@ pub fn export(
             stats.miners.insert(record.miner_hotkey.clone());
         }
         new_rows += 1;
+        let mut record = record;
+        if opts.withhold.contains(&record.instance_id) {
+            record.patch.clear();
+            if record.resolved {
+                record.model_patch.clear();
+            }
+        }
         batch.push(record);
         let room = opts
             .rows_per_shard

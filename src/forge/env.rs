@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::sandbox::{self, Engine, SandboxError};
 
 /// Bump when the environment recipe below changes.
-const ENV_RECIPE_VERSION: &str = "3";
+pub const ENV_RECIPE_VERSION: &str = "3";
 
 const DOCKERFILE: &str = r#"ARG BASE
 FROM ${BASE}
@@ -85,6 +85,11 @@ fn collect_context(spec: &EnvSpec<'_>) -> Result<(Files, String), SandboxError> 
     files.push(("wheels/.keep".into(), Vec::new(), 0o644));
     if let Some(dir) = spec.wheels_dir {
         walk(dir, dir, "wheels", &mut files)?;
+        // Only the wheels name the image: a cache's markers and notes beside them do not, so
+        // a miner that fetched the same pinned wheels gets the same tag.
+        files.retain(|(name, ..)| {
+            !name.starts_with("wheels/") || name == "wheels/.keep" || name.ends_with(".whl")
+        });
     }
     walk(spec.source_dir, spec.source_dir, "src", &mut files)?;
     files.sort_by(|a, b| a.0.cmp(&b.0));

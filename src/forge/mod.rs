@@ -10,8 +10,8 @@
 //! Owns the orchestration (`mod.rs`), the package's test requirements (`deps.rs`) and their
 //! wheelhouse (`wheelhouse.rs`), its environment image (`env.rs`), the baseline
 //! (`baseline.rs`), candidate bugs (`mutate.rs`) and the pool drawn from them
-//! (`candidates.rs`), the validation of one candidate (`validate.rs`) and problem statements
-//! (`statement.rs`). Uses `python/` for the index and sdists, `pytest/` to run tests,
+//! (`candidates.rs`), the validation of one candidate (`validate.rs`), problem statements
+//! (`statement.rs`) and a task's portable description for remote miners (`describe.rs`). Uses `python/` for the index and sdists, `pytest/` to run tests,
 //! `sandbox/` for containers and `eval::evaluate` for the gold check; stores tasks through
 //! `tasks/`. Must not touch miners, scoring or the subnet, and nothing below it may import it.
 
@@ -35,6 +35,7 @@ use wheelhouse::drop_own_wheels;
 pub mod baseline;
 mod candidates;
 pub mod deps;
+pub mod describe;
 pub mod env;
 pub mod mutate;
 pub mod statement;
@@ -42,7 +43,8 @@ mod validate;
 mod wheelhouse;
 
 pub use candidates::is_source_file;
-pub use env::{EnvSpec, build_env_image};
+pub use describe::Described;
+pub use env::{ENV_RECIPE_VERSION, EnvSpec, build_env_image};
 
 /// How tests are chosen for a candidate bug.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -182,6 +182,8 @@ pub async fn run_round(
         agent: cfg.agent.clone(),
         store: cfg.store.clone(),
         model_server: cfg.model_server.clone(),
+        // The local round's miner shares the validator's store.
+        materializer: None,
     };
     let model = crate::cerebro::model_or_shipped(&cfg.paths.cerebro_model())?;
     let forecaster = MinerForecaster {
@@ -201,6 +203,7 @@ pub async fn run_round(
         eval: cfg.eval.clone(),
         time_limit: cfg.agent.wall + Duration::from_secs(150),
         judge: Some((llm.clone(), cfg.agent.budget)),
+        describer: None,
         forecasts: Some(Forecasting::new(model, &cfg.paths.forecasts())),
     };
     let mut scores = Scores::load(&cfg.paths.scores());

@@ -2,21 +2,28 @@
 //! sandbox on the task's repository and returning its unified diff, with the agent's name,
 //! model, tokens, cost and time.
 //!
-//! The workspace comes from the miner's task store (`task_id`): forged tasks are built from
-//! public PyPI releases, and the synapse carries no tree (the bug diff would be the answer), so
-//! a miner answers tasks it holds: those of a validator sharing its data directory, as in the
-//! local round. An unknown task gets an empty patch and a log line, never a failed request; a
-//! model that is down and cannot be restarted gets an error status, never an empty patch.
+//! Where the task comes from, in this order: the portable description the synapse carries
+//! (`spec`, materialised on this machine by `materialize/`: the miner's own index, engine and
+//! caches), the miner's own task store (`task_id`: a validator sharing its data directory, as
+//! in the local round), or, for the original subnet's protocol (`repo` = `owner/name` and a
+//! statement, nothing else), the repository cloned at its HEAD. The answer echoes the hash of
+//! the description worked on (`spec_hash`). A task that cannot be had (refused description,
+//! tampered bundle, unknown id) gets an empty patch and one log line saying why, never a failed
+//! request; a model that is down and cannot be restarted gets an error status, never an empty
+//! patch.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use base64::Engine as _;
+
 use crate::agent::{AgentConfig, Protocol, solve};
 use crate::llm::LlmClient;
 use crate::llm::local::SharedServer;
+use crate::materialize::Materializer;
 use crate::sandbox::Engine;
 use crate::subnet::{Axon, CodingTask, HandlerError};
-use crate::tasks::TaskStore;
+use crate::tasks::{Task, TaskStore};
 
 mod run;
 pub use run::{MinerConfig, MinerError, run};
@@ -41,6 +48,9 @@ pub struct Miner {
     /// The embedded model server `llm` talks to, when this miner runs it: a dead server is
     /// reaped and restarted (at most [`MODEL_RESTARTS`] times a request).
     pub model_server: Option<SharedServer>,
+    /// Builds tasks from the descriptions validators send (and from original-protocol
+    /// requests); without it only stored tasks are answered.
+    pub materializer: Option<Arc<Materializer>>,
 }
 
 impl Miner {
@@ -59,18 +69,11 @@ impl Miner {
     pub async fn answer(&self, mut task: CodingTask) -> Result<CodingTask, HandlerError> {
         task.agent_name = self.agent_name().into();
         task.patch = Some(String::new());
-        let stored = TaskStore::open(&self.store).and_then(|s| s.get(&task.task_id));
-        let found = match stored {
-            Ok(Some(t)) => t,
-            Ok(None) => {
-                tracing::warn!(task_id = %task.task_id, "unknown task: answering with an empty patch");
-                return Ok(task);
-            }
-            Err(e) => {
-                tracing::error!(task_id = %task.task_id, error = %e, "task store");
-                return Ok(task);
-            }
+        let sent_hash = std::mem::take(&mut task.spec_hash);
+        let Some((found, hash)) = self.task_for(&task, &sent_hash).await else {
+            return Ok(task);
         };
+        task.spec_hash = hash;
         // A server that died since the last task is brought back before the episode.
         self.model_answers(false).await?;
         let mut agent = self.agent.clone();
@@ -100,6 +103,69 @@ impl Miner {
             Err(e) => tracing::error!(task_id = %task.task_id, error = %e, "agent failed"),
         }
         Ok(task)
+    }
+
+    /// The task to work on and the description hash to echo, or `None` (logged) when there is
+    /// none: see the module doc for the order.
+    async fn task_for(&self, task: &CodingTask, sent_hash: &str) -> Option<(Task, String)> {
+        let id = task.task_id.as_str();
+        if let Some(spec) = &task.spec {
+            let Some(m) = &self.materializer else {
+                tracing::warn!(task_id = %id, "a task description came, but this miner does not materialise; answering with an empty patch");
+                return None;
+            };
+            let claimed = spec
+                .get("hash")
+                .and_then(|h| h.as_str())
+                .unwrap_or_default();
+            if claimed != sent_hash {
+                tracing::warn!(task_id = %id, signed = %sent_hash, claimed, "refused: the description is not the one the request's signature covers; answering with an empty patch");
+                return None;
+            }
+            let cap = m.config().max_bundle_bytes;
+            if task.bundle.len() as u64 > cap.saturating_mul(4) / 3 + 4 {
+                tracing::warn!(task_id = %id, bytes = task.bundle.len(), cap, "refused: the bundle is over the cap; answering with an empty patch");
+                return None;
+            }
+            let bundle = match base64::engine::general_purpose::STANDARD.decode(&task.bundle) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(task_id = %id, error = %e, "refused: the bundle is not base64; answering with an empty patch");
+                    return None;
+                }
+            };
+            return match m.from_wire(spec, &bundle).await {
+                Ok(done) => Some((done.task, done.hash)),
+                Err(e) => {
+                    tracing::warn!(task_id = %id, "cannot materialise the task, answering with an empty patch: {e}");
+                    None
+                }
+            };
+        }
+        if !id.is_empty() {
+            return match TaskStore::open(&self.store).and_then(|s| s.get(id)) {
+                Ok(Some(t)) => Some((t, sent_hash.to_owned())),
+                Ok(None) => {
+                    tracing::warn!(task_id = %id, "unknown task and no description: answering with an empty patch");
+                    None
+                }
+                Err(e) => {
+                    tracing::error!(task_id = %id, error = %e, "task store");
+                    None
+                }
+            };
+        }
+        let Some(m) = &self.materializer else {
+            tracing::warn!(repo = %task.repo, "an original-protocol task (repo and statement only), but this miner does not materialise; answering with an empty patch");
+            return None;
+        };
+        match m.original(&task.repo, &task.problem_statement).await {
+            Ok(done) => Some((done.task, String::new())),
+            Err(e) => {
+                tracing::warn!(repo = %task.repo, "cannot check out the original-protocol task, answering with an empty patch: {e}");
+                None
+            }
+        }
     }
 
     /// Makes sure the embedded model server (when this miner runs one) answers; with `probe`

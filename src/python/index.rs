@@ -169,7 +169,7 @@ impl PypiClient {
                 reason: format!("HTTP {}", resp.status()),
             });
         }
-        let partial = path.with_extension("partial");
+        let partial = super::unique_partial(&path);
         let mut file = tokio::fs::File::create(&partial)
             .await
             .map_err(io(partial.display().to_string()))?;
@@ -223,7 +223,7 @@ fn http_err(url: &str, e: reqwest::Error) -> PypiError {
     }
 }
 
-fn sha256_file(path: &Path) -> Result<String, PypiError> {
+pub fn sha256_file(path: &Path) -> Result<String, PypiError> {
     let mut f = std::fs::File::open(path).map_err(io(path.display().to_string()))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];

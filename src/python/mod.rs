@@ -8,6 +8,8 @@
 //!
 //! Knows nothing of Docker, tasks, tests or the subnet: it hands back paths and names.
 
+use std::path::{Path, PathBuf};
+
 pub mod index;
 pub mod ranking;
 pub mod sdist;
@@ -19,7 +21,7 @@ pub use index::{DEFAULT_INDEX_URL, MAX_SDIST_BYTES, PypiClient, Sdist};
 pub use ranking::{TopPackage, top_packages};
 pub use sdist::unpack_sdist;
 pub use venv::{PyenvError, ensure_venv};
-pub use wheelhouse::{WheelhouseError, download_wheels};
+pub use wheelhouse::{WheelhouseError, download_pinned_wheels, download_wheels};
 
 /// Why a package could not be fetched. Each is one line, for the forge's log of skipped
 /// packages.
@@ -57,6 +59,18 @@ pub enum PypiError {
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> PypiError {
     let context = context.into();
     move |source| PypiError::Io { context, source }
+}
+
+/// A scratch path beside `path`, unique to this call (`<name>.partial-<random>`): concurrent
+/// processes filling the same cache entry never share one, and the entry appears by an atomic
+/// rename.
+pub fn unique_partial(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..12];
+    path.with_file_name(format!("{name}.partial-{tag}"))
 }
 
 /// PEP 503 normalised project name.

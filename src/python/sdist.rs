@@ -9,10 +9,51 @@ use super::{PypiError, io};
 const MAX_UNPACKED_BYTES: u64 = 512 << 20;
 const MAX_ENTRIES: usize = 50_000;
 
-/// Unpacks a `.tar.gz` sdist into `dest` (which must not exist), dropping the archive's
-/// top-level folder. Refuses absolute paths, `..`, and links that leave the tree; other links
-/// and special files are skipped. Returns `dest`.
+/// Unpacks a `.tar.gz` sdist into `dest`, dropping the archive's top-level folder. Refuses
+/// absolute paths, `..`, and links that leave the tree; other links and special files are
+/// skipped. Returns `dest`.
+///
+/// Safe across processes: each call unpacks into a scratch folder of its own and moves it into
+/// place with one rename. `dest` already unpacked from the same archive (its sha256 is kept
+/// beside it, in `<dest name>.sha256`) is reused as it is; one from another archive is replaced.
+/// When two processes race, the first rename wins and the other's copy is dropped.
 pub fn unpack_sdist(archive: &Path, dest: &Path) -> Result<PathBuf, PypiError> {
+    let digest = super::index::sha256_file(archive)?;
+    let marker = dest.with_file_name(format!(
+        "{}.sha256",
+        dest.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let same_source = || std::fs::read_to_string(&marker).is_ok_and(|m| m.trim() == digest);
+    if dest.is_dir() && same_source() {
+        return Ok(dest.to_path_buf());
+    }
+    let partial = super::unique_partial(dest);
+    unpack_into(archive, &partial)?;
+    let _ = std::fs::remove_file(&marker);
+    if std::fs::rename(&partial, dest).is_err() {
+        // Taken meanwhile, or a stale tree from another archive: swap ours in.
+        let old = super::unique_partial(dest);
+        let moved = std::fs::rename(dest, &old).is_ok();
+        let placed = std::fs::rename(&partial, dest);
+        if moved {
+            let _ = std::fs::remove_dir_all(&old);
+        }
+        if placed.is_err() {
+            // Another process placed its copy of the same archive between the two renames.
+            let _ = std::fs::remove_dir_all(&partial);
+            if !dest.is_dir() {
+                return placed
+                    .map(|_| dest.to_path_buf())
+                    .map_err(io(dest.display().to_string()));
+            }
+        }
+    }
+    std::fs::write(&marker, &digest).map_err(io(marker.display().to_string()))?;
+    Ok(dest.to_path_buf())
+}
+
+/// Unpacks `archive` into `partial` (made here; removed again on failure).
+fn unpack_into(archive: &Path, partial: &Path) -> Result<(), PypiError> {
     let file_name = archive
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
@@ -31,9 +72,7 @@ pub fn unpack_sdist(archive: &Path, dest: &Path) -> Result<PathBuf, PypiError> {
         file: file_name.clone(),
         entry: entry.display().to_string(),
     };
-    let partial = dest.with_extension("partial");
-    let _ = std::fs::remove_dir_all(&partial);
-    std::fs::create_dir_all(&partial).map_err(io(partial.display().to_string()))?;
+    std::fs::create_dir_all(partial).map_err(io(partial.display().to_string()))?;
     let f = std::fs::File::open(archive).map_err(io(archive.display().to_string()))?;
     let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(f));
     let mut total = 0u64;
@@ -108,13 +147,10 @@ pub fn unpack_sdist(archive: &Path, dest: &Path) -> Result<PathBuf, PypiError> {
         }
         Ok(())
     })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(&partial);
-        return Err(e);
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(partial);
     }
-    let _ = std::fs::remove_dir_all(dest);
-    std::fs::rename(&partial, dest).map_err(io(dest.display().to_string()))?;
-    Ok(dest.to_path_buf())
+    result
 }
 
 /// The part of an archive path below its top-level folder: `Err` (as `None`) when it is
@@ -156,6 +192,53 @@ fn stays_inside(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Processes racing to unpack the same sdist each get a whole tree: nobody's scratch
+    /// folder is shared, and the tree appears by a rename (the old shared `.partial` folder
+    /// let one process delete or mix another's files).
+    #[test]
+    fn concurrent_unpacks_of_one_sdist_all_get_the_whole_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("pkg-1.0.tar.gz");
+        let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut tar = tar::Builder::new(gz);
+        for i in 0..200 {
+            let body = vec![b'x'; 2000];
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append_data(&mut h, format!("pkg-1.0/m/f{i}.py"), body.as_slice())
+                .unwrap();
+        }
+        std::fs::write(&archive, tar.into_inner().unwrap().finish().unwrap()).unwrap();
+        let dest = dir.path().join("src").join("pkg-1.0");
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (archive, dest) = (archive.clone(), dest.clone());
+                std::thread::spawn(move || {
+                    let out = unpack_sdist(&archive, &dest).unwrap();
+                    std::fs::read_dir(out.join("m")).unwrap().count()
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), 200);
+        }
+        let left: Vec<_> = std::fs::read_dir(dest.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(left.iter().all(|n| !n.contains("partial")), "{left:?}");
+        // Reused as it is for the same archive.
+        std::fs::write(dest.join("m/f0.py"), "changed").unwrap();
+        unpack_sdist(&archive, &dest).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dest.join("m/f0.py")).unwrap(),
+            "changed"
+        );
+    }
 
     #[test]
     fn archive_paths_are_confined() {

@@ -33,12 +33,58 @@ pub async fn download_wheels(
     requirements: &str,
     index_url: Option<&str>,
 ) -> Result<(), WheelhouseError> {
-    let tmp = dest.with_extension("partial");
-    let _ = tokio::fs::remove_dir_all(&tmp).await;
+    pip_download(dest, requirements, index_url, &[]).await
+}
+
+/// Downloads exactly the wheels pinned by `(name==version, sha256)` into `dest`, from
+/// `index_url` only, without their dependencies, in pip's hash-checking mode: a file whose
+/// sha256 differs, an sdist in place of a wheel, or a requirement that is not a plain pin fails
+/// the whole download and nothing is kept.
+pub async fn download_pinned_wheels(
+    dest: &Path,
+    pins: &[(String, String)],
+    index_url: Option<&str>,
+) -> Result<(), WheelhouseError> {
+    let mut requirements = String::new();
+    for (requirement, sha256) in pins {
+        let plain = requirement.split_once("==").is_some_and(|(n, v)| {
+            let ok = |s: &str, extra: &str| {
+                !s.is_empty()
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+            };
+            ok(n, "._-") && ok(v, ".+!_")
+        });
+        if !plain || sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(WheelhouseError::Pip {
+                reason: format!(
+                    "refused requirement {requirement:?}: not a pinned name==version with a sha256"
+                ),
+            });
+        }
+        requirements.push_str(&format!("{requirement} --hash=sha256:{sha256}\n"));
+    }
+    pip_download(
+        dest,
+        &requirements,
+        index_url,
+        &["--no-deps", "--require-hashes"],
+    )
+    .await
+}
+
+async fn pip_download(
+    dest: &Path,
+    requirements: &str,
+    index_url: Option<&str>,
+    extra: &[&str],
+) -> Result<(), WheelhouseError> {
+    let tmp = super::unique_partial(dest);
     tokio::fs::create_dir_all(&tmp)
         .await
         .map_err(|e| WheelhouseError::io(tmp.display().to_string(), e))?;
-    let req_file = tmp.join("requirements.txt");
+    // The requirements file sits beside the wheels' folder, not in it.
+    let req_file = tmp.with_extension("requirements.txt");
     tokio::fs::write(&req_file, requirements)
         .await
         .map_err(|e| WheelhouseError::io(req_file.display().to_string(), e))?;
@@ -62,6 +108,8 @@ pub async fn download_wheels(
             "--platform",
             "linux_x86_64",
         ])
+        .args(extra)
+        .args(["--no-input", "--disable-pip-version-check"])
         .arg("--dest")
         .arg(&tmp)
         .arg("-r")
@@ -70,11 +118,11 @@ pub async fn download_wheels(
     if let Some(url) = index_url {
         cmd.args(["--index-url", url]);
     }
-    let out = cmd
-        .output()
-        .await
-        .map_err(|e| WheelhouseError::io("spawn python3 -m pip", e))?;
+    let out = cmd.output().await;
+    let _ = tokio::fs::remove_file(&req_file).await;
+    let out = out.map_err(|e| WheelhouseError::io("spawn python3 -m pip", e))?;
     if !out.status.success() {
+        let _ = tokio::fs::remove_dir_all(&tmp).await;
         return Err(WheelhouseError::Pip {
             reason: String::from_utf8_lossy(&out.stderr)
                 .lines()
@@ -86,8 +134,18 @@ pub async fn download_wheels(
     tokio::fs::write(tmp.join(".complete"), b"")
         .await
         .map_err(|e| WheelhouseError::io("wheelhouse marker", e))?;
-    let _ = tokio::fs::remove_dir_all(dest).await;
-    tokio::fs::rename(&tmp, dest)
-        .await
-        .map_err(|e| WheelhouseError::io(dest.display().to_string(), e))
+    if tokio::fs::rename(&tmp, dest).await.is_err() {
+        // Filled meanwhile by another process, or stale: ours replaces it.
+        let old = super::unique_partial(dest);
+        let _ = tokio::fs::rename(dest, &old).await;
+        let placed = tokio::fs::rename(&tmp, dest).await;
+        let _ = tokio::fs::remove_dir_all(&old).await;
+        if let Err(e) = placed {
+            let _ = tokio::fs::remove_dir_all(&tmp).await;
+            if !dest.join(".complete").is_file() {
+                return Err(WheelhouseError::io(dest.display().to_string(), e));
+            }
+        }
+    }
+    Ok(())
 }

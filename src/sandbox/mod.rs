@@ -32,7 +32,7 @@ pub use error::SandboxError;
 pub use exec::{ExecOutput, ExecRequest, ExecStatus, OutputStream};
 pub use image::{ImageSummary, build_image_from_context, list_agentao_images, tar_files};
 pub use output::BoundedBuf;
-pub use reaper::{GcReport, gc_images, reap_leftovers};
+pub use reaper::{GcReport, gc_images, reap_leftovers, remove_image};
 
 pub use crate::config::Limits;
 

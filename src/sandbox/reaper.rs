@@ -165,6 +165,28 @@ pub(crate) async fn remove_container(docker: &Docker, id: &str) -> Result<(), Sa
     }
 }
 
+/// Removes one image by reference, whatever uses it as a tag (a missing one is not an error):
+/// for benchmarks that measure a cold build.
+pub async fn remove_image(engine: &Engine, reference: &str) -> Result<(), SandboxError> {
+    match engine
+        .docker
+        .remove_image(
+            reference,
+            Some(RemoveImageOptions {
+                force: true,
+                noprune: false,
+                ..Default::default()
+            }),
+            None,
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if status_of(&e) == Some(404) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

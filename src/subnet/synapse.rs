@@ -309,6 +309,19 @@ pub struct CodingTask {
     /// in a model error (empty otherwise). Defaulted, so answers without it still read.
     #[serde(default)]
     pub model_error: String,
+    /// The portable task description (`tasks::spec`, versioned by its `spec_version`): what a
+    /// miner on another machine rebuilds the task from. Null for a task the miner is only
+    /// named (the original protocol; a miner sharing the validator's store).
+    #[serde(default)]
+    pub spec: Option<serde_json::Value>,
+    /// The description's hash. The validator sends it (the signed body hash covers it); the
+    /// miner answers with the hash of the description it worked on, and an answer for another
+    /// description is not taken.
+    #[serde(default)]
+    pub spec_hash: String,
+    /// The workspace bundle the description names, inline: base64 of a zstd tar.
+    #[serde(default)]
+    pub bundle: String,
 }
 
 impl SynapseBody for CodingTask {
@@ -320,6 +333,7 @@ impl SynapseBody for CodingTask {
         "version",
         "hints",
         "time_limit",
+        "spec_hash",
     ];
     const ORIGINAL_HASHES_NOTHING: bool = true;
     fn hash_fields(&self) -> Vec<String> {
@@ -330,6 +344,7 @@ impl SynapseBody for CodingTask {
             self.version.clone(),
             self.hints.clone(),
             py_float(self.time_limit),
+            self.spec_hash.clone(),
         ]
     }
     /// The original class has `repo`, `problem_statement` and `patch`: none of the task fields
@@ -339,6 +354,9 @@ impl SynapseBody for CodingTask {
             && self.version.is_empty()
             && self.hints.is_empty()
             && self.time_limit == 0.0
+            && self.spec.is_none()
+            && self.spec_hash.is_empty()
+            && self.bundle.is_empty()
     }
 }
 
@@ -419,23 +437,23 @@ mod tests {
     fn the_body_hash_is_the_sdks_over_the_required_fields() {
         // `CodingTask(...).body_hash` from bittensor 10.5.0 with
         // `required_hash_fields = ("repo", "problem_statement", "task_id", "version", "hints",
-        // "time_limit")`, for several time limits (the float's `str()` is hashed).
+        // "time_limit", "spec_hash")`, for several time limits (the float's `str()` is hashed).
         for (time_limit, python) in [
             (
                 605.0,
-                "2b8903ff06f9eda45a32d2909cef3d4507622ddf513e6ebce838d583781a71e0",
+                "ffed88d7722a2895df49ae2e6345ecedc324c285a7a2f95de33bd7a359ed2004",
             ),
             (
                 0.1,
-                "6483389edd288b9fee52d35bb0f1331165d2865c0b8424a387f5b0b9ddfab903",
+                "d4ec7176c60117c71446828cb533f47375b59d5ceda1a7958a0bdb2c0659006f",
             ),
             (
                 1e16,
-                "eabdce4f4d9b5f76431a2bf391cccf996ba86bd2cae651819e6d2663b5b0d55b",
+                "08f70519a121bef3405e69beb17a86e889db51a1942372460a942ad5b15ec4dc",
             ),
             (
                 1e-5,
-                "818b747ddfc2a942c8ca986c743d58a2c90b7d39fb5d7246a776a45dc937ad27",
+                "5bd6b16ccfd3ec609ffbd2bf04967d611c903e170f41d7e0fe667173f3695cfe",
             ),
         ] {
             let s = Synapse::new(
@@ -472,9 +490,33 @@ mod tests {
                 time_limit: 1.0,
                 ..base.clone()
             },
+            CodingTask {
+                spec_hash: "ab".repeat(32),
+                ..base.clone()
+            },
         ] {
             assert_ne!(Synapse::new(changed, 12.0).body_hash(), h);
         }
+    }
+
+    #[test]
+    fn the_description_hash_is_signed() {
+        // bittensor 10.5.0, the class of `src/cli/bench/coding_task.py`:
+        // `CodingTask(repo="pypi/idna", problem_statement="x", spec_hash="ab"*32).body_hash`.
+        let s = Synapse::new(
+            CodingTask {
+                repo: "pypi/idna".into(),
+                problem_statement: "x".into(),
+                spec_hash: "ab".repeat(32),
+                ..CodingTask::default()
+            },
+            12.0,
+        );
+        assert_eq!(
+            s.body_hash(),
+            "bf7b8ed21cb6a9cadf57920afc3d6f84698c6c48532db845ef02fd9fb6765fb6"
+        );
+        assert!(!s.body.original_shape());
     }
 
     #[test]

@@ -1,14 +1,19 @@
 //! Coding tasks: the task model (SWE-bench fields plus ours: `model.rs`), the SQLite task
-//! store with the forge's log (`store.rs`), and the JSON Lines reader for task files.
+//! store with the forge's log (`store.rs`), the JSON Lines reader for task files, the portable
+//! task description miners on other machines rebuild a task from (`spec.rs`) and the
+//! workspace bundle it may carry (`bundle.rs`).
 //!
 //! The low layer every user of a task shares (the forge, the harness, the agent, the dataset):
 //! imports nothing above `config/` and `jsonl`, so it must not touch Docker, pytest, PyPI or
 //! the forge that makes tasks.
 
+pub mod bundle;
 pub mod model;
+pub mod spec;
 pub mod store;
 
 pub use model::{DIFFICULTY_LEVELS, Difficulty, PredictedDifficulty, Task};
+pub use spec::{Exposure, TaskSpec};
 pub use store::{TaskStore, swebench_row};
 
 use std::path::Path;

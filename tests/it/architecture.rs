@@ -16,6 +16,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "neurons",
             "github",
+            "materialize",
             "cerebro",
             "forge",
             "agent",
@@ -38,6 +39,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "neurons",
         &[
+            "materialize",
             "forge",
             "agent",
             "eval",
@@ -54,6 +56,11 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "jsonl",
             "telemetry",
         ],
+    ),
+    // A stranger's task description → a task for the miner's agent; never used in scoring.
+    (
+        "materialize",
+        &["forge", "tasks", "python", "sandbox", "config", "jsonl"],
     ),
     (
         "github",
@@ -100,6 +107,8 @@ const CONFINED: &[(&str, &str)] = &[
     ("anyhow", "cli"),
     ("octocrab", "github"),
     ("git2", "git"),
+    // The materialiser's own libgit2 mirror predates `git/`; to be moved onto it.
+    ("git2", "materialize"),
 ];
 
 /// Longest source file, in lines.
@@ -383,7 +392,8 @@ fn confined_crates_stay_in_their_module() {
                 before.is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'))
                     && after.is_some_and(|c| c == ':' || c == ';' || c == '!')
             });
-            if named && top != *home {
+            // A crate may have more than one home (one row each).
+            if named && !CONFINED.iter().any(|(k, h)| k == krate && top == *h) {
                 wrong.push(format!("{} uses {krate} (only {home}/ may)", rel.display()));
             }
         }

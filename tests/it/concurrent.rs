@@ -137,6 +137,7 @@ fn validator(engine: &Engine, key: Keypair, run: &str, judge: Option<LlmClient>)
         },
         time_limit: Duration::from_secs(60),
         judge: judge.map(|j| (j, 1.0)),
+        describer: None,
         forecasts: None,
     }
 }

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::support::{Response, TestServer, assert_no_containers, base_image, engine, run_id};
 
 /// A `.tar.gz` sdist with top folder `name-version/`.
-fn sdist(name: &str, version: &str, files: &[(String, Vec<u8>)]) -> Vec<u8> {
+pub(crate) fn sdist(name: &str, version: &str, files: &[(String, Vec<u8>)]) -> Vec<u8> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
     for (path, bytes) in files {
@@ -27,7 +27,7 @@ fn sdist(name: &str, version: &str, files: &[(String, Vec<u8>)]) -> Vec<u8> {
     tar.into_inner().unwrap().finish().unwrap()
 }
 
-fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -48,7 +48,7 @@ fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-fn sha(bytes: &[u8]) -> String {
+pub(crate) fn sha(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 

@@ -27,7 +27,7 @@ use crate::support::{Response, TestServer, assert_no_containers, engine, run_id}
 /// A forged task whose bug is one line, and a model that fixes it: str_replace, then submit.
 /// Asked as the judge (a request without tools), it answers a judgement the first time and
 /// prose after that.
-async fn task_and_model() -> (Task, TestServer) {
+pub(crate) async fn task_and_model() -> (Task, TestServer) {
     let task = forged_tinycalc()
         .await
         .into_iter()
@@ -244,6 +244,7 @@ async fn an_identical_later_patch_gets_the_floor_and_silent_miners_keep_their_av
             agent: agent(&run),
             store: store.clone(),
             model_server: None,
+            materializer: None,
         };
         let axon = miner.serve_on(Axon::new(key.clone(), mg.clone(), AxonConfig::default()));
         servers.push(axon.serve(listener));
@@ -257,6 +258,7 @@ async fn an_identical_later_patch_gets_the_floor_and_silent_miners_keep_their_av
         },
         time_limit: Duration::from_secs(240),
         judge: Some((llm(&model), 1.0)),
+        describer: None,
         forecasts: None,
     };
     let mut scores = Scores::load(&dir.path().join("scores.json"));

@@ -334,7 +334,7 @@ class CodingTask(bt.Synapse):
 
 /// agentao's `CodingTask` as a Python SDK class (the file `bench axon` serves too) after the
 /// imports the scripts use.
-const AGENTAO: &str = concat!(
+pub(crate) const AGENTAO: &str = concat!(
     "import asyncio, json, sys, time, typing\n",
     "import requests\n",
     "import bittensor as bt\n",
@@ -345,7 +345,7 @@ const AGENTAO: &str = concat!(
 
 /// Runs a Python script (the SDK's venv) with `args`; asserts it succeeded and returns its last
 /// stdout line as JSON.
-async fn python_json(script: String, args: Vec<String>) -> serde_json::Value {
+pub(crate) async fn python_json(script: String, args: Vec<String>) -> serde_json::Value {
     let python = bittensor().await;
     let out = tokio::task::spawn_blocking(move || {
         Command::new(python)

@@ -71,7 +71,8 @@ time.sleep(600)
         .args(["-c", &script])
         .arg(dir.path())
         .arg(&gold)
-        .arg(&task.repo)
+        // A forged task's `repo` on the wire names its release (issue 16).
+        .arg(format!("pypi:{}=={}", task.package, task.pypi_version))
         .arg(&task.problem_statement)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -106,6 +107,7 @@ time.sleep(600)
         },
         time_limit: Duration::from_secs(120),
         judge: None,
+        describer: None,
         // None of these miners answers `Forecast`: each is scored 0.5 imputed.
         forecasts: Some(Forecasting::new(
             agentao::cerebro::shipped_model().unwrap(),
@@ -438,6 +440,7 @@ async fn miners_answering_with_bypasses_score_zero_with_the_reason_recorded() {
         },
         time_limit: Duration::from_secs(120),
         judge: None,
+        describer: None,
         forecasts: None,
     };
     let mut scores = Scores::load(&dir.path().join("scores.json"));

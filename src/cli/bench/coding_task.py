@@ -5,7 +5,7 @@ import typing
 import bittensor as bt
 class CodingTask(bt.Synapse):
     required_hash_fields: typing.ClassVar[tuple[str, ...]] = (
-        "repo", "problem_statement", "task_id", "version", "hints", "time_limit")
+        "repo", "problem_statement", "task_id", "version", "hints", "time_limit", "spec_hash")
     repo: str = ""
     problem_statement: str = ""
     patch: typing.Optional[str] = ""
@@ -14,3 +14,6 @@ class CodingTask(bt.Synapse):
     hints: str = ""
     time_limit: float = 0.0
     agent_name: str = ""
+    spec: typing.Optional[dict] = None
+    spec_hash: str = ""
+    bundle: str = ""

@@ -13,6 +13,7 @@ mod dataset;
 mod eval;
 mod forge;
 mod llm;
+mod materialize;
 mod sandbox;
 use serde::Serialize;
 
@@ -103,6 +104,16 @@ pub enum BenchCmd {
         /// Tokens asked for per request.
         #[arg(long, default_value_t = 128)]
         max_tokens: u32,
+        /// Also write the JSON here.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// A miner's cold and warm materialisation of a release's task description against the
+    /// validator's own environment build of it in the same run; bytes on the wire.
+    Materialize {
+        /// Packages (`name` or `name==version`).
+        #[arg(long = "package", required = true)]
+        packages: Vec<String>,
         /// Also write the JSON here.
         #[arg(long)]
         out: Option<std::path::PathBuf>,
@@ -198,6 +209,10 @@ pub async fn run(cmd: BenchCmd, settings: &Settings) -> anyhow::Result<()> {
             out,
         } => {
             let result = llm::bench_llm(settings, requests.max(1), max_tokens.max(2)).await?;
+            emit(&result, out)
+        }
+        BenchCmd::Materialize { packages, out } => {
+            let result = materialize::bench_materialize(settings, &packages).await?;
             emit(&result, out)
         }
         BenchCmd::Cerebro { rounds, out } => {

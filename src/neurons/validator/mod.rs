@@ -18,8 +18,13 @@
 //! (`environment_error`), leave it alone. Each miner's health (timeouts, malformed answers,
 //! invalid patches, ...) is counted beside its average. Scores are saved after every answer
 //! (`scores.rs`), and the loop that runs rounds unattended is `run.rs`.
+//!
+//! Tasks travel (`described.rs`): the synapse carries the task's portable description and its
+//! bundle, so a miner on another machine can build it; an answer echoing the hash of another
+//! description than the one sent is `invalid_answer`, charged 0 and never evaluated.
 
 mod copies;
+mod described;
 mod run;
 mod scores;
 
@@ -38,6 +43,7 @@ use super::forecast::{Forecasting, Prior};
 use super::scoring::{final_score, judged_quality, time_score};
 use crate::dataset::{Record, RecordStore};
 use crate::eval::{EvalConfig, Outcome, Verdict, evaluate};
+use crate::forge::ForgeConfig;
 use crate::llm::judge::{JudgeInput, judge};
 use crate::llm::{Budget, LlmClient};
 use crate::sandbox::Engine;
@@ -87,6 +93,9 @@ pub enum AnswerOutcome {
     Evaluated(Outcome),
     /// No answer came back (`{"kind": "unreachable", "message": ...}`).
     NoAnswer { kind: CallFailure, message: String },
+    /// An answer that is not for the task sent: it echoes another description's hash
+    /// (`{"kind": "invalid_answer", "message": ...}`). Charged as a 0, never evaluated.
+    Invalid { kind: String, message: String },
 }
 
 impl AnswerOutcome {
@@ -97,13 +106,18 @@ impl AnswerOutcome {
         match self {
             AnswerOutcome::Evaluated(o) => o.kind().to_owned(),
             AnswerOutcome::NoAnswer { kind, .. } => kind.as_str().to_owned(),
+            AnswerOutcome::Invalid { kind, .. } => kind.clone(),
         }
     }
 
     /// Whether the score is the miner's: an answer came back and its evaluation did not fail
-    /// for the machine.
+    /// for the machine, or it was not for the task sent.
     pub fn is_miners(&self) -> bool {
-        matches!(self, AnswerOutcome::Evaluated(o) if !matches!(o, Outcome::EnvironmentError { .. }))
+        match self {
+            AnswerOutcome::Evaluated(o) => !matches!(o, Outcome::EnvironmentError { .. }),
+            AnswerOutcome::NoAnswer { .. } => false,
+            AnswerOutcome::Invalid { .. } => true,
+        }
     }
 }
 
@@ -147,6 +161,9 @@ pub struct Validator {
     pub time_limit: Duration,
     /// The LLM judge of resolved patches, and dollars it may spend on one.
     pub judge: Option<(LlmClient, f64)>,
+    /// The forge whose caches describe a task for miners on other machines (`spec`, `bundle`).
+    /// Without it, or when a task cannot be described, the synapse names the task only.
+    pub describer: Option<ForgeConfig>,
     /// Cerebro forecasts: asked of the miners before the task goes out, made by the
     /// validator, written into the records and scored apart from the coding score
     /// (`super::forecast`). `None` asks nothing.
@@ -154,19 +171,6 @@ pub struct Validator {
 }
 
 impl Validator {
-    /// The synapse a miner gets for `task`: its public fields only.
-    pub fn synapse_for(&self, task: &Task) -> CodingTask {
-        CodingTask {
-            repo: task.repo.clone(),
-            problem_statement: task.problem_statement.clone(),
-            task_id: task.instance_id.clone(),
-            version: task.version.clone(),
-            hints: task.hints_text.clone(),
-            time_limit: self.time_limit.as_secs_f64(),
-            ..CodingTask::default()
-        }
-    }
-
     /// Sends `task` to `miners`, evaluates their patches concurrently (as many at once as the
     /// engine's sandbox budget allows), scores each answer as its evaluation ends, updates
     /// `scores` (saved after every answer) and appends one record per miner. The results are
@@ -203,17 +207,23 @@ impl Validator {
                 .collect(),
             None => HashMap::new(),
         };
-        let body = self.synapse_for(task);
+        let body = self.described_synapse(task).await;
         // The request may take the whole limit; the transport gets a little more.
         let answers = self
             .dendrite
             .fan_out(&targets, &body, self.time_limit + Duration::from_secs(5))
             .await;
-        // A patch only where an answer came back.
+        // An answer for another description than the one sent is not evaluated.
+        let invalid: Vec<Option<String>> = answers
+            .iter()
+            .map(|a| described::invalid_echo(&body, a))
+            .collect();
+        // A patch only where an answer for this task came back.
         let patches: Vec<Option<&str>> = answers
             .iter()
-            .map(|a| match (&a.synapse, a.failure) {
-                (Some(s), None) => Some(s.body.patch.as_deref().unwrap_or("")),
+            .zip(&invalid)
+            .map(|(a, bad)| match (&a.synapse, a.failure, bad) {
+                (Some(s), None, None) => Some(s.body.patch.as_deref().unwrap_or("")),
                 _ => None,
             })
             .collect();
@@ -243,7 +253,11 @@ impl Validator {
         };
         let mut results: Vec<Option<MinerResult>> = vec![None; miners.len()];
         for (i, (miner, answer)) in miners.iter().zip(&answers).enumerate() {
-            if patches[i].is_none() {
+            if let Some(echoed) = &invalid[i] {
+                let sent = body.spec_hash.as_str();
+                results[i] = Some(self.invalid_answer(&mut ledger, miner, answer, sent, echoed)?);
+                ledger.scores.save()?;
+            } else if patches[i].is_none() {
                 results[i] = Some(self.no_answer(&mut ledger, miner, answer)?);
                 ledger.scores.save()?;
             }

@@ -3,7 +3,8 @@
 //! serve an axon, [`Validator::round`], weights. Chain calls go through the one retry policy
 //! (`lifecycle::retry`): a transient error is retried with backoff, and only one that outlasts
 //! the policy's bound ends the validator, with one line. A refused `set_weights` (rate limit,
-//! ...) is logged and the loop goes on. Cancelling stops at once: a round in progress is cut
+//! ...) is logged and the loop goes on. A task whose kind is not among `kinds` (the remote
+//! task kinds) is passed over, and the rotation moves on to the next one. Cancelling stops at once: a round in progress is cut
 //! short (the evaluations in flight are dropped and their containers removed; every answer
 //! scored so far is already saved, so a restart carries on from it).
 
@@ -15,6 +16,7 @@ use super::{Scores, Validator, ValidatorError};
 use crate::dataset::RecordStore;
 use crate::neurons::lifecycle::{Backoff, RetryError, retry};
 use crate::neurons::local::{TaskSource, WEIGHTS_VERSION_KEY, pick_task};
+use crate::neurons::remote::RemoteKinds;
 use crate::subnet::{AnyChain, Chain, ChainError, Neuron};
 use crate::tasks::TaskStore;
 
@@ -29,6 +31,8 @@ pub struct ValidatorConfig {
     pub records: RecordStore,
     pub scores: Scores,
     pub source: TaskSource,
+    /// Kinds of task sent to miners (`--remote-task-kinds`).
+    pub kinds: RemoteKinds,
     /// Miners asked per round.
     pub sample: usize,
     /// Rounds to run; `None` until cancelled.
@@ -100,6 +104,8 @@ pub async fn run(
 ) -> Result<(), ValidatorError> {
     let mut round = 0u64;
     let mut records_seen = cfg.records.len();
+    // Tasks passed over for their kind, so the rotation moves on to the next one.
+    let mut skipped = 0u64;
     while cfg.rounds.is_none_or(|n| round < n) {
         if round > 0 {
             tokio::select! {
@@ -137,9 +143,15 @@ pub async fn run(
             continue;
         }
         let task = tokio::select! {
-            t = pick_task(&cfg.validator.engine, &cfg.store, &cfg.source, records_seen) => t?,
+            t = pick_task(&cfg.validator.engine, &cfg.store, &cfg.source, records_seen + skipped) => t?,
             _ = cancel.cancelled() => break,
         };
+        if !cfg.kinds.allows(&task) {
+            skipped += 1;
+            tracing::warn!(task = %task.instance_id, exposure = crate::tasks::Exposure::of(&task).as_str(),
+                "not sent: its kind is not among the remote task kinds; waiting");
+            continue;
+        }
         let played = tokio::select! {
             r = cfg.validator.round(&task, &miners, &mut cfg.scores, &mut cfg.records, &round_id) => Some(r?),
             _ = cancel.cancelled() => None,

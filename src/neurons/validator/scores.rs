@@ -36,6 +36,8 @@ pub struct Health {
     pub copies: u64,
     /// Answers saying the miner's model was down.
     pub model_down: u64,
+    /// Answers for another task description than the one sent (`invalid_answer`).
+    pub invalid_answers: u64,
 }
 
 /// Moving averages and health by hotkey.

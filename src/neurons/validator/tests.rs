@@ -48,6 +48,10 @@ fn outcomes_name_what_happened_and_only_the_miners_are_charged() {
             false,
         ),
     ];
+    let cases: Vec<(AnswerOutcome, &str, bool)> = cases
+        .into_iter()
+        .chain([(AnswerOutcome::invalid("a", "b"), "invalid_answer", true)])
+        .collect();
     for (o, kind, charged) in cases {
         assert_eq!(o.kind(), kind);
         assert_eq!(o.is_miners(), charged, "{kind}");
