@@ -68,6 +68,7 @@ pub async fn run(args: EvalArgs, settings: &Settings) -> anyhow::Result<()> {
         test_timeout: Duration::from_secs(args.test_timeout),
         limits: settings.limits.clone(),
         run_id: settings.run_id.clone(),
+        p2p: crate::eval::P2pSelection::FollowPatch,
     };
     let workers = args.workers.unwrap_or(settings.max_sandboxes);
     let bar = super::progress::counter(predictions.len() as u64, "evaluating");

@@ -1,7 +1,8 @@
 //! `agentao local`: one subnet round on this machine with the embedded defaults — base image,
 //! a forged task, a validator and a miner on the local chain talking over the signed wire
 //! protocol, the miner's agent with the local model, evaluation, score, weights, dataset record,
-//! export. A round in which the miner's model failed is recorded, then exits non-zero with the
+//! export; beside the agent's miner, a second miner answers with the model-free repair
+//! baseline (`--no-repair-miner` leaves it out). A round in which the miner's model failed is recorded, then exits non-zero with the
 //! cause.
 
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use crate::agent::AgentConfig;
 use crate::config::Settings;
 use crate::dataset::{ExportOptions, RecordStore, export};
 use crate::eval::EvalConfig;
+use crate::forge::repair::RepairConfig;
 use crate::neurons::local::{RoundConfig, TaskSource, pick_task, run_round};
 
 #[derive(Debug, Args)]
@@ -37,6 +39,9 @@ pub struct LocalArgs {
     /// Dataset export folder (default: <data dir>/dataset/export).
     #[arg(long)]
     pub export: Option<PathBuf>,
+    /// Run only the agent's miner, without the repair baseline's miner beside it.
+    #[arg(long)]
+    pub no_repair_miner: bool,
     /// After the round, serve the dashboard (at --http.port, any free port when not given) and
     /// keep it open until Ctrl-C.
     #[arg(long)]
@@ -58,11 +63,16 @@ pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
         args.package.iter().map(|p| parse_package_spec(p)).collect()
     };
     let mut forge = forge_config(settings);
-    forge.per_package = 1;
+    forge.per_package = 2;
     forge.max_candidates = 12;
 
     let steps = Steps::new("choosing a task (forging one if the store is empty)");
-    let source = TaskSource { packages, forge };
+    let source = TaskSource {
+        packages,
+        forge,
+        prefer_repair_solved: !args.no_repair_miner,
+        skip_repair_solved_within: 0,
+    };
     let mut cfg = RoundConfig {
         agent: AgentConfig {
             max_steps: args.max_steps,
@@ -81,6 +91,11 @@ pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
         netuid: settings.netuid,
         store: args.store.path(settings),
         model_server: None,
+        repair_miner: (!args.no_repair_miner).then(|| RepairConfig {
+            limits: settings.limits.clone(),
+            run_id: settings.run_id.clone(),
+            ..RepairConfig::default()
+        }),
     };
     let task = pick_task(&engine, &store, &source, records.len()).await;
     steps.finish();

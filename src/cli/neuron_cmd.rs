@@ -21,6 +21,7 @@ use crate::config::Settings;
 use crate::dataset::RecordStore;
 use crate::eval::EvalConfig;
 use crate::materialize::{MaterializeConfig, Materializer};
+use crate::forge::repair::RepairConfig;
 use crate::neurons::forecast::{Forecasting, MinerForecaster};
 use crate::neurons::lifecycle::Backoff;
 use crate::neurons::local::TaskSource;
@@ -52,6 +53,10 @@ pub struct MinerArgs {
     /// Seconds between metagraph refreshes.
     #[arg(long, default_value_t = 300)]
     pub sync_every: u64,
+    /// `builtin` (the LLM agent) or `repair` (the model-free program-repair baseline: no
+    /// model is started or called).
+    #[arg(long, default_value = "builtin")]
+    pub agent: String,
     /// Seconds requests in flight get to be answered when stopping (SIGINT, SIGTERM); those
     /// still running then are answered 503.
     #[arg(long, default_value_t = 30)]
@@ -87,6 +92,10 @@ pub struct ValidatorArgs {
     /// on the local chain, `none` on any other.
     #[arg(long = "remote-task-kinds", value_parser = RemoteKinds::parse)]
     pub remote_task_kinds: Option<RemoteKinds>,
+    /// Skip tasks the model-free repair baseline solved within this many candidates when
+    /// forged (weak tests of an AI agent); 0 keeps them.
+    #[arg(long, default_value_t = 0)]
+    pub skip_repair_solved_within: u32,
     /// The dashboard (with `--rounds`, it keeps serving after the last round until Ctrl-C).
     #[command(flatten)]
     pub http: super::observe::HttpArgs,
@@ -183,12 +192,38 @@ pub async fn miner(
     let chain = chain(settings, Some(key.clone()), Inclusion::Wait)?;
     unless_cancelled(&cancel, preflight(&chain, &key.ss58())).await?;
     let publish = axon_address(&args).map(|(ip, source)| (ip, args.port, source));
+    let repair = match args.agent.as_str() {
+        "builtin" => None,
+        "repair" => Some(RepairConfig {
+            limits: settings.limits.clone(),
+            run_id: settings.run_id.clone(),
+            ..RepairConfig::default()
+        }),
+        other => {
+            return Err(
+                UserError::new(format!("unknown agent {other:?}: use builtin or repair")).into(),
+            );
+        }
+    };
     let (engine, (llm, server)) = unless_cancelled(&cancel, async {
+        let llm = match &repair {
+            // The client is never called: no model is started.
+            Some(_) => (
+                context::remote_llm(settings).unwrap_or_else(|| {
+                    crate::llm::LlmClient::new(crate::llm::LlmConfig::new(
+                        &format!("http://127.0.0.1:{}/v1", settings.llm.local_port),
+                        &settings.llm.model,
+                    ))
+                }),
+                None,
+            ),
+            None => context::llm(settings).await?,
+        };
         let engine = context::engine(settings).await?;
         // Environments of the tasks validators describe are layered on the base image.
         super::image::ensure_base_image(&engine, settings, crate::sandbox::Rebuild::IfMissing)
             .await?;
-        Ok((engine, context::llm(settings).await?))
+        Ok((engine, llm))
     })
     .await?;
     let materializer = Materializer::new(
@@ -201,6 +236,7 @@ pub async fn miner(
     );
     let miner = Miner {
         materializer: Some(std::sync::Arc::new(materializer)),
+        repair,
         model_server: server,
         engine,
         agent: AgentConfig {
@@ -292,6 +328,8 @@ pub async fn validator(
         source: TaskSource {
             packages: ranking_queue(0),
             forge,
+            prefer_repair_solved: false,
+            skip_repair_solved_within: args.skip_repair_solved_within,
         },
         kinds,
         sample: args.sample,

@@ -55,6 +55,9 @@ pub struct ForgeArgs {
     /// Candidates validated at once (default: one per core).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Only candidates whose `file:function` contains this text (e.g. `idna/codec.py:Codec.`).
+    #[arg(long)]
+    pub focus: Option<String>,
     #[command(flatten)]
     pub store: StoreArg,
 }
@@ -91,6 +94,7 @@ impl ForgeArgs {
         if let Some(w) = self.workers {
             cfg.workers = w.max(1);
         }
+        cfg.focus = self.focus.clone();
         // A configured model (not the tiny embedded one) rewrites problem statements.
         cfg.issue_writer = context::remote_llm(settings);
         cfg
@@ -323,6 +327,7 @@ async fn forge(args: &ForgeArgs, settings: &Settings) -> anyhow::Result<()> {
     let bar = super::progress::counter(want as u64, "packages with tasks");
     let mut productive = 0usize;
     let mut total = 0usize;
+    let (mut weak, mut reached) = (0usize, 0usize);
     for (name, version) in args.queue() {
         if productive >= want {
             break;
@@ -351,12 +356,28 @@ async fn forge(args: &ForgeArgs, settings: &Settings) -> anyhow::Result<()> {
                 );
             }
         }
+        let w = report
+            .rejected
+            .get(&crate::forge::Rejection::WeakTests)
+            .copied()
+            .unwrap_or(0);
+        weak += w;
+        if report.weak_tests_share > 0.0 {
+            reached += (w as f64 / report.weak_tests_share).round() as usize;
+        } else {
+            reached += report.validated;
+        }
         printer::data(serde_json::to_string(&report)?);
     }
     bar.finish_and_clear();
     printer::status(format_args!(
-        "{total} tasks from {productive} packages in {}",
-        args.store.path(settings).display()
+        "{total} tasks from {productive} packages in {}; {weak} candidates rejected for weak tests ({:.0}% of those that broke tests cleanly)",
+        args.store.path(settings).display(),
+        if reached > 0 {
+            100.0 * weak as f64 / reached as f64
+        } else {
+            0.0
+        }
     ));
     if productive < want {
         printer::status(format_args!(

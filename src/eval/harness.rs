@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use tracing::debug;
 
 use super::patch::{PatchError, check_patch};
+use super::widen::{P2pSelection, added_tests};
 use super::{policy, tamper};
 use crate::pytest::{PytestRun, RecordReader, RunKey, TestStatus};
 use crate::sandbox::{
@@ -27,7 +28,7 @@ use crate::tasks::Task;
 
 /// Changes whenever a verdict for the same (task, patch) could come out differently; part of
 /// every cache key, so a new harness never serves an old verdict.
-pub const HARNESS_VERSION: &str = "agentao-eval-3";
+pub const HARNESS_VERSION: &str = "agentao-eval-4";
 
 /// Where the harness files go (the container's own file system; see `pytest::HARNESS_DIR`).
 const WORK: &str = "/agentao";
@@ -50,6 +51,8 @@ pub struct EvalConfig {
     pub limits: Limits,
     /// `agentao.run` label of the containers.
     pub run_id: String,
+    /// Which PASS_TO_PASS runs: the stored list, or widened to what the patch touches.
+    pub p2p: P2pSelection,
 }
 
 impl Default for EvalConfig {
@@ -59,6 +62,7 @@ impl Default for EvalConfig {
             test_timeout: Duration::from_secs(300),
             limits: Limits::default(),
             run_id: crate::config::new_run_id(),
+            p2p: P2pSelection::default(),
         }
     }
 }
@@ -153,8 +157,12 @@ pub struct Verdict {
     pub apply_method: Option<ApplyMethod>,
     /// Status of every FAIL_TO_PASS test.
     pub fail_to_pass: BTreeMap<String, TestStatus>,
-    /// Status of every PASS_TO_PASS test.
+    /// Status of every PASS_TO_PASS test (the stored ones and those the patch's change
+    /// added).
     pub pass_to_pass: BTreeMap<String, TestStatus>,
+    /// PASS_TO_PASS tests added for what the patch touched.
+    #[serde(default)]
+    pub p2p_added: usize,
     pub timings: Timings,
     /// Tail of the apply and test output.
     pub log: String,
@@ -171,6 +179,7 @@ impl Verdict {
             apply_method: None,
             fail_to_pass: BTreeMap::new(),
             pass_to_pass: BTreeMap::new(),
+            p2p_added: 0,
             timings: Timings::default(),
             log: String::new(),
         }
@@ -240,9 +249,18 @@ async fn run_in_sandbox(
     removed
 }
 
+/// The selected tests and every test the evaluation may add (the regression index's).
+fn all_tests(task: &Task) -> Vec<String> {
+    let mut tests = task.selected_tests();
+    if let Some(index) = &task.regression {
+        tests.extend(index.tests.iter().cloned());
+    }
+    tests
+}
+
 /// The folders of the selected tests, one per line (`.` for the root).
 fn test_dirs(task: &Task) -> String {
-    let tests = task.selected_tests();
+    let tests = all_tests(task);
     let mut dirs: Vec<&str> = tests
         .iter()
         .map(|id| id.split("::").next().unwrap_or(id))
@@ -257,7 +275,7 @@ fn test_dirs(task: &Task) -> String {
 /// Every folder holding a selected test, with all its ancestors (`.` is the root).
 fn test_dirs_and_ancestors(task: &Task) -> std::collections::BTreeSet<String> {
     let mut out = std::collections::BTreeSet::from([".".to_owned()]);
-    for id in task.selected_tests() {
+    for id in all_tests(task) {
         let file = id.split("::").next().unwrap_or(&id);
         let mut dir = file;
         while let Some((parent, _)) = dir.rsplit_once('/') {
@@ -448,8 +466,17 @@ async fn evaluate_inside(
         return Ok(());
     }
 
-    // Phase 2, as the test user: the selected tests, results from signed records only.
-    let tests = task.selected_tests();
+    // Phase 2, as the test user: the selected tests, widened to what the change touches,
+    // results from signed records only.
+    let mut pass_to_pass = task.pass_to_pass.clone();
+    if cfg.p2p == P2pSelection::FollowPatch {
+        let added = added_tests(task, &canonical);
+        verdict.p2p_added = added.len();
+        pass_to_pass.extend(added);
+    }
+    let mut tests = task.fail_to_pass.clone();
+    tests.extend(pass_to_pass.iter().cloned());
+    run.targets = tests.clone();
     let t = Instant::now();
     let mut reader = RecordReader::new(key.clone()).expecting(&tests);
     let out = sandbox
@@ -467,7 +494,7 @@ async fn evaluate_inside(
         .collect::<Vec<_>>()
         .join("\n");
     verdict.fail_to_pass = records.statuses(&task.fail_to_pass);
-    verdict.pass_to_pass = records.statuses(&task.pass_to_pass);
+    verdict.pass_to_pass = records.statuses(&pass_to_pass);
     verdict.outcome = match out.status {
         ExecStatus::TimedOut => Outcome::TimedOut,
         ExecStatus::OutOfMemory => Outcome::OutOfMemory,

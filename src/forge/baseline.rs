@@ -104,6 +104,25 @@ impl Coverage {
     }
 }
 
+impl Coverage {
+    /// Per line of `file`, the node ids of the tests that executed it.
+    pub fn tests_by_line(&self, file: &str) -> BTreeMap<u32, Vec<&str>> {
+        let mut out: BTreeMap<u32, Vec<&str>> = BTreeMap::new();
+        for (idx, bits) in self.files.get(file).map(Vec::as_slice).unwrap_or(&[]) {
+            for (byte, b) in bits.iter().enumerate() {
+                for k in 0..8u32 {
+                    if b & (1 << k) != 0 {
+                        out.entry(byte as u32 * 8 + k)
+                            .or_default()
+                            .push(self.tests[*idx].as_str());
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 /// coverage.py's numbits: bit `n % 8` of byte `n / 8` is set when line `n` ran.
 fn bit(bits: &[u8], line: u32) -> bool {
     let byte = (line / 8) as usize;
@@ -254,6 +273,15 @@ mod tests {
         // coverage.numbits.nums_to_numbits([1, 2, 9]) == b'\x06\x02'
         let bits = [0x06u8, 0x02];
         assert!(bit(&bits, 1) && bit(&bits, 2) && bit(&bits, 9));
+        let cov = Coverage {
+            tests: vec!["t::a".into(), "t::b".into()],
+            files: HashMap::from([("p.py".into(), vec![(0, bits.to_vec()), (1, vec![0x04])])]),
+        };
+        let by_line = cov.tests_by_line("p.py");
+        assert_eq!(by_line[&1], vec!["t::a"]);
+        assert_eq!(by_line[&2], vec!["t::a", "t::b"]);
+        assert_eq!(by_line[&9], vec!["t::a"]);
+        assert_eq!(by_line.len(), 3);
         assert!(!bit(&bits, 3) && !bit(&bits, 8) && !bit(&bits, 100));
     }
 }

@@ -2,11 +2,12 @@
 //! passing test executes, in a deterministic order spread over kinds, and the tests that can
 //! observe each candidate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use super::baseline::Baseline;
 use super::mutate::{Mutation, candidates};
+use super::regression::test_file;
 use super::validate::PackageCtx;
 use super::{Forge, Selection};
 use crate::sandbox;
@@ -35,6 +36,11 @@ impl Forge<'_> {
                 continue;
             };
             for m in muts {
+                if let Some(focus) = &self.cfg.focus
+                    && !format!("{}:{}", m.file, m.function).contains(focus.as_str())
+                {
+                    continue;
+                }
                 let observed = match &baseline.coverage {
                     Some(cov) => cov
                         .tests_covering(&m.file, m.lines.0, m.lines.1)
@@ -70,24 +76,54 @@ impl Forge<'_> {
         out
     }
 
-    /// The tests for a candidate: `None` means the whole suite.
-    pub(super) fn select_tests(&self, ctx: &PackageCtx<'_>, m: &Mutation) -> Option<Vec<String>> {
+    /// The tests for a candidate: `None` means the whole suite. Those executing the mutated
+    /// line first, then the rest of its function (at most `max_selected`), then stable tests
+    /// of the same files as neighbours (at most [`NEIGHBOURS`]): they become PASS_TO_PASS,
+    /// so no task lacks a regression check just because only its failing tests cover it.
+    pub(super) fn select_tests(&self, ctx: &PackageCtx<'_>, m: &Mutation) -> Option<Selected> {
         if self.cfg.selection == Selection::WholeSuite {
             return None;
         }
         let cov = ctx.baseline.coverage.as_ref()?;
         let on_line = cov.tests_covering(&m.file, m.lines.0, m.lines.1);
         let in_function = cov.tests_covering(&m.file, m.function_lines.0, m.function_lines.1);
-        let mut picked: Vec<String> = on_line
+        let covering: Vec<&str> = on_line
             .iter()
             .chain(in_function.difference(&on_line))
             .filter(|t| ctx.baseline.passing.contains(**t))
-            .map(|t| (*t).to_owned())
-            .take(self.cfg.max_selected)
+            .copied()
             .collect();
-        picked.sort();
-        Some(picked)
+        let mut picked: BTreeSet<String> = covering
+            .iter()
+            .take(self.cfg.max_selected)
+            .map(|t| (*t).to_owned())
+            .collect();
+        let files: BTreeSet<&str> = picked.iter().map(|t| test_file(t)).collect();
+        let neighbours: Vec<String> = ctx
+            .baseline
+            .passing
+            .iter()
+            .filter(|t| files.contains(test_file(t)) && !picked.contains(*t))
+            .take(NEIGHBOURS)
+            .cloned()
+            .collect();
+        picked.extend(neighbours);
+        Some(Selected {
+            tests: picked.into_iter().collect(),
+            covering: covering.len(),
+        })
     }
+}
+
+/// Most same-file neighbours added to a candidate's tests.
+pub(super) const NEIGHBOURS: usize = 100;
+
+/// A candidate's tests.
+pub(super) struct Selected {
+    /// Sorted node ids.
+    pub(super) tests: Vec<String>,
+    /// Stable tests executing the mutated function, before the `max_selected` cap.
+    pub(super) covering: usize,
 }
 
 /// Whether a path (relative to the repository) is package code the forge may mutate.

@@ -10,8 +10,10 @@
 //! Owns the orchestration (`mod.rs`), the package's test requirements (`deps.rs`) and their
 //! wheelhouse (`wheelhouse.rs`), its environment image (`env.rs`), the baseline
 //! (`baseline.rs`), candidate bugs (`mutate.rs`) and the pool drawn from them
-//! (`candidates.rs`), the validation of one candidate (`validate.rs`), problem statements
-//! (`statement.rs`) and a task's portable description for remote miners (`describe.rs`). Uses `python/` for the index and sdists, `pytest/` to run tests,
+//! (`candidates.rs`), the validation of one candidate (`validate.rs`), its decoy fixes
+//! (`decoy.rs`), the per-function regression index stored in each task (`regression.rs`),
+//! the model-free repair baseline (`repair.rs`), problem statements (`statement.rs`) and a
+//! task's portable description for remote miners (`describe.rs`). Uses `python/` for the index and sdists, `pytest/` to run tests,
 //! `sandbox/` for containers and `eval::evaluate` for the gold check; stores tasks through
 //! `tasks/`. Must not touch miners, scoring or the subnet, and nothing below it may import it.
 
@@ -34,10 +36,13 @@ use wheelhouse::drop_own_wheels;
 
 pub mod baseline;
 mod candidates;
+pub mod decoy;
 pub mod deps;
 pub mod describe;
 pub mod env;
 pub mod mutate;
+pub mod regression;
+pub mod repair;
 pub mod statement;
 mod validate;
 mod wheelhouse;
@@ -79,6 +84,11 @@ pub struct ForgeConfig {
     /// Rewrites problem statements when set (`prompts/issue_writer.md`); the template is kept
     /// whenever a rewrite would leak the bug.
     pub issue_writer: Option<crate::llm::LlmClient>,
+    /// Only candidates whose `file:function` contains this text (all when `None`).
+    pub focus: Option<String>,
+    /// Runs the repair baseline on each validated task and stores how it fared
+    /// (`Task::repair`); `None` skips it.
+    pub repair: Option<repair::RepairConfig>,
     /// Predicts each task's difficulty before it is stored (`cerebro::annotate`); the shipped
     /// model by default.
     pub difficulty_model: Option<std::sync::Arc<crate::cerebro::Model>>,
@@ -100,6 +110,12 @@ impl ForgeConfig {
             cache_dir: cache_dir.to_path_buf(),
             index_url: None,
             issue_writer: None,
+            focus: None,
+            repair: Some(repair::RepairConfig {
+                budget: 30,
+                wall: Duration::from_secs(150),
+                ..repair::RepairConfig::default()
+            }),
             difficulty_model: crate::cerebro::shipped_model().ok(),
         }
     }
@@ -156,8 +172,27 @@ pub enum Rejection {
     GoldFailed,
     /// The statement could not be written without giving the bug away.
     Leaky,
+    /// The bug broke collection or import: the failing tests did not even run.
+    CollectionFailed,
+    /// No selected test still passed with the bug in: no regression check.
+    NoRegressionCheck,
+    /// The tests accepted a wrong fix (a decoy: the check deleted, an early return, another
+    /// operator at the spot, ...).
+    WeakTests,
     /// The container failed.
     Environment,
+}
+
+/// One rejected candidate, as logged.
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectedCandidate {
+    pub file: String,
+    pub function: String,
+    pub kind: String,
+    pub line: u32,
+    pub rejection: Rejection,
+    /// The decoy the tests accepted, or what else explains the rejection.
+    pub detail: String,
 }
 
 /// What the forge did with one package.
@@ -172,6 +207,15 @@ pub struct PackageReport {
     pub candidates_tried: usize,
     pub validated: usize,
     pub rejected: BTreeMap<Rejection, usize>,
+    /// Every rejected candidate with its reason (and the decoy the tests accepted).
+    pub rejections: Vec<RejectedCandidate>,
+    /// Decoy fixes run against candidates that broke tests cleanly.
+    pub decoys_run: usize,
+    /// Candidates rejected for weak tests / those that broke tests cleanly and reached the
+    /// decoy check (validated, weak, gold failed or leaky).
+    pub weak_tests_share: f64,
+    /// How the repair baseline fared on each validated task (when it ran).
+    pub repair: Vec<crate::tasks::RepairOutcome>,
     pub task_ids: Vec<String>,
     pub wall_seconds: f64,
     /// CPU seconds of every container the package used (baseline, candidates, gold checks).
@@ -214,12 +258,32 @@ impl<'a> Forge<'a> {
             candidates_tried: 0,
             validated: 0,
             rejected: BTreeMap::new(),
+            rejections: Vec::new(),
+            decoys_run: 0,
+            weak_tests_share: 0.0,
+            repair: Vec::new(),
             task_ids: Vec::new(),
             wall_seconds: 0.0,
             cpu_seconds: 0.0,
         };
         let result = self.forge_inner(name, version, store, &mut report).await;
         report.wall_seconds = started.elapsed().as_secs_f64();
+        let weak = report
+            .rejected
+            .get(&Rejection::WeakTests)
+            .copied()
+            .unwrap_or(0);
+        let reached = weak
+            + report.validated
+            + [Rejection::GoldFailed, Rejection::Leaky]
+                .iter()
+                .map(|r| report.rejected.get(r).copied().unwrap_or(0))
+                .sum::<usize>();
+        report.weak_tests_share = if reached == 0 {
+            0.0
+        } else {
+            weak as f64 / reached as f64
+        };
         if let Err(e) = result {
             if e.is_environment() {
                 return Err(e);
@@ -305,7 +369,9 @@ impl<'a> Forge<'a> {
         if pool.is_empty() {
             return Err(ForgeError::NoCandidates);
         }
+        let index = regression::PackageIndex::build(&source, &baseline);
         let ctx = PackageCtx {
+            index: index.as_ref(),
             package: &report.package,
             version: &sdist.version,
             image: &image,
@@ -333,8 +399,9 @@ impl<'a> Forge<'a> {
             report.candidates_tried += batch.len();
             let results =
                 futures_util::future::join_all(batch.iter().map(|m| self.validate(&ctx, m))).await;
-            for (m, (result, cpu)) in batch.iter().zip(results) {
+            for (m, (result, cpu, decoys_run)) in batch.iter().zip(results) {
                 report.cpu_seconds += cpu;
+                report.decoys_run += decoys_run;
                 match result {
                     Ok(task) if report.validated < self.cfg.per_package => {
                         if done_functions.contains(&(m.file.clone(), m.function.clone())) {
@@ -350,12 +417,30 @@ impl<'a> Forge<'a> {
                         }
                         info!(task = %task.instance_id, kind = %m.kind, f2p = task.fail_to_pass.len(), "task validated");
                         report.validated += 1;
+                        report.repair.extend(task.repair.clone());
                         report.task_ids.push(task.instance_id);
                     }
                     Ok(_) => {}
-                    Err(r) => {
-                        debug!(file = %m.file, function = %m.function, kind = %m.kind, rejection = ?r, "candidate rejected");
+                    Err((r, detail)) => {
+                        if matches!(
+                            r,
+                            Rejection::WeakTests
+                                | Rejection::CollectionFailed
+                                | Rejection::NoRegressionCheck
+                        ) {
+                            info!(file = %m.file, function = %m.function, kind = %m.kind, line = m.lines.0, rejection = ?r, %detail, "candidate rejected");
+                        } else {
+                            debug!(file = %m.file, function = %m.function, kind = %m.kind, line = m.lines.0, rejection = ?r, %detail, "candidate rejected");
+                        }
                         *report.rejected.entry(r).or_default() += 1;
+                        report.rejections.push(RejectedCandidate {
+                            file: m.file.clone(),
+                            function: m.function.clone(),
+                            kind: m.kind.as_str().to_owned(),
+                            line: m.lines.0,
+                            rejection: r,
+                            detail,
+                        });
                     }
                 }
             }

@@ -94,7 +94,7 @@ pub enum MutateError {
     Parser(String),
 }
 
-fn parser() -> Result<Parser, MutateError> {
+pub(super) fn parser() -> Result<Parser, MutateError> {
     let mut p = Parser::new();
     p.set_language(&tree_sitter_python::LANGUAGE.into())
         .map_err(|e| MutateError::Parser(e.to_string()))?;
@@ -150,7 +150,7 @@ fn line(row: usize) -> u32 {
     row as u32 + 1
 }
 
-fn qualified_name(func: Node<'_>, source: &str) -> String {
+pub(super) fn qualified_name(func: Node<'_>, source: &str) -> String {
     let mut parts = Vec::new();
     let mut node = Some(func);
     while let Some(n) = node {

@@ -496,6 +496,10 @@ impl Harvester<'_> {
             issue_url: c.issue.html_url.clone(),
             checklist: Vec::new(),
             predicted_difficulty: None,
+            f2p_capped: None,
+            decoys_refused: Vec::new(),
+            regression: None,
+            repair: None,
         };
         gold_resolves(self.engine, &task, &lim).await?;
         Ok(task)

@@ -4,6 +4,8 @@
 //! (the embedded one by default), the patch evaluated in a fresh container, the score, the
 //! moving average, weights on the local chain, and the (problem, solution, score) record; the
 //! miner answers the validator's `Forecast` first, and both forecasts go into the record.
+//! Beside it, a second miner may answer with the model-free repair baseline: same wire, same
+//! harness, same scoring.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use crate::agent::AgentConfig;
 use crate::config::Paths;
 use crate::dataset::RecordStore;
 use crate::eval::EvalConfig;
+use crate::forge::repair::RepairConfig;
 use crate::forge::{Forge, ForgeConfig};
 use crate::llm::LlmClient;
 use crate::llm::local::SharedServer;
@@ -32,6 +35,12 @@ pub struct TaskSource {
     /// Packages to forge from (`name` or `name==version`), in order.
     pub packages: Vec<(String, Option<String>)>,
     pub forge: ForgeConfig,
+    /// Prefer tasks the repair baseline solved when forged (the local round shows a
+    /// resolved answer even without a model key).
+    pub prefer_repair_solved: bool,
+    /// Leave out tasks the repair baseline solved within this many candidates (a weak test of
+    /// an AI agent); 0 keeps them all.
+    pub skip_repair_solved_within: u32,
 }
 
 /// What to run.
@@ -48,6 +57,9 @@ pub struct RoundConfig {
     /// The embedded model server behind the round's model, when this process runs it (the
     /// miner restarts it if it dies).
     pub model_server: Option<SharedServer>,
+    /// A second miner beside the agent's, answering with the model-free repair baseline
+    /// (so a machine without a model key still sees a patch judged, scored and weighted).
+    pub repair_miner: Option<RepairConfig>,
 }
 
 /// What the round did.
@@ -97,8 +109,19 @@ pub async fn pick_task(
     source: &TaskSource,
     rotation: u64,
 ) -> Result<Task, RoundError> {
-    let stored = store.all(None)?;
+    let mut stored = store.all(None)?;
     let forge = Forge::new(engine, source.forge.clone())?;
+    let too_easy = |t: &Task| {
+        t.repair
+            .as_ref()
+            .is_some_and(|r| r.solved && r.repair_candidates <= source.skip_repair_solved_within)
+    };
+    if source.skip_repair_solved_within > 0 {
+        stored.retain(|t| !too_easy(t));
+    }
+    if source.prefer_repair_solved && stored.iter().any(repair_solved) {
+        stored.retain(repair_solved);
+    }
     if !stored.is_empty() {
         let task = &stored[(rotation % stored.len() as u64) as usize];
         if engine.image_exists(&task.image).await.unwrap_or(false) {
@@ -115,9 +138,17 @@ pub async fn pick_task(
         let report = forge
             .forge_package(name, version.as_deref(), Some(store))
             .await?;
-        if let Some(id) = report.task_ids.first()
-            && let Some(t) = store.get(id)?
-        {
+        let mut made = Vec::new();
+        for id in &report.task_ids {
+            made.extend(store.get(id)?);
+        }
+        if source.skip_repair_solved_within > 0 {
+            made.retain(|t| !too_easy(t));
+        }
+        if source.prefer_repair_solved && made.iter().any(repair_solved) {
+            made.retain(repair_solved);
+        }
+        if let Some(t) = made.into_iter().next() {
             crate::telemetry::capture(super::events::task_forged(
                 name,
                 &t.mutation_kind,
@@ -131,6 +162,10 @@ pub async fn pick_task(
         ));
     }
     Err(RoundError::NoTask(reasons.join("; ")))
+}
+
+fn repair_solved(t: &Task) -> bool {
+    t.repair.as_ref().is_some_and(|r| r.solved)
 }
 
 /// The hotkey `name` of the local subnet's wallets, made on first use.
@@ -157,12 +192,7 @@ pub async fn run_round(
     round_id: &str,
 ) -> Result<RoundReport, RoundError> {
     let validator_key = local_key(&cfg.paths, "validator")?;
-    let miner_key = local_key(&cfg.paths, "miner")?;
     let chain = LocalChain::new(&cfg.paths.local_chain(), cfg.netuid);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(RoundError::Axon)?;
-    let port = listener.local_addr().map_err(RoundError::Axon)?.port();
     let neuron = |key: &Keypair, port: u16, validator: bool| Neuron {
         uid: 0,
         hotkey: key.ss58(),
@@ -173,29 +203,48 @@ pub async fn run_round(
         validator_permit: validator,
     };
     chain.register(neuron(&validator_key, 0, true))?;
-    let miner_uid = chain.register(neuron(&miner_key, port, false))?;
+    // The agent's miner, and the repair baseline's beside it when asked for: each its own
+    // hotkey, uid and axon.
+    let mut entrants = vec![("miner", None)];
+    if let Some(rc) = &cfg.repair_miner {
+        entrants.push(("miner-repair", Some(rc.clone())));
+    }
+    let mut listeners = Vec::new();
+    let mut miner_uids = Vec::new();
+    for (name, repair) in entrants {
+        let key = local_key(&cfg.paths, name)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(RoundError::Axon)?;
+        let port = listener.local_addr().map_err(RoundError::Axon)?.port();
+        miner_uids.push(chain.register(neuron(&key, port, false))?);
+        listeners.push((key, listener, repair));
+    }
     let metagraph = chain.metagraph().await?;
-
-    let miner = Miner {
-        engine: engine.clone(),
-        llm: llm.clone(),
-        agent: cfg.agent.clone(),
-        store: cfg.store.clone(),
-        model_server: cfg.model_server.clone(),
-        // The local round's miner shares the validator's store.
-        materializer: None,
-    };
     let model = crate::cerebro::model_or_shipped(&cfg.paths.cerebro_model())?;
-    let forecaster = MinerForecaster {
-        model: model.clone(),
-        theta: None,
-    };
-    let axon = forecaster.serve_on(miner.serve_on(Axon::new(
-        miner_key.clone(),
-        metagraph.clone(),
-        AxonConfig::default(),
-    )));
-    let serving = AbortOnDrop(axon.serve(listener));
+    let mut serving = Vec::new();
+    for (key, listener, repair) in listeners {
+        let miner = Miner {
+            engine: engine.clone(),
+            llm: llm.clone(),
+            agent: cfg.agent.clone(),
+            store: cfg.store.clone(),
+            model_server: cfg.model_server.clone(),
+            repair,
+            // The local round's miners share the validator's store.
+            materializer: None,
+        };
+        let forecaster = MinerForecaster {
+            model: model.clone(),
+            theta: None,
+        };
+        let axon = forecaster.serve_on(miner.serve_on(Axon::new(
+            key,
+            metagraph.clone(),
+            AxonConfig::default(),
+        )));
+        serving.push(AbortOnDrop(axon.serve(listener)));
+    }
 
     let validator = Validator {
         engine: engine.clone(),
@@ -210,7 +259,7 @@ pub async fn run_round(
     let miners: Vec<Neuron> = metagraph
         .neurons
         .iter()
-        .filter(|n| n.uid == miner_uid)
+        .filter(|n| miner_uids.contains(&n.uid))
         .cloned()
         .collect();
     let results = validator

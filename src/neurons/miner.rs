@@ -11,6 +11,7 @@
 //! tampered bundle, unknown id) gets an empty patch and one log line saying why, never a failed
 //! request; a model that is down and cannot be restarted gets an error status, never an empty
 //! patch.
+//! With `repair` set, the model-free repair baseline (`forge::repair`) answers instead.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 
 use crate::agent::{AgentConfig, Protocol, solve};
+use crate::forge::repair::{RepairConfig, repair};
 use crate::llm::LlmClient;
 use crate::llm::local::SharedServer;
 use crate::materialize::Materializer;
@@ -51,11 +53,17 @@ pub struct Miner {
     /// Builds tasks from the descriptions validators send (and from original-protocol
     /// requests); without it only stored tasks are answered.
     pub materializer: Option<Arc<Materializer>>,
+    /// Answer with the model-free repair baseline (`--agent repair`) instead of the agent;
+    /// its patch travels and is judged like any other.
+    pub repair: Option<RepairConfig>,
 }
 
 impl Miner {
     /// The agent's public name.
     pub fn agent_name(&self) -> &'static str {
+        if self.repair.is_some() {
+            return "agentao-repair";
+        }
         match self.agent.protocol {
             Protocol::ToolCalls => "agentao-tools",
             Protocol::Text => "agentao-text",
@@ -74,6 +82,24 @@ impl Miner {
             return Ok(task);
         };
         task.spec_hash = hash;
+        if let Some(rc) = &self.repair {
+            let mut rc = rc.clone();
+            if task.time_limit > 0.0 {
+                let limit = std::time::Duration::from_secs_f64((task.time_limit * 0.8).max(1.0));
+                rc.wall = rc.wall.min(limit);
+            }
+            match repair(&self.engine, &found, &rc).await {
+                Ok(r) => {
+                    tracing::info!(task_id = %task.task_id, solved = r.solved, candidates = r.candidates,
+                        seconds = r.seconds, fix = ?r.fix, "repair baseline answered");
+                    task.patch = Some(r.patch);
+                    task.model = "none (program repair)".into();
+                    task.elapsed = r.seconds;
+                }
+                Err(e) => tracing::error!(task_id = %task.task_id, error = %e, "repair failed"),
+            }
+            return Ok(task);
+        }
         // A server that died since the last task is brought back before the episode.
         self.model_answers(false).await?;
         let mut agent = self.agent.clone();

@@ -12,7 +12,10 @@ pub mod model;
 pub mod spec;
 pub mod store;
 
-pub use model::{DIFFICULTY_LEVELS, Difficulty, PredictedDifficulty, Task};
+pub use model::{
+    DIFFICULTY_LEVELS, Difficulty, F2pCap, FunctionTests, PredictedDifficulty, RegressionIndex,
+    RepairOutcome, Task, index_ranges,
+};
 pub use spec::{Exposure, TaskSpec};
 pub use store::{TaskStore, swebench_row};
 

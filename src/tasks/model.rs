@@ -77,6 +77,94 @@ pub struct Task {
     /// Cerebro's prediction for the task, made when it was stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted_difficulty: Option<PredictedDifficulty>,
+    /// Set when FAIL_TO_PASS is a cut of a longer list: where, and at how many tests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub f2p_capped: Option<F2pCap>,
+    /// The wrong fixes the forge tried and the tests refused (`delete_block`, `early_return`,
+    /// `operator:<`, ...): a task is stored only when its tests refuse every one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decoys_refused: Vec<String>,
+    /// Which stable tests execute which functions, for widening PASS_TO_PASS to what a patch
+    /// touches at evaluation time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regression: Option<RegressionIndex>,
+    /// What the model-free repair baseline did on the task, when it was tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<RepairOutcome>,
+}
+
+/// FAIL_TO_PASS was cut: `at` names the step (`forge.selection`: the candidate's tests were
+/// capped at `limit` of `covering` tests executing the mutated function).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct F2pCap {
+    pub at: String,
+    pub limit: u32,
+    pub covering: u32,
+}
+
+/// How the repair baseline fared on a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepairOutcome {
+    pub solved: bool,
+    /// Candidate patches it ran before solving or giving up.
+    pub repair_candidates: u32,
+    pub seconds: f64,
+}
+
+/// Stable tests (passed twice in the clean baseline) and the functions each executes, at the
+/// forge's coverage. Tests are indices into `tests`; each function's list is written as
+/// sorted ranges (`"0-15,20,22-30"`), which keeps a suite of thousands of tests small.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RegressionIndex {
+    pub tests: Vec<String>,
+    pub functions: Vec<FunctionTests>,
+}
+
+/// One function of the clean source (lines 1-based, inclusive) and the tests executing it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct FunctionTests {
+    pub file: String,
+    pub name: String,
+    pub first: u32,
+    pub last: u32,
+    pub tests: String,
+}
+
+impl RegressionIndex {
+    /// Node ids of the tests in `ranges` (unreadable parts and indices out of range are
+    /// skipped: the index only ever widens a selection).
+    pub fn tests_of(&self, ranges: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        for part in ranges.split(',').filter(|p| !p.is_empty()) {
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) else {
+                continue;
+            };
+            for i in a..=b.min(self.tests.len().saturating_sub(1)) {
+                out.push(self.tests[i].as_str());
+            }
+        }
+        out
+    }
+}
+
+/// Sorted, distinct indices as ranges (`[0,1,2,5]` → `"0-2,5"`).
+pub fn index_ranges(sorted: &[usize]) -> String {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let mut j = i;
+        while j + 1 < sorted.len() && sorted[j + 1] == sorted[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            sorted[i].to_string()
+        } else {
+            format!("{}-{}", sorted[i], sorted[j])
+        });
+        i = j + 1;
+    }
+    out.join(",")
 }
 
 /// How hard Cerebro (`cerebro/`) predicts a task is.
@@ -162,11 +250,14 @@ impl Task {
         all
     }
 
-    /// The files holding the selected tests (the part of a node id before `::`), plus
-    /// `test_files`.
+    /// The files holding the selected tests and the tests an evaluation may add (the part of
+    /// a node id before `::`), plus `test_files`.
     pub fn protected_files(&self) -> Vec<String> {
-        let mut files: Vec<String> = self
-            .selected_tests()
+        let mut tests = self.selected_tests();
+        if let Some(index) = &self.regression {
+            tests.extend(index.tests.iter().cloned());
+        }
+        let mut files: Vec<String> = tests
             .iter()
             .map(|id| id.split("::").next().unwrap_or(id).to_owned())
             .chain(self.test_files.iter().cloned())
@@ -214,6 +305,23 @@ mod tests {
         assert_eq!(t.protected_files(), vec!["t.py"]);
         let back = serde_json::to_value(&t).unwrap();
         assert_eq!(back["FAIL_TO_PASS"], serde_json::json!(["t.py::x"]));
+        assert!(back.get("regression").is_none() && t.regression.is_none());
+    }
+
+    #[test]
+    fn index_ranges_round_trip() {
+        let idx = RegressionIndex {
+            tests: (0..8).map(|i| format!("t.py::t{i}")).collect(),
+            functions: vec![],
+        };
+        let r = index_ranges(&[0, 1, 2, 5, 7]);
+        assert_eq!(r, "0-2,5,7");
+        assert_eq!(
+            idx.tests_of(&r),
+            vec!["t.py::t0", "t.py::t1", "t.py::t2", "t.py::t5", "t.py::t7"]
+        );
+        assert_eq!(idx.tests_of("6-99,x,"), vec!["t.py::t6", "t.py::t7"]);
+        assert_eq!(index_ranges(&[]), "");
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod dataset;
 mod ecosystem;
 pub mod eval;
 pub mod forge;
+mod forge_quality;
 mod github;
 mod github_repo;
 mod github_server;

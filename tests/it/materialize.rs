@@ -290,6 +290,7 @@ async fn tampered_and_hostile_descriptions_are_refused_and_the_miner_keeps_servi
         },
         store: mcache.path().join("no-tasks.db"),
         model_server: None,
+        repair: None,
         materializer: Some(std::sync::Arc::new(m)),
     };
     let body = |spec: serde_json::Value, bundle: &[u8]| agentao::subnet::CodingTask {

@@ -103,6 +103,7 @@ async fn a_local_round_goes_over_the_wire_and_sets_weights() {
         netuid: 62,
         store,
         model_server: None,
+        repair_miner: None,
     };
     let report = run_round(&engine, &task, &llm(&model), &mut records, &cfg, "r1")
         .await
@@ -245,6 +246,7 @@ async fn an_identical_later_patch_gets_the_floor_and_silent_miners_keep_their_av
             store: store.clone(),
             model_server: None,
             materializer: None,
+            repair: None,
         };
         let axon = miner.serve_on(Axon::new(key.clone(), mg.clone(), AxonConfig::default()));
         servers.push(axon.serve(listener));
@@ -419,5 +421,89 @@ async fn the_miner_and_validator_commands_run_a_round_between_two_processes() {
     );
     let log = std::fs::read_to_string(data.join("chain/weights.log")).unwrap();
     assert!(log.contains("65535"), "{log}");
+    assert_no_containers(&run, 20);
+}
+
+/// The local round's second miner: the model-free repair baseline answers beside an agent
+/// whose model only submits (an empty patch), over the same wire and through the same harness;
+/// its resolved patch gets a score and the weight.
+#[tokio::test]
+async fn the_repair_miner_resolves_beside_the_agent_and_gets_the_weight() {
+    use agentao::forge::repair::RepairConfig;
+    let task = forged_tinycalc()
+        .await
+        .into_iter()
+        .find(|t| t.repair.as_ref().is_some_and(|r| r.solved))
+        .expect("the repair baseline solved a tinycalc task when it was forged");
+    let engine = engine().await;
+    let run = run_id("round-repair");
+    let server = TestServer::start(move |req| {
+        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+        let answer = if body.get("tools").is_none() {
+            json!({"id": "j", "object": "chat.completion", "created": 0, "model": "gpt-4o-mini",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant",
+                    "content": r#"{"quality": 0.5, "brevity": 1.0, "reason": "ok"}"#}}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+        } else {
+            tool_call("c1", "submit", "{}")
+        };
+        Response::new(200, "application/json", answer.to_string())
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("tasks.db");
+    TaskStore::open(&store).unwrap().put(&task).unwrap();
+    let mut records = RecordStore::open(&dir.path().join("records.jsonl")).unwrap();
+    let cfg = RoundConfig {
+        agent: agent(&run),
+        eval: EvalConfig {
+            run_id: run.clone(),
+            ..EvalConfig::default()
+        },
+        paths: agentao::config::Paths::new(dir.path(), dir.path()),
+        netuid: 62,
+        store,
+        model_server: None,
+        repair_miner: Some(RepairConfig {
+            run_id: run.clone(),
+            ..RepairConfig::default()
+        }),
+    };
+    let report = run_round(&engine, &task, &llm(&server), &mut records, &cfg, "r1")
+        .await
+        .unwrap();
+    let hotkey = |name: &str| {
+        Wallet::new(&dir.path().join("wallets"), name, "default")
+            .load_hotkey()
+            .unwrap()
+            .ss58()
+    };
+    assert_eq!(report.miners.len(), 2, "{report:?}");
+    let repair = report
+        .miners
+        .iter()
+        .find(|m| m.hotkey == hotkey("miner-repair"))
+        .unwrap();
+    let agent_miner = report
+        .miners
+        .iter()
+        .find(|m| m.hotkey == hotkey("miner"))
+        .unwrap();
+    assert_eq!(repair.outcome, Outcome::Resolved, "{report:?}");
+    assert!(repair.score > 0.0 && repair.charged, "{report:?}");
+    assert!(!agent_miner.resolved, "{report:?}");
+    let weight = report
+        .weights
+        .iter()
+        .find(|(uid, _)| *uid == repair.uid)
+        .map_or(0, |(_, w)| *w);
+    assert_eq!(weight, 65535, "{report:?}");
+    let records = RecordStore::open(&dir.path().join("records.jsonl")).unwrap();
+    let rows: Vec<_> = records.iter().unwrap().map(|r| r.unwrap()).collect();
+    let row = rows
+        .iter()
+        .find(|r| r.miner_hotkey == hotkey("miner-repair"))
+        .unwrap();
+    assert!(row.resolved && row.agent == "agentao-repair" && !row.patch.is_empty());
     assert_no_containers(&run, 20);
 }

@@ -237,6 +237,7 @@ async fn an_sdk_dendrite_with_the_original_fields_gets_a_patch_from_the_cloned_r
         },
         store: dir.path().join("none.db"),
         model_server: None,
+        repair: None,
         materializer: Some(std::sync::Arc::new(materializer)),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -374,6 +374,8 @@ async fn a_chain_failing_three_times_then_recovering_does_not_stop_the_validator
         source: TaskSource {
             packages: Vec::new(),
             forge: agentao::forge::ForgeConfig::new(dir.path()),
+            prefer_repair_solved: false,
+            skip_repair_solved_within: 0,
         },
         kinds: agentao::neurons::remote::RemoteKinds::parse("all").unwrap(),
         sample: 5,

@@ -19,6 +19,13 @@ pub(super) struct EvalBench {
     overhead_ratio: f64,
     throughput_workers_1_per_min: f64,
     throughput_workers_2_per_min: f64,
+    /// The gold patch judged with the stored PASS_TO_PASS (the selection before issue 15)
+    /// and with PASS_TO_PASS widened to what the patch touches, in this run: median seconds
+    /// of an evaluation, median tests added, and new / old.
+    p2p_stored_median_s: f64,
+    p2p_follow_patch_median_s: f64,
+    p2p_added_median: f64,
+    p2p_cost_ratio: f64,
 }
 
 pub(super) async fn bench_eval(
@@ -27,7 +34,7 @@ pub(super) async fn bench_eval(
     iterations: usize,
     batch: usize,
 ) -> anyhow::Result<EvalBench> {
-    use crate::eval::{EvalConfig, Prediction, evaluate, run_batch};
+    use crate::eval::{EvalConfig, P2pSelection, Prediction, evaluate, run_batch};
     let engine = crate::cli::context::engine(settings).await?;
     let cfg = EvalConfig {
         limits: settings.limits.clone(),
@@ -76,6 +83,34 @@ pub(super) async fn bench_eval(
             theirs.push(t.elapsed());
         }
     }
+    let (mut stored, mut follow, mut added) = (Vec::new(), Vec::new(), Vec::new());
+    for task in tasks {
+        for _ in 0..iterations {
+            for (selection, times) in [
+                (P2pSelection::Stored, &mut stored),
+                (P2pSelection::FollowPatch, &mut follow),
+            ] {
+                let cfg = EvalConfig {
+                    p2p: selection,
+                    ..cfg.clone()
+                };
+                let t = Instant::now();
+                let v = evaluate(&engine, task, &task.patch, &cfg).await;
+                anyhow::ensure!(
+                    v.resolved,
+                    "gold patch of {} did not resolve with {selection:?}: {:?}",
+                    task.instance_id,
+                    v.outcome
+                );
+                times.push(t.elapsed());
+                if selection == P2pSelection::FollowPatch {
+                    added.push(v.p2p_added as f64);
+                }
+            }
+        }
+    }
+    added.sort_by(f64::total_cmp);
+    let (sm, fm) = (percentile(&mut stored, 0.5), percentile(&mut follow, 0.5));
     let mut throughput = [0.0; 2];
     for (slot, workers) in [(0, 1), (1, 2)] {
         let dir = tempfile_dir()?;
@@ -106,5 +141,9 @@ pub(super) async fn bench_eval(
         overhead_ratio: om.as_secs_f64() / tm.as_secs_f64(),
         throughput_workers_1_per_min: (throughput[0] * 100.0).round() / 100.0,
         throughput_workers_2_per_min: (throughput[1] * 100.0).round() / 100.0,
+        p2p_stored_median_s: ms(sm) / 1000.0,
+        p2p_follow_patch_median_s: ms(fm) / 1000.0,
+        p2p_added_median: added.get(added.len() / 2).copied().unwrap_or(0.0),
+        p2p_cost_ratio: fm.as_secs_f64() / sm.as_secs_f64().max(1e-9),
     })
 }

@@ -19,6 +19,21 @@ struct ForgeModeResult {
     tasks_per_cpu_minute: f64,
     /// Validated / tried.
     yield_ratio: f64,
+    /// Candidates rejected because the tests accepted a decoy fix.
+    rejected_weak_tests: usize,
+    /// Rejected because the bug broke collection or import.
+    rejected_collection_failed: usize,
+    /// Rejected because no selected test still passed with the bug (no PASS_TO_PASS).
+    rejected_no_regression_check: usize,
+    /// Weak-test rejections / candidates that broke tests cleanly and reached the decoys.
+    weak_tests_share: f64,
+    decoys_run: usize,
+    /// Validated tasks the repair baseline ran on, and the share it resolved (its patch
+    /// judged by the harness).
+    repair_tried: usize,
+    repair_resolved_share: f64,
+    repair_median_candidates: f64,
+    repair_median_seconds: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -36,7 +51,7 @@ pub(super) async fn bench_forge(
     packages: &[String],
     candidates: usize,
 ) -> anyhow::Result<ForgeBench> {
-    use crate::forge::{Forge, Selection};
+    use crate::forge::{Forge, Rejection, Selection};
     let engine = crate::cli::context::engine(settings).await?;
     let mut modes = Vec::new();
     for selection in [Selection::Coverage, Selection::WholeSuite] {
@@ -58,7 +73,41 @@ pub(super) async fn bench_forge(
         let tried: usize = reports.iter().map(|r| r.candidates_tried).sum();
         let validated: usize = reports.iter().map(|r| r.validated).sum();
         let cpu: f64 = reports.iter().map(|r| r.cpu_seconds).sum();
+        let count = |r: Rejection| -> usize {
+            reports
+                .iter()
+                .map(|p| p.rejected.get(&r).copied().unwrap_or(0))
+                .sum()
+        };
+        let weak = count(Rejection::WeakTests);
+        let reached = weak + validated + count(Rejection::GoldFailed) + count(Rejection::Leaky);
+        let decoys_run = reports.iter().map(|r| r.decoys_run).sum();
+        let repairs: Vec<&crate::tasks::RepairOutcome> =
+            reports.iter().flat_map(|r| r.repair.iter()).collect();
+        let solved = repairs.iter().filter(|r| r.solved).count();
         modes.push(ForgeModeResult {
+            repair_tried: repairs.len(),
+            repair_resolved_share: if repairs.is_empty() {
+                0.0
+            } else {
+                solved as f64 / repairs.len() as f64
+            },
+            repair_median_candidates: median(
+                repairs
+                    .iter()
+                    .map(|r| f64::from(r.repair_candidates))
+                    .collect(),
+            ),
+            repair_median_seconds: median(repairs.iter().map(|r| r.seconds).collect()),
+            rejected_weak_tests: weak,
+            rejected_collection_failed: count(Rejection::CollectionFailed),
+            rejected_no_regression_check: count(Rejection::NoRegressionCheck),
+            weak_tests_share: if reached > 0 {
+                weak as f64 / reached as f64
+            } else {
+                0.0
+            },
+            decoys_run,
             selection,
             packages: reports,
             candidates_tried: tried,
@@ -93,4 +142,18 @@ pub(super) async fn bench_forge(
                wall time of the gold-patch checks; both modes take the same baseline and try \
                the same candidates in the same order",
     })
+}
+
+/// The median (0 for none).
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
