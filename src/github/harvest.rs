@@ -22,7 +22,8 @@ use super::refs::{StatementBounds, closing_refs, split_diff, statement};
 use super::validate::{RunLimits, fail_to_pass, gold_resolves};
 use crate::forge::{Forge, ForgeConfig, ForgeError};
 use crate::sandbox::Engine;
-use crate::tasks::model::{EXPOSURE_PUBLIC_ANSWER, SOURCE_GITHUB};
+use crate::tasks::Exposure;
+use crate::tasks::model::SOURCE_GITHUB;
 use crate::tasks::store::ForgeLogEntry;
 use crate::tasks::{Task, TaskStore};
 
@@ -492,7 +493,7 @@ impl Harvester<'_> {
             difficulty: String::new(),
             difficulty_features: None,
             source: SOURCE_GITHUB.into(),
-            exposure: EXPOSURE_PUBLIC_ANSWER.into(),
+            exposure: Some(Exposure::PublicAnswer),
             issue_url: c.issue.html_url.clone(),
             checklist: Vec::new(),
             predicted_difficulty: None,

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::spec::Exposure;
+
 /// One coding task. Field names follow SWE-bench so exports load in its tooling; agentao's
 /// additions have defaults so SWE-bench rows read as tasks too.
 ///
@@ -67,10 +69,15 @@ pub struct Task {
     /// Where the task came from: empty for forged tasks, `github` for a harvested issue.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub source: String,
-    /// Who can read the answer without solving it: `public-answer` (a merged fix) or `none`
-    /// (an open issue); empty when not stated.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub exposure: String,
+    /// Who can read the answer without solving it, as stated when the task was made:
+    /// `public-answer` (a merged fix) or `none` (an open issue, a private task). Unstated
+    /// (forged tasks, SWE-bench rows), [`Exposure::of`] reads it from what the task holds.
+    #[serde(
+        default,
+        deserialize_with = "exposure_stated",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub exposure: Option<Exposure>,
     /// The issue the task was written from (harvested tasks).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub issue_url: String,
@@ -184,10 +191,6 @@ pub struct PredictedDifficulty {
 
 /// `source` of a task harvested from GitHub.
 pub const SOURCE_GITHUB: &str = "github";
-/// `exposure` of a task whose answer is public (a merged fix).
-pub const EXPOSURE_PUBLIC_ANSWER: &str = "public-answer";
-/// `exposure` of a task with no public answer (an open issue).
-pub const EXPOSURE_NONE: &str = "none";
 /// SWE-bench Verified's `difficulty` values, easiest first.
 pub const DIFFICULTY_LEVELS: [&str; 4] =
     ["<15 min fix", "15 min - 1 hour", "1-4 hours", ">4 hours"];
@@ -222,6 +225,17 @@ impl Difficulty {
         };
         let hidden = usize::from(self.function_lines > 40 || self.source_files > 200);
         DIFFICULTY_LEVELS[(by_size + hidden).min(3)]
+    }
+}
+
+/// `exposure` as stored: a known kind, or nothing (missing, null or empty). An unknown kind is
+/// an error, not a silent `None`: it would widen who may be sent the task.
+fn exposure_stated<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Exposure>, D::Error> {
+    match Option::<String>::deserialize(d)?.as_deref() {
+        None | Some("") => Ok(None),
+        Some(s) => Exposure::parse(s)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown exposure {s:?}"))),
     }
 }
 
@@ -306,6 +320,25 @@ mod tests {
         let back = serde_json::to_value(&t).unwrap();
         assert_eq!(back["FAIL_TO_PASS"], serde_json::json!(["t.py::x"]));
         assert!(back.get("regression").is_none() && t.regression.is_none());
+    }
+
+    #[test]
+    fn exposure_is_stored_typed_and_read_leniently() {
+        let row = |exposure: &str| {
+            format!(
+                r#"{{"instance_id":"a","repo":"a/b","patch":"","problem_statement":"s",
+                "FAIL_TO_PASS":[],"PASS_TO_PASS":[]{exposure}}}"#
+            )
+        };
+        let none: Task = serde_json::from_str(&row(r#","exposure":"none""#)).unwrap();
+        assert_eq!(none.exposure, Some(Exposure::None));
+        assert_eq!(serde_json::to_value(&none).unwrap()["exposure"], "none");
+        for unstated in ["", r#","exposure":"""#, r#","exposure":null"#] {
+            let t: Task = serde_json::from_str(&row(unstated)).unwrap();
+            assert_eq!(t.exposure, None);
+            assert!(serde_json::to_value(&t).unwrap().get("exposure").is_none());
+        }
+        assert!(serde_json::from_str::<Task>(&row(r#","exposure":"secret""#)).is_err());
     }
 
     #[test]
