@@ -13,7 +13,7 @@ pub mod spec;
 pub mod store;
 
 pub use model::{
-    DIFFICULTY_LEVELS, Difficulty, F2pCap, FunctionTests, PredictedDifficulty, RegressionIndex,
+    DIFFICULTY_LEVELS, Difficulty, F2pCap, FunctionTests, Grading, PredictedDifficulty, RegressionIndex,
     RepairOutcome, Task, index_ranges,
 };
 pub use spec::{Exposure, TaskSpec};

@@ -256,7 +256,31 @@ fn difficulty_level<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D:
     })
 }
 
+/// How a patch for a task is graded: what its tests can prove, and what is left to the judge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grading {
+    /// Tests prove the fix: every FAIL_TO_PASS must pass and PASS_TO_PASS stay green; the
+    /// judge may lower a resolved patch's score, and without a judgement correctness alone
+    /// counts.
+    Tests,
+    /// No test proves a fix (an open issue: no gold patch, so no FAIL_TO_PASS). PASS_TO_PASS
+    /// must stay green (a patch that breaks one scores 0), and the judge's reading against the
+    /// task's checklist is the whole quality: without a judgement there is no score.
+    Checklist,
+}
+
 impl Task {
+    /// How a patch for this task is graded: by its tests when it has FAIL_TO_PASS tests, by
+    /// the judge's checklist (over PASS_TO_PASS) when it has none.
+    pub fn grading(&self) -> Grading {
+        if self.fail_to_pass.is_empty() {
+            Grading::Checklist
+        } else {
+            Grading::Tests
+        }
+    }
+
     /// Every test the verdict depends on, F2P first.
     pub fn selected_tests(&self) -> Vec<String> {
         let mut all = self.fail_to_pass.clone();
