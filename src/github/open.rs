@@ -182,7 +182,11 @@ impl Harvester<'_> {
             .join("src")
             .join(format!("{}-{}-{short}", repo.owner, repo.name));
         crate::git::checkout(&mirror, &info.clone_url, &sha, &tree).map_err(|e| e.to_string())?;
-        let image_name = format!("agentao/env-gh-{}-{}", plain(&repo.owner), plain(&repo.name));
+        let image_name = format!(
+            "agentao/env-gh-{}-{}",
+            plain(&repo.owner),
+            plain(&repo.name)
+        );
         let (locations, image) = match self
             .forge
             .environment_of_tree(package, &image_name, short, &tree)
@@ -232,7 +236,12 @@ impl Harvester<'_> {
                 "the suite is not green at HEAD {short}: {} of {} tests do not pass in both runs ({}{})",
                 failing.len(),
                 baseline.collected.len(),
-                failing.iter().take(3).map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                failing
+                    .iter()
+                    .take(3)
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 if failing.len() > 3 { ", …" } else { "" }
             )));
         }

@@ -11,8 +11,8 @@ use serde_json::json;
 
 use super::GithubError;
 use super::client::{GithubClient, JSON};
-use crate::tasks::Task;
 use crate::tasks::Exposure;
+use crate::tasks::Task;
 
 /// The patch to propose and whom it credits.
 #[derive(Debug, Clone)]

@@ -169,7 +169,10 @@ mod tests {
         };
         let [system, user] = judge_messages(&input);
         assert_eq!(system.content, prompts::get("judge_checklist_system"));
-        assert!(user.content.contains("- raises ValueError on an empty list"));
+        assert!(
+            user.content
+                .contains("- raises ValueError on an empty list")
+        );
         assert!(user.content.contains("no fix yet"));
         input.reference = Some("the gold diff");
         let [system, user] = judge_messages(&input);

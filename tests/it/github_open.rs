@@ -86,22 +86,36 @@ async fn an_open_issue_task_is_scored_by_the_judges_checklist_and_a_regression_s
         bounds: StatementBounds::default(),
         forge,
     };
-    let gh = GithubClient::new(GithubConfig::new(Some(&fx.url), Some("test-token"), cache.path()))
-        .unwrap();
+    let gh = GithubClient::new(GithubConfig::new(
+        Some(&fx.url),
+        Some("test-token"),
+        cache.path(),
+    ))
+    .unwrap();
 
     let started = Instant::now();
     let report = harvest_open(&engine, &gh, &llm, &store, &cfg, |_, _, _| {})
         .await
         .unwrap();
     let seconds = started.elapsed().as_secs_f64();
-    assert_eq!(report.task_ids, vec!["fixture-org__tinylib-9"], "{report:#?}");
-    assert_eq!(report.candidates, 1, "the open pull request #10 is no candidate");
+    assert_eq!(
+        report.task_ids,
+        vec!["fixture-org__tinylib-9"],
+        "{report:#?}"
+    );
+    assert_eq!(
+        report.candidates, 1,
+        "the open pull request #10 is no candidate"
+    );
     assert!(report.skipped.iter().any(|s| s.package == "nogithub"));
     let task = store.get("fixture-org__tinylib-9").unwrap().unwrap();
     assert_eq!(task.exposure, Some(Exposure::None));
     assert_eq!(task.grading(), Grading::Checklist);
     assert!(task.patch.is_empty() && task.fail_to_pass.is_empty());
-    assert_eq!(task.base_commit, fx.history.fix, "HEAD of the default branch");
+    assert_eq!(
+        task.base_commit, fx.history.fix,
+        "HEAD of the default branch"
+    );
     assert_eq!(
         task.pass_to_pass,
         [
@@ -115,7 +129,10 @@ async fn an_open_issue_task_is_scored_by_the_judges_checklist_and_a_regression_s
     assert_eq!(task.checklist, CHECKLIST);
     assert!(task.problem_statement.starts_with(OPEN_ISSUE_TITLE));
     assert!(task.problem_statement.contains(OPEN_ISSUE_BODY));
-    assert_eq!(task.issue_url, "https://github.com/fixture-org/tinylib/issues/9");
+    assert_eq!(
+        task.issue_url,
+        "https://github.com/fixture-org/tinylib/issues/9"
+    );
     // The checklist was written from the issue.
     let writer = seen.lock().unwrap()[0].clone();
     assert!(writer.contains("review checklist") && writer.contains("division by zero"));
@@ -179,7 +196,11 @@ async fn an_open_issue_task_is_scored_by_the_judges_checklist_and_a_regression_s
     // Green without any FAIL_TO_PASS: the judge's checklist reading is the quality.
     let expect = |q: f64, b: f64, r: &agentao::neurons::validator::MinerResult| {
         let quality = (2.0 * q + b) / 3.0;
-        assert_eq!(r.outcome, agentao::neurons::validator::AnswerOutcome::Evaluated(Outcome::Resolved), "{r:?}");
+        assert_eq!(
+            r.outcome,
+            agentao::neurons::validator::AnswerOutcome::Evaluated(Outcome::Resolved),
+            "{r:?}"
+        );
         assert_eq!(r.judged, Some((q, b)));
         assert!(r.charged);
         assert!(
@@ -203,7 +224,10 @@ async fn an_open_issue_task_is_scored_by_the_judges_checklist_and_a_regression_s
     assert_eq!(judge_requests.len(), 2, "only the green patches are judged");
     for body in &judge_requests {
         for point in CHECKLIST {
-            assert!(body.contains(point), "the checklist reached the judge: {body}");
+            assert!(
+                body.contains(point),
+                "the checklist reached the judge: {body}"
+            );
         }
         assert!(body.contains("no fix yet") && body.contains("open issue"));
     }
@@ -214,7 +238,10 @@ async fn an_open_issue_task_is_scored_by_the_judges_checklist_and_a_regression_s
         .find(|r| r.miner_hotkey == broken_r.hotkey)
         .unwrap();
     let tests: serde_json::Value = serde_json::from_str(&broken_record.tests_status).unwrap();
-    assert_eq!(tests["tests/test_basic.py::test_clamp_low"], "FAILED", "{tests}");
+    assert_eq!(
+        tests["tests/test_basic.py::test_clamp_low"], "FAILED",
+        "{tests}"
+    );
     assert_eq!(tests["tests/test_basic.py::test_mean"], "PASSED", "{tests}");
     assert_no_containers(&run, 30);
 }

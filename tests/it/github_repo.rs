@@ -136,7 +136,13 @@ pub(crate) fn serve_repository(routes: &mut BTreeMap<String, Canned>, h: &Histor
         v["closed_at"] = Value::Null;
         v
     };
-    let mut open_pr = open(issue(10, "WIP: mean of nothing", "Towards #9.", 0, merged(10)));
+    let mut open_pr = open(issue(
+        10,
+        "WIP: mean of nothing",
+        "Towards #9.",
+        0,
+        merged(10),
+    ));
     open_pr["pull_request"]["merged_at"] = Value::Null;
     open_pr["created_at"] = json!("2026-01-10T10:00:00Z");
     routes.insert(

@@ -450,7 +450,11 @@ impl Validator {
         // An unjudged checklist-graded patch is the judge's failure, not the miner's.
         let charged = outcome.is_miners() && graded != Score::Unjudged;
         if graded == Score::Unjudged {
-            tracing::warn!(uid = miner.uid, ?grading, "green, but no judgement of a task graded by its checklist: recorded at 0, not charged");
+            tracing::warn!(
+                uid = miner.uid,
+                ?grading,
+                "green, but no judgement of a task graded by its checklist: recorded at 0, not charged"
+            );
         }
         if charged {
             ledger.scores.update(&miner.hotkey, score);
