@@ -57,6 +57,13 @@ pub struct SandboxSpec {
     pub env: Vec<String>,
     /// Working directory for commands.
     pub workdir: Option<String>,
+    /// The network to join (a [`super::Network`]'s name, or `host`), overriding
+    /// `Limits::network`.
+    pub network: Option<String>,
+    /// The command PID 1 runs instead of `sleep <wall clock>` (a service such as the model
+    /// proxy; the wall clock then holds through the container's deadline label and the
+    /// reaper).
+    pub cmd: Option<Vec<String>>,
 }
 
 impl SandboxSpec {
@@ -68,6 +75,8 @@ impl SandboxSpec {
             run_id: run_id.into(),
             env: Vec::new(),
             workdir: None,
+            network: None,
+            cmd: None,
         }
     }
 }
@@ -145,7 +154,9 @@ impl Sandbox {
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             // PID 1 is the wall clock: when it ends the container stops and removes itself.
-            cmd: Some(vec!["sleep".to_owned(), wall_secs.to_string()]),
+            cmd: Some(spec.cmd.clone().unwrap_or_else(|| {
+                vec!["sleep".to_owned(), wall_secs.to_string()]
+            })),
             entrypoint: Some(Vec::new()),
             labels: Some(labels),
             env: Some(spec.env.clone()),
@@ -155,7 +166,9 @@ impl Sandbox {
                 memory_swap: Some(memory),
                 nano_cpus: Some((limits.cpus * 1e9) as i64),
                 pids_limit: Some(limits.pids),
-                network_mode: Some(if limits.network { "bridge" } else { "none" }.to_owned()),
+                network_mode: Some(spec.network.clone().unwrap_or_else(|| {
+                    if limits.network { "bridge" } else { "none" }.to_owned()
+                })),
                 cap_drop: Some(vec!["ALL".to_owned()]),
                 security_opt: Some(vec!["no-new-privileges".to_owned()]),
                 init: Some(true),
