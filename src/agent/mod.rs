@@ -16,7 +16,6 @@ pub mod tools;
 
 pub use episode::{
     Action, AgentConfig, AgentError, Episode, ExitStatus, Protocol, Step, prepare_workspace,
-    prepare_workspace_on,
-    repo_diff, solve,
+    prepare_workspace_on, repo_diff, solve,
 };
 pub use external::run_external;

@@ -115,8 +115,8 @@ pub async fn run_file(args: RunFileArgs, settings: &Settings) -> anyhow::Result<
 }
 
 pub async fn proxy(args: ProxyArgs, settings: &Settings) -> anyhow::Result<()> {
-    let mut cfg: ProxyConfig = serde_json::from_str(&args.config)
-        .map_err(|e| UserError::new(format!("--config: {e}")))?;
+    let mut cfg: ProxyConfig =
+        serde_json::from_str(&args.config).map_err(|e| UserError::new(format!("--config: {e}")))?;
     cfg.api_key = settings.llm.api_key.clone();
     cfg.usage_file = args.usage_file;
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
@@ -170,11 +170,7 @@ pub async fn local_agents_round(
     proxy.api_key = settings.llm.api_key.clone();
     let exe = std::env::current_exe()?;
     let image = proxy_image(engine, &base_image_tag().reference, &exe).await?;
-    let mut code = CodeRunConfig::new(
-        &settings.run_id,
-        proxy,
-        ProxyPlacement::Container { image },
-    );
+    let mut code = CodeRunConfig::new(&settings.run_id, proxy, ProxyPlacement::Container { image });
     code.limits = settings.limits.clone();
     code.wall = Duration::from_secs(600);
     let vault = AgentVault::new(&settings.paths().data_dir().join("validator").join("agents"));

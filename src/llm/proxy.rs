@@ -128,7 +128,11 @@ pub struct ProxyHandle {
 impl ProxyHandle {
     /// The run's usage so far.
     pub fn usage(&self) -> ProxyUsage {
-        self.inner.usage.lock().map(|u| u.clone()).unwrap_or_default()
+        self.inner
+            .usage
+            .lock()
+            .map(|u| u.clone())
+            .unwrap_or_default()
     }
 
     /// Stops serving.
@@ -350,7 +354,11 @@ async fn chat_inner(inner: &Inner, body: &[u8]) -> Response {
             (Some(p), Some(c)) => (p, c, false),
             _ => {
                 let text = v["choices"][0]["message"].to_string();
-                (prompt_chars.div_ceil(4), (text.len() as u64).div_ceil(4), true)
+                (
+                    prompt_chars.div_ceil(4),
+                    (text.len() as u64).div_ceil(4),
+                    true,
+                )
             }
         },
         (true, None) => (

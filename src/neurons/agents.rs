@@ -251,11 +251,7 @@ pub async fn run_agents_round(
     scores
 }
 
-async fn run_one(
-    round: &mut AgentsRound<'_>,
-    sub: &AgentSubmission,
-    task: &Task,
-) -> (bool, f64) {
+async fn run_one(round: &mut AgentsRound<'_>, sub: &AgentSubmission, task: &Task) -> (bool, f64) {
     let sha256 = agent_hash(&sub.code);
     let mut cfg = round.code.clone();
     cfg.run_id = format!("{}-{}", round.code.run_id, &sha256[..8]);
@@ -306,7 +302,9 @@ pub fn rank(scores: &mut [AgentScore]) {
             0.0
         };
     }
-    let mut idx: Vec<usize> = (0..scores.len()).filter(|&i| scores[i].score > 0.0).collect();
+    let mut idx: Vec<usize> = (0..scores.len())
+        .filter(|&i| scores[i].score > 0.0)
+        .collect();
     idx.sort_by(|&a, &b| {
         scores[b]
             .score
@@ -370,7 +368,10 @@ mod tests {
         let p = vault.keep(b"def agent_main(i):\n    return ''\n").unwrap();
         let sha = agent_hash(b"def agent_main(i):\n    return ''\n");
         assert!(p.ends_with(format!("{sha}.py")));
-        assert_eq!(vault.get(&sha).unwrap(), b"def agent_main(i):\n    return ''\n");
+        assert_eq!(
+            vault.get(&sha).unwrap(),
+            b"def agent_main(i):\n    return ''\n"
+        );
         assert!(vault.get("../../etc/passwd").is_none());
     }
 
@@ -378,14 +379,26 @@ mod tests {
     fn a_miner_serves_its_current_version_and_a_tampered_answer_is_not_taken() {
         let dir = tempfile::tempdir().unwrap();
         let miner = MinerAgents::new(dir.path());
-        let v1 = miner.submit(b"def agent_main(i):\n    return ''\n").unwrap();
-        let again = miner.submit(b"def agent_main(i):\n    return ''\n").unwrap();
+        let v1 = miner
+            .submit(b"def agent_main(i):\n    return ''\n")
+            .unwrap();
+        let again = miner
+            .submit(b"def agent_main(i):\n    return ''\n")
+            .unwrap();
         assert_eq!((v1.version, again.version), (1, 1));
-        let v2 = miner.submit(b"def agent_main(i):\n    return 'x'\n").unwrap();
+        let v2 = miner
+            .submit(b"def agent_main(i):\n    return 'x'\n")
+            .unwrap();
         assert_eq!(v2.version, 2);
         let current = miner.answer(AgentCode::default());
-        assert_eq!((current.version, current.code_sha256.as_str()), (2, v2.sha256.as_str()));
-        let old = miner.answer(AgentCode { sha256: v1.sha256.clone(), ..AgentCode::default() });
+        assert_eq!(
+            (current.version, current.code_sha256.as_str()),
+            (2, v2.sha256.as_str())
+        );
+        let old = miner.answer(AgentCode {
+            sha256: v1.sha256.clone(),
+            ..AgentCode::default()
+        });
         assert_eq!(old.version, 1);
         assert!(submission_from("h", 1, &current, 0).is_some());
         let mut forged = current.clone();

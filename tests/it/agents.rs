@@ -82,7 +82,7 @@ async fn the_proxy_holds_the_key_allows_models_caps_dollars_and_counts_every_tok
         .chat(&[Message::user("fix the bug")], &[], &mut budget)
         .await
         .unwrap();
-    assert_eq!(done.message.content.as_deref(), Some("ok"));
+    assert_eq!(done.message.content, "ok");
     assert_eq!(done.usage.prompt_tokens, 1001);
 
     // Raw requests until the cap: the one crossing it is the last answered.
@@ -111,7 +111,11 @@ async fn the_proxy_holds_the_key_allows_models_caps_dollars_and_counts_every_tok
             "the validator's key goes out, the agent's never"
         );
         let body: Value = serde_json::from_slice(&req.body).unwrap();
-        assert_eq!(body["seed"], json!(seed_for("tinycalc-7")), "seed fixed per task");
+        assert_eq!(
+            body["seed"],
+            json!(seed_for("tinycalc-7")),
+            "seed fixed per task"
+        );
         assert_eq!(body["stream"], json!(false));
         assert_eq!(body["model"], "gpt-4o-mini");
     }
@@ -165,7 +169,10 @@ async fn the_proxy_refuses_past_its_rate_and_says_so_for_bad_input() {
         .unwrap();
     assert_eq!(listed["data"][0]["id"], "gpt-4o-mini");
     let usage = proxy.usage();
-    assert_eq!((usage.requests, usage.refused_rate, usage.failed), (2, 1, 1));
+    assert_eq!(
+        (usage.requests, usage.refused_rate, usage.failed),
+        (2, 1, 1)
+    );
     assert_eq!(
         model.requests.lock().unwrap().len(),
         2,

@@ -24,7 +24,13 @@ const COPY: &str = include_str!("../fixtures/agents/copy.py");
 
 fn networks_of(run: &str) -> String {
     let out = std::process::Command::new("docker")
-        .args(["network", "ls", "-q", "--filter", &format!("label=agentao.run={run}")])
+        .args([
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=agentao.run={run}"),
+        ])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_owned()

@@ -10,12 +10,59 @@ use std::collections::HashMap;
 pub const NEAR_COPY: f64 = 0.98;
 
 const KEEP: &[&str] = &[
-    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class",
-    "continue", "def", "del", "elif", "else", "except", "finally", "for", "from", "global",
-    "if", "import", "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return",
-    "try", "while", "with", "yield", "agent_main", "self", "print", "len", "range", "open",
-    "str", "int", "dict", "list", "set", "tuple", "isinstance", "json", "os", "sys",
-    "subprocess", "re",
+    "False",
+    "None",
+    "True",
+    "and",
+    "as",
+    "assert",
+    "async",
+    "await",
+    "break",
+    "class",
+    "continue",
+    "def",
+    "del",
+    "elif",
+    "else",
+    "except",
+    "finally",
+    "for",
+    "from",
+    "global",
+    "if",
+    "import",
+    "in",
+    "is",
+    "lambda",
+    "nonlocal",
+    "not",
+    "or",
+    "pass",
+    "raise",
+    "return",
+    "try",
+    "while",
+    "with",
+    "yield",
+    "agent_main",
+    "self",
+    "print",
+    "len",
+    "range",
+    "open",
+    "str",
+    "int",
+    "dict",
+    "list",
+    "set",
+    "tuple",
+    "isinstance",
+    "json",
+    "os",
+    "sys",
+    "subprocess",
+    "re",
 ];
 
 /// The normalised tokens of a Python source (a lexer of its own: names, numbers, strings,
@@ -44,7 +91,10 @@ pub fn normalised_tokens(source: &str) -> Vec<String> {
                     continue;
                 }
                 if triple {
-                    if i + 2 < chars.len() && chars[i] == c && chars[i + 1] == c && chars[i + 2] == c
+                    if i + 2 < chars.len()
+                        && chars[i] == c
+                        && chars[i + 1] == c
+                        && chars[i + 2] == c
                     {
                         i += 3;
                         break;
@@ -73,9 +123,7 @@ pub fn normalised_tokens(source: &str) -> Vec<String> {
             while j < chars.len() && chars[j] == ' ' {
                 j += 1;
             }
-            let keyword = depth > 0
-                && chars.get(j) == Some(&'=')
-                && chars.get(j + 1) != Some(&'=');
+            let keyword = depth > 0 && chars.get(j) == Some(&'=') && chars.get(j + 1) != Some(&'=');
             if attribute || keyword || KEEP.contains(&word.as_str()) {
                 out.push(word);
             } else {
@@ -152,7 +200,12 @@ mod tests {
         let a = normalised_tokens(A);
         assert_eq!(similarity(&a, &normalised_tokens(RENAMED)), 1.0);
         assert!(similarity(&a, &normalised_tokens(OTHER)) < 0.9);
-        let found = copies_of(&[A.as_bytes(), OTHER.as_bytes(), RENAMED.as_bytes(), A.as_bytes()]);
+        let found = copies_of(&[
+            A.as_bytes(),
+            OTHER.as_bytes(),
+            RENAMED.as_bytes(),
+            A.as_bytes(),
+        ]);
         assert_eq!(found, vec![None, None, Some(0), Some(0)]);
     }
 

@@ -200,18 +200,14 @@ async fn run_in_sandbox(
     .env(format!("OPENAI_BASE_URL={proxy_url}"))
     .env(format!("OPENAI_API_KEY={PLACEHOLDER_KEY}"))
     .env("HOME=/tmp");
-    let out = sb.exec(&exec).await;
-    let (exit, stderr_tail) = match &out {
-        Ok(o) if o.success() => (CodeExit::Returned, o.stderr.clone()),
+    let (exit, stderr_tail) = match sb.exec(&exec).await {
+        Ok(o) if o.success() => (CodeExit::Returned, o.stderr),
         Ok(o) if matches!(o.status, crate::sandbox::ExecStatus::TimedOut) => {
-            (CodeExit::TimeLimit, o.stderr.clone())
+            (CodeExit::TimeLimit, o.stderr)
         }
-        Ok(o) => (CodeExit::Failed, o.stderr.clone()),
+        Ok(o) => (CodeExit::Failed, o.stderr),
         Err(e) if !e.is_environment() => (CodeExit::TimeLimit, e.to_string()),
-        Err(_) => {
-            let e = out.err().expect("an error");
-            return Err(AgentError::Sandbox(e));
-        }
+        Err(e) => return Err(AgentError::Sandbox(e)),
     };
     let patch = match exit {
         CodeExit::Returned => sb

@@ -45,7 +45,7 @@ pub(super) struct RunningProxy {
 
 enum Kind {
     Here(ProxyHandle),
-    There(Sandbox),
+    There(Box<Sandbox>),
 }
 
 /// The proxy image for the agentao binary at `binary` on `base`, built when missing (tag
@@ -154,13 +154,11 @@ pub(super) async fn start(
                 wall.as_secs().to_string(),
             ]);
             if let Some(key) = &cfg.api_key {
-                spec.env.push(format!(
-                    "{}={key}",
-                    crate::config::env_vars::OPENAI_API_KEY
-                ));
+                spec.env
+                    .push(format!("{}={key}", crate::config::env_vars::OPENAI_API_KEY));
             }
             let sb = Sandbox::start(engine, &spec).await?;
-            (addr, Kind::There(sb))
+            (addr, Kind::There(Box::new(sb)))
         }
     };
     let url = format!("http://{addr}/v1");
@@ -208,7 +206,7 @@ impl RunningProxy {
                         ProxyUsage::default()
                     }
                 };
-                let _ = sb.remove().await;
+                let _ = (*sb).remove().await;
                 usage
             }
         }

@@ -51,7 +51,8 @@ pub use serve::Serving;
 
 use super::chain::Metagraph;
 use super::synapse::{
-    AgentCode, CodingTask, Forecast, HASH_OF_NOTHING, PROTOCOL_VERSION, Synapse, SynapseBody, TerminalInfo,
+    AgentCode, CodingTask, Forecast, HASH_OF_NOTHING, PROTOCOL_VERSION, Synapse, SynapseBody,
+    TerminalInfo,
 };
 use super::wallet::{Keypair, verify};
 
