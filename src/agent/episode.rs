@@ -139,6 +139,8 @@ pub enum AgentError {
     Workspace(String),
     #[error("external agent: {0}")]
     External(String),
+    #[error("agent file: {0}")]
+    AgentFile(String),
 }
 
 /// Script run once in the agent's container: the task's bug goes in, and git history is

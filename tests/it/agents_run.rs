@@ -41,8 +41,16 @@ async fn a_solver_resolves_a_hostile_agent_is_contained_and_a_copy_is_flagged() 
     let tasks = forged_tinycalc().await;
     let task = tasks
         .iter()
-        .find(|t| t.patch.lines().filter(|l| l.starts_with("@@")).count() == 1)
-        .expect("a one-hunk forged bug")
+        .find(|t| {
+            let changed = |p: &str| {
+                t.patch
+                    .lines()
+                    .filter(|l| l.starts_with(p) && !l.starts_with(&p.repeat(3)))
+                    .count()
+            };
+            changed("-") == 1 && changed("+") == 1
+        })
+        .expect("a one-line forged bug")
         .clone();
     let gold = task.patch.clone();
     // The scripted model answers the gold fix in a fence; usage differs per answer.
@@ -77,10 +85,17 @@ async fn a_solver_resolves_a_hostile_agent_is_contained_and_a_copy_is_flagged() 
         ..EvalConfig::default()
     };
 
-    // The solver.
+    // The solver, with the memory of the run's containers sampled meanwhile.
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (sampling, run) = (sampling.clone(), run.clone());
+        std::thread::spawn(move || peak_memory(&run, &sampling))
+    };
     let solved = run_agent_code(&engine, &task, SOLVER.as_bytes(), &cfg)
         .await
         .unwrap();
+    sampling.store(false, std::sync::atomic::Ordering::SeqCst);
+    let peaks = sampler.join().unwrap();
     assert_eq!(solved.exit, CodeExit::Returned, "{}", solved.stderr_tail);
     let verdict = evaluate(&engine, &task, &solved.patch, &eval).await;
     assert!(verdict.resolved, "{:?}\n{}", verdict.outcome, solved.patch);
@@ -98,6 +113,15 @@ async fn a_solver_resolves_a_hostile_agent_is_contained_and_a_copy_is_flagged() 
         seen.iter()
             .all(|r| r.header("authorization") == Some(&format!("Bearer {key}"))),
         "the key goes out from the proxy"
+    );
+
+    // The figures: the same fix by the built-in agent (scripted tool calls: str_replace,
+    // submit) against the agent file's run behind the proxy in its container.
+    let builtin = builtin_solves(&engine, &task, &run).await;
+    eprintln!(
+        "FIGURES agent file run {:.2}s (proxy + sandbox + network, 1 model call) vs built-in \
+         agent {:.2}s (2 model calls); peak memory per container (MiB): {peaks:?}",
+        solved.elapsed_s, builtin
     );
 
     // The hostile agent.
@@ -155,4 +179,78 @@ async fn a_solver_resolves_a_hostile_agent_is_contained_and_a_copy_is_flagged() 
 
     assert_no_containers(&run, 30);
     assert_eq!(networks_of(&run), "", "the run's network is removed");
+}
+
+/// Peak memory (MiB) per image of the run's containers, sampled with `docker stats` until
+/// `sampling` is cleared.
+fn peak_memory(
+    run: &str,
+    sampling: &std::sync::atomic::AtomicBool,
+) -> std::collections::BTreeMap<String, f64> {
+    let mut peaks = std::collections::BTreeMap::new();
+    while sampling.load(std::sync::atomic::Ordering::SeqCst) {
+        let ids = crate::support::containers_of(run);
+        for id in ids {
+            let out = std::process::Command::new("docker")
+                .args(["stats", "--no-stream", "--format", "{{.MemUsage}}", &id])
+                .output()
+                .unwrap();
+            let image = std::process::Command::new("docker")
+                .args(["inspect", "-f", "{{.Config.Image}}", &id])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            let used = text.split('/').next().unwrap_or("").trim().to_owned();
+            let mib = if let Some(v) = used.strip_suffix("MiB") {
+                v.parse::<f64>().unwrap_or(0.0)
+            } else if let Some(v) = used.strip_suffix("GiB") {
+                v.parse::<f64>().unwrap_or(0.0) * 1024.0
+            } else if let Some(v) = used.strip_suffix("KiB") {
+                v.parse::<f64>().unwrap_or(0.0) / 1024.0
+            } else {
+                continue;
+            };
+            let name = String::from_utf8_lossy(&image.stdout).trim().to_owned();
+            let peak = peaks.entry(name).or_insert(0.0f64);
+            *peak = peak.max(mib);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    peaks
+}
+
+/// Seconds the built-in agent takes to make the task's one-line fix with a scripted model.
+async fn builtin_solves(
+    engine: &agentao::sandbox::Engine,
+    task: &agentao::tasks::Task,
+    run: &str,
+) -> f64 {
+    use agentao::agent::{AgentConfig, Protocol, solve};
+    use agentao::llm::{LlmClient, LlmConfig};
+    let (file, buggy, fixed) = crate::agent::one_line_fix(task);
+    let n = Arc::new(Mutex::new(0));
+    let script = move |_: &Request| {
+        let mut n = n.lock().unwrap();
+        *n += 1;
+        let body = if *n == 1 {
+            crate::agent::tool_call(
+                "c1",
+                "str_replace",
+                &serde_json::json!({"path": file, "old_str": buggy, "new_str": fixed}).to_string(),
+            )
+        } else {
+            crate::agent::tool_call("c2", "submit", "{}")
+        };
+        Response::new(200, "application/json", body.to_string())
+    };
+    let model = TestServer::start(script).await;
+    let llm = LlmClient::new(LlmConfig::new(&format!("{}/v1", model.url), "gpt-4o-mini"));
+    let cfg = AgentConfig {
+        protocol: Protocol::ToolCalls,
+        run_id: run.to_owned(),
+        ..AgentConfig::default()
+    };
+    let episode = solve(engine, task, &llm, &cfg).await.unwrap();
+    assert!(!episode.patch.is_empty(), "the built-in agent made the fix");
+    episode.elapsed_s
 }

@@ -106,15 +106,15 @@ pub fn agent_hash(code: &[u8]) -> String {
 /// Refuses a file the runner would not take: too large, not UTF-8, no `agent_main`.
 pub fn check_agent_file(code: &[u8]) -> Result<(), AgentError> {
     if code.len() > MAX_AGENT_BYTES {
-        return Err(AgentError::External(format!(
+        return Err(AgentError::AgentFile(format!(
             "the agent file has {} bytes, more than the cap of {MAX_AGENT_BYTES}",
             code.len()
         )));
     }
     let text = std::str::from_utf8(code)
-        .map_err(|_| AgentError::External("the agent file is not UTF-8".into()))?;
+        .map_err(|_| AgentError::AgentFile("the agent file is not UTF-8".into()))?;
     if !text.contains("def agent_main") {
-        return Err(AgentError::External(
+        return Err(AgentError::AgentFile(
             "the agent file defines no agent_main(input)".into(),
         ));
     }

@@ -181,8 +181,9 @@ async fn wait_answering(url: &str) -> Result<(), AgentError> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(AgentError::External(format!(
-        "the model proxy at {url} did not answer within 30 s"
+    Err(AgentError::Sandbox(SandboxError::io(
+        "model proxy",
+        std::io::Error::other(format!("{url} did not answer within 30 s")),
     )))
 }
 
