@@ -180,3 +180,70 @@ async fn the_proxy_refuses_past_its_rate_and_says_so_for_bad_input() {
     );
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
+
+/// A miner submits two versions; a validator fetches the current one and an older one by hash
+/// over the signed wire (`AgentCode`), checks the hashes and keeps both; a tampered answer is
+/// not taken.
+#[tokio::test]
+async fn a_validator_fetches_a_miners_agent_versions_over_agent_code() {
+    use agentao::neurons::agents::{AgentVault, MinerAgents, submission_from};
+    use agentao::subnet::{AgentCode, Axon, AxonConfig, AxonTarget, Dendrite, Keypair, Metagraph};
+
+    let dir = tempfile::tempdir().unwrap();
+    let miner_files = MinerAgents::new(&dir.path().join("miner"));
+    let v1 = miner_files
+        .submit(include_bytes!("../fixtures/agents/solver.py"))
+        .unwrap();
+    let v2 = miner_files
+        .submit(include_bytes!("../../docker/agent/example_agent.py"))
+        .unwrap();
+    let (validator, miner) = (Keypair::generate().0, Keypair::generate().0);
+    let metagraph = Metagraph {
+        netuid: 62,
+        neurons: vec![crate::concurrent::neuron(0, &validator, 0, true)],
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let files = Arc::new(miner_files);
+    let served = Axon::new(miner.clone(), metagraph, AxonConfig::default())
+        .agent_code(move |s| {
+            let files = files.clone();
+            async move { files.answer(s.body) }
+        })
+        .serve(listener);
+    let target = AxonTarget {
+        ip: "127.0.0.1".into(),
+        port,
+        hotkey: miner.ss58(),
+    };
+    let dendrite = Dendrite::new(validator);
+    let vault = AgentVault::new(&dir.path().join("validator"));
+    let current = dendrite
+        .call(&target, AgentCode::default(), Duration::from_secs(5))
+        .await;
+    let current = current.synapse.expect("answered").body;
+    assert_eq!((current.version, &current.code_sha256), (2, &v2.sha256));
+    let old = dendrite
+        .call(
+            &target,
+            AgentCode {
+                sha256: v1.sha256.clone(),
+                ..AgentCode::default()
+            },
+            Duration::from_secs(5),
+        )
+        .await
+        .synapse
+        .expect("answered")
+        .body;
+    assert_eq!(old.version, 1);
+    for answer in [&current, &old] {
+        let sub = submission_from(&miner.ss58(), 1, answer, 0).expect("hash checks out");
+        vault.keep(&sub.code).unwrap();
+    }
+    assert!(vault.get(&v1.sha256).is_some() && vault.get(&v2.sha256).is_some());
+    let mut tampered = current.clone();
+    tampered.code = Some(format!("{}\n# changed\n", tampered.code.unwrap()));
+    assert!(submission_from(&miner.ss58(), 1, &tampered, 0).is_none());
+    served.abort();
+}
