@@ -139,6 +139,8 @@ pub enum AgentError {
     Workspace(String),
     #[error("external agent: {0}")]
     External(String),
+    #[error("agent file: {0}")]
+    AgentFile(String),
 }
 
 /// Script run once in the agent's container: the task's bug goes in, and git history is
@@ -161,9 +163,22 @@ pub async fn prepare_workspace(
     limits: &Limits,
     run_id: &str,
 ) -> Result<Sandbox, AgentError> {
+    prepare_workspace_on(engine, task, limits, run_id, None).await
+}
+
+/// [`prepare_workspace`] with the sandbox on the Docker network `network` (agents run as
+/// code: the run's internal network).
+pub async fn prepare_workspace_on(
+    engine: &Engine,
+    task: &Task,
+    limits: &Limits,
+    run_id: &str,
+    network: Option<&str>,
+) -> Result<Sandbox, AgentError> {
     let mut spec = SandboxSpec::new(task.image.clone(), run_id.to_owned());
     spec.limits = limits.clone();
     spec.workdir = Some("/repo".into());
+    spec.network = network.map(str::to_owned);
     let sb = Sandbox::start(engine, &spec).await?;
     // Uploads go to the container's own file system: the engine's copy API cannot see the
     // tmpfs at /tmp.

@@ -51,6 +51,12 @@ pub struct SolveArgs {
 pub enum AgentCmd {
     /// Run the agent once on a task; print the patch and its cost.
     Solve(SolveArgs),
+    /// Run an agent file (`agent_main(input) -> str`) on a task exactly as validators do: in
+    /// the task's sandbox behind the model proxy, then judge its diff; print the verdict.
+    RunFile(super::agent_code_cmd::RunFileArgs),
+    /// The model proxy of agents run as code (started by agentao inside its container).
+    #[command(hide = true)]
+    Proxy(super::agent_code_cmd::ProxyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,7 +85,11 @@ pub fn protocol_for(arg: ProtocolArg, model: &str) -> Protocol {
 }
 
 pub async fn run_agent(cmd: AgentCmd, settings: &Settings) -> anyhow::Result<()> {
-    let AgentCmd::Solve(args) = cmd;
+    let args = match cmd {
+        AgentCmd::Solve(args) => args,
+        AgentCmd::RunFile(args) => return super::agent_code_cmd::run_file(args, settings).await,
+        AgentCmd::Proxy(args) => return super::agent_code_cmd::proxy(args, settings).await,
+    };
     let task = match &args.tasks {
         Some(file) => crate::tasks::read_jsonl(file)?
             .into_iter()

@@ -48,6 +48,20 @@ pub struct LocalArgs {
     pub serve: bool,
     #[command(flatten)]
     pub http: super::observe::HttpArgs,
+    /// `remote` (the miner's axon answers with its agent) or `agents` (the miner's agent
+    /// file runs on the validator's side, behind the model proxy with the embedded model).
+    #[arg(long, value_enum, default_value_t = LocalMode::Remote)]
+    pub mode: LocalMode,
+    /// The agent file(s) of `--mode agents`, in submission order (default: the shipped
+    /// example agent).
+    #[arg(long = "agent-file")]
+    pub agent_file: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LocalMode {
+    Remote,
+    Agents,
 }
 
 pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
@@ -104,6 +118,16 @@ pub async fn run(args: LocalArgs, settings: &Settings) -> anyhow::Result<()> {
         "task {} ({} {})",
         task.instance_id, task.package, task.pypi_version
     ));
+    if args.mode == LocalMode::Agents {
+        return super::agent_code_cmd::local_agents_round(
+            &engine,
+            &task,
+            &args.agent_file,
+            &mut records,
+            settings,
+        )
+        .await;
+    }
 
     let steps = Steps::new("starting the model");
     let llm = context::llm(settings).await;

@@ -11,6 +11,7 @@
 //! cancelled token, stop by their deadline and exit 0; a second signal forces them (130).
 
 mod agent_cmd;
+mod agent_code_cmd;
 mod bench;
 mod cerebro_cmd;
 pub mod context;

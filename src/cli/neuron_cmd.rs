@@ -20,8 +20,8 @@ use crate::agent::AgentConfig;
 use crate::config::Settings;
 use crate::dataset::RecordStore;
 use crate::eval::EvalConfig;
-use crate::materialize::{MaterializeConfig, Materializer};
 use crate::forge::repair::RepairConfig;
+use crate::materialize::{MaterializeConfig, Materializer};
 use crate::neurons::forecast::{Forecasting, MinerForecaster};
 use crate::neurons::lifecycle::Backoff;
 use crate::neurons::local::TaskSource;
@@ -69,6 +69,18 @@ pub struct MinerArgs {
     /// the median of the agents Cerebro was trained on).
     #[arg(long = "forecast.theta")]
     pub forecast_theta: Option<f64>,
+    #[command(subcommand)]
+    pub action: Option<MinerAction>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum MinerAction {
+    /// Submit an agent file (`agent_main(input) -> str`, at most 1 MiB): kept by sha256 as
+    /// the next version, which the miner's axon serves to validators (`AgentCode`).
+    SubmitAgent {
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +199,21 @@ pub async fn miner(
     settings: &Settings,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    let agents = crate::neurons::agents::MinerAgents::new(
+        &settings.paths().data_dir().join("miner").join("agents"),
+    );
+    if let Some(MinerAction::SubmitAgent { file }) = &args.action {
+        let code = std::fs::read(file)
+            .map_err(|e| UserError::new(format!("cannot read {}: {e}", file.display())))?;
+        crate::agent::code::check_agent_file(&code).map_err(|e| UserError::new(e.to_string()))?;
+        let v = agents.submit(&code)?;
+        printer::data(serde_json::to_string(&v)?);
+        printer::status(format_args!(
+            "agent {} is version {}; the miner's axon serves it to validators (AgentCode)",
+            v.sha256, v.version
+        ));
+        return Ok(());
+    }
     context::refuse_unreachable_model(settings)?;
     let key = wallet(settings).load_hotkey()?;
     let chain = chain(settings, Some(key.clone()), Inclusion::Wait)?;
@@ -267,6 +294,7 @@ pub async fn miner(
         sync_every: Duration::from_secs(args.sync_every.max(1)),
         grace: Duration::from_secs(args.shutdown_grace),
         retry: Backoff::default(),
+        agents: (!agents.versions().is_empty()).then_some(agents),
         forecaster: Some(MinerForecaster {
             model: context::cerebro_model(settings)?,
             theta: args.forecast_theta,

@@ -221,6 +221,11 @@ impl LlmClient {
         &self.cfg.model
     }
 
+    /// The API's base URL (`…/v1`).
+    pub fn base_url(&self) -> &str {
+        &self.cfg.base_url
+    }
+
     /// This client with fixed sampling: `temperature` and `seed` on every request.
     pub fn with_sampling(&self, temperature: f32, seed: u64) -> LlmClient {
         let mut cfg = self.cfg.clone();

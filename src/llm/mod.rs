@@ -9,6 +9,7 @@ pub mod client;
 pub mod judge;
 pub mod local;
 pub mod models;
+pub mod proxy;
 
 pub use client::{
     Budget, Completion, DEFAULT_BASE_URL, LlmClient, LlmConfig, LlmError, Message, ToolCall,

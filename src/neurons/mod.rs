@@ -12,6 +12,7 @@
 //! `agent/`, `eval/`, `dataset/`, `subnet/`, `llm/`, `cerebro/`, `sandbox/` and `telemetry/`
 //! (the events it sends: `events`). Must not touch the command line (`cli/`).
 
+pub mod agents;
 pub mod events;
 pub mod forecast;
 pub mod lifecycle;

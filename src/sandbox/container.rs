@@ -57,6 +57,13 @@ pub struct SandboxSpec {
     pub env: Vec<String>,
     /// Working directory for commands.
     pub workdir: Option<String>,
+    /// The network to join (a [`super::Network`]'s name, or `host`), overriding
+    /// `Limits::network`.
+    pub network: Option<String>,
+    /// The command PID 1 runs instead of `sleep <wall clock>` (a service such as the model
+    /// proxy; the wall clock then holds through the container's deadline label and the
+    /// reaper).
+    pub cmd: Option<Vec<String>>,
 }
 
 impl SandboxSpec {
@@ -68,6 +75,8 @@ impl SandboxSpec {
             run_id: run_id.into(),
             env: Vec::new(),
             workdir: None,
+            network: None,
+            cmd: None,
         }
     }
 }
@@ -142,44 +151,51 @@ impl Sandbox {
             (LABEL_DEADLINE.to_owned(), deadline.to_string()),
         ]);
         let memory = (limits.memory_mb * 1024 * 1024) as i64;
-        let body = ContainerCreateBody {
-            image: Some(spec.image.clone()),
-            // PID 1 is the wall clock: when it ends the container stops and removes itself.
-            cmd: Some(vec!["sleep".to_owned(), wall_secs.to_string()]),
-            entrypoint: Some(Vec::new()),
-            labels: Some(labels),
-            env: Some(spec.env.clone()),
-            working_dir: spec.workdir.clone(),
-            host_config: Some(HostConfig {
-                memory: Some(memory),
-                memory_swap: Some(memory),
-                nano_cpus: Some((limits.cpus * 1e9) as i64),
-                pids_limit: Some(limits.pids),
-                network_mode: Some(if limits.network { "bridge" } else { "none" }.to_owned()),
-                cap_drop: Some(vec!["ALL".to_owned()]),
-                security_opt: Some(vec!["no-new-privileges".to_owned()]),
-                init: Some(true),
-                auto_remove: Some(true),
-                tmpfs: (limits.tmp_mb > 0).then(|| {
-                    HashMap::from([
-                        (
-                            "/tmp".to_owned(),
-                            format!("rw,nosuid,nodev,mode=1777,size={}m", limits.tmp_mb.max(1)),
-                        ),
-                        (
-                            "/var/tmp".to_owned(),
-                            "rw,nosuid,nodev,mode=1777,size=16m".to_owned(),
-                        ),
-                        (
-                            "/run/lock".to_owned(),
-                            "rw,nosuid,nodev,noexec,mode=1777,size=1m".to_owned(),
-                        ),
-                    ])
+        let body =
+            ContainerCreateBody {
+                image: Some(spec.image.clone()),
+                // PID 1 is the wall clock: when it ends the container stops and removes itself.
+                cmd: Some(
+                    spec.cmd
+                        .clone()
+                        .unwrap_or_else(|| vec!["sleep".to_owned(), wall_secs.to_string()]),
+                ),
+                entrypoint: Some(Vec::new()),
+                labels: Some(labels),
+                env: Some(spec.env.clone()),
+                working_dir: spec.workdir.clone(),
+                host_config: Some(HostConfig {
+                    memory: Some(memory),
+                    memory_swap: Some(memory),
+                    nano_cpus: Some((limits.cpus * 1e9) as i64),
+                    pids_limit: Some(limits.pids),
+                    network_mode: Some(spec.network.clone().unwrap_or_else(|| {
+                        if limits.network { "bridge" } else { "none" }.to_owned()
+                    })),
+                    cap_drop: Some(vec!["ALL".to_owned()]),
+                    security_opt: Some(vec!["no-new-privileges".to_owned()]),
+                    init: Some(true),
+                    auto_remove: Some(true),
+                    tmpfs: (limits.tmp_mb > 0).then(|| {
+                        HashMap::from([
+                            (
+                                "/tmp".to_owned(),
+                                format!("rw,nosuid,nodev,mode=1777,size={}m", limits.tmp_mb.max(1)),
+                            ),
+                            (
+                                "/var/tmp".to_owned(),
+                                "rw,nosuid,nodev,mode=1777,size=16m".to_owned(),
+                            ),
+                            (
+                                "/run/lock".to_owned(),
+                                "rw,nosuid,nodev,noexec,mode=1777,size=1m".to_owned(),
+                            ),
+                        ])
+                    }),
+                    ..Default::default()
                 }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        };
+            };
         let created = engine
             .docker
             .create_container(None::<CreateContainerOptions>, body)

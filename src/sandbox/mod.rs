@@ -19,6 +19,7 @@ mod engine;
 mod error;
 mod exec;
 mod image;
+mod network;
 mod output;
 mod reaper;
 
@@ -31,6 +32,7 @@ pub use engine::{Engine, EngineInfo};
 pub use error::SandboxError;
 pub use exec::{ExecOutput, ExecRequest, ExecStatus, OutputStream};
 pub use image::{ImageSummary, build_image_from_context, list_agentao_images, tar_files};
+pub use network::Network;
 pub use output::BoundedBuf;
 pub use reaper::{GcReport, gc_images, reap_leftovers, remove_image};
 

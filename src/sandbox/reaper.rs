@@ -102,7 +102,34 @@ pub async fn reap_leftovers(engine: &Engine) -> Result<GcReport, SandboxError> {
             Err(e) => warn!(container = %short, error = %e, "could not reap container"),
         }
     }
+    reap_networks(engine).await;
     Ok(report)
+}
+
+/// Removes agentao's per-run networks whose owner process is gone.
+async fn reap_networks(engine: &Engine) {
+    let listed = engine
+        .docker
+        .list_networks(Some(bollard::query_parameters::ListNetworksOptions {
+            filters: Some(HashMap::from([(
+                "label".to_owned(),
+                vec![LABEL_RUN.to_owned()],
+            )])),
+        }))
+        .await;
+    for n in listed.unwrap_or_default() {
+        let (Some(name), labels) = (n.name, n.labels.unwrap_or_default()) else {
+            continue;
+        };
+        let owner = labels.get(LABEL_OWNER).map(String::as_str).unwrap_or("");
+        if owner_alive(owner) {
+            continue;
+        }
+        match super::network::remove_network(&engine.docker, &name).await {
+            Ok(()) => info!(network = %name, "reaped leftover network"),
+            Err(e) => warn!(network = %name, error = %e, "could not reap network"),
+        }
+    }
 }
 
 /// Reaps leftover containers, then removes agentao-built images (label `agentao.recipe`)

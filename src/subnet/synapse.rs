@@ -390,6 +390,32 @@ impl SynapseBody for Forecast {
     }
 }
 
+/// A miner's agent file (agents run as code): the validator asks for a version (by sha256,
+/// or the current one when empty); the miner answers with the file, its sha256 and version.
+/// The validator checks the sha256 itself and keeps every version it ran by hash.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentCode {
+    /// Asked: the sha256 of a version; empty for the current one.
+    #[serde(default)]
+    pub sha256: String,
+    /// Filled by the miner: the Python source (at most 1 MiB).
+    #[serde(default)]
+    pub code: Option<String>,
+    /// Filled by the miner: the sha256 of `code` and its version number (1, 2, …).
+    #[serde(default)]
+    pub code_sha256: String,
+    #[serde(default)]
+    pub version: u32,
+}
+
+impl SynapseBody for AgentCode {
+    const NAME: &'static str = "AgentCode";
+    const REQUIRED_HASH_FIELDS: &'static [&'static str] = &["sha256"];
+    fn hash_fields(&self) -> Vec<String> {
+        vec![self.sha256.clone()]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

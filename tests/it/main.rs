@@ -5,6 +5,8 @@
 
 mod adversarial;
 mod agent;
+mod agents;
+mod agents_run;
 mod architecture;
 mod axon_limits;
 mod cerebro;

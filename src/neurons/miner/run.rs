@@ -29,6 +29,8 @@ pub struct MinerConfig {
     pub publish: Option<(IpAddr, u16, String)>,
     /// Answers `Forecast` with Cerebro when set.
     pub forecaster: Option<crate::neurons::forecast::MinerForecaster>,
+    /// Serves `AgentCode` from these submitted agent files when set.
+    pub agents: Option<crate::neurons::agents::MinerAgents>,
     /// The axon's limits; its concurrency is set from the sandbox budget.
     pub axon: AxonConfig,
     pub sync_every: Duration,
@@ -136,6 +138,16 @@ pub async fn run(cfg: MinerConfig, cancel: CancellationToken) -> Result<(), Mine
     let axon = cfg.miner.serve_on(Axon::new(cfg.key, mg, axon_cfg));
     let axon = match cfg.forecaster {
         Some(f) => f.serve_on(axon),
+        None => axon,
+    };
+    let axon = match cfg.agents {
+        Some(agents) => {
+            let agents = std::sync::Arc::new(agents);
+            axon.agent_code(move |s| {
+                let agents = agents.clone();
+                async move { agents.answer(s.body) }
+            })
+        }
         None => axon,
     };
     tracing::info!("miner axon on {local}");

@@ -51,7 +51,8 @@ pub use serve::Serving;
 
 use super::chain::Metagraph;
 use super::synapse::{
-    CodingTask, Forecast, HASH_OF_NOTHING, PROTOCOL_VERSION, Synapse, SynapseBody, TerminalInfo,
+    AgentCode, CodingTask, Forecast, HASH_OF_NOTHING, PROTOCOL_VERSION, Synapse, SynapseBody,
+    TerminalInfo,
 };
 use super::wallet::{Keypair, verify};
 
@@ -143,6 +144,7 @@ struct Inner {
     gate: Gate,
     coding: Option<Handler<CodingTask>>,
     forecast: Option<Handler<Forecast>>,
+    agent_code: Option<Handler<AgentCode>>,
     stats: Arc<AxonStats>,
     /// Cancelled when the axon stops taking requests.
     stop: tokio_util::sync::CancellationToken,
@@ -175,6 +177,7 @@ impl Axon {
                 cfg,
                 coding: None,
                 forecast: None,
+                agent_code: None,
                 stats: Arc::new(AxonStats::default()),
                 stop: Default::default(),
                 force: Default::default(),
@@ -212,6 +215,19 @@ impl Axon {
         Fut: Future<Output = Forecast> + Send + 'static,
     {
         self.inner.forecast = Some(Arc::new(move |s| {
+            let answer = f(s);
+            Box::pin(async move { Ok(answer.await) })
+        }));
+        self
+    }
+
+    /// Serves `AgentCode` with `f`.
+    pub fn agent_code<F, Fut>(mut self, f: F) -> Axon
+    where
+        F: Fn(Synapse<AgentCode>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = AgentCode> + Send + 'static,
+    {
+        self.inner.agent_code = Some(Arc::new(move |s| {
             let answer = f(s);
             Box::pin(async move { Ok(answer.await) })
         }));
@@ -257,6 +273,10 @@ async fn dispatch(
         "Forecast" => match state.forecast.clone() {
             Some(h) => handle(&state, &headers, body, h, started).await,
             None => Err(Refusal(404, "synapse Forecast is not served here".into())),
+        },
+        "AgentCode" => match state.agent_code.clone() {
+            Some(h) => handle(&state, &headers, body, h, started).await,
+            None => Err(Refusal(404, "synapse AgentCode is not served here".into())),
         },
         other => Err(Refusal(404, format!("unknown synapse {other:?}"))),
     };
