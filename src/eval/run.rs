@@ -398,7 +398,7 @@ pub async fn run_batch(
         done.push(verdict);
     }
     // Nothing more is coming: idle containers go.
-    engine.warm(Vec::new());
+    engine.empty_pool().await;
     done.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
     let report = report(
         tasks.iter().map(|t| t.instance_id.as_str()),

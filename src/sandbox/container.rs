@@ -375,13 +375,12 @@ impl Sandbox {
     /// Removes the container in the background, off the caller's critical path: the budget
     /// permit is given back once it is gone; [`settle`] and [`Engine::shutdown`] wait for it
     /// (and a runtime dropped first still removes it through the guard's `Drop`).
-    pub fn release(self) {
+    pub fn release(mut self) {
+        // The background task removes it; this guard only carries the permit there.
+        self.removed = true;
         let pool = self.engine.pool.clone();
-        pool.tasks.spawn(async move {
-            if let Err(e) = self.remove().await {
-                warn!(error = %e, "could not remove a released sandbox; the reaper will");
-            }
-        });
+        let id = self.id.clone();
+        pool.remove_in_background(id, self);
     }
 
     pub(super) async fn kill(&self) {

@@ -103,6 +103,12 @@ impl Engine {
         self.pool.announce(self, specs);
     }
 
+    /// Forgets the announced demand and removes the pool's idle containers, waiting for fills
+    /// in flight (the end of a batch or a round). The pool stays usable.
+    pub async fn empty_pool(&self) {
+        self.pool.empty().await;
+    }
+
     /// What the warm pool holds now.
     pub fn pool_stats(&self) -> PoolStats {
         self.pool.stats()

@@ -28,6 +28,17 @@ use super::{Engine, SandboxSpec};
 /// How long a pooled container may wait idle before it is replaced.
 pub const IDLE_MAX: Duration = Duration::from_secs(600);
 
+/// The runtime background removals run on (one worker thread, made on first use).
+static REMOVER: std::sync::LazyLock<Option<tokio::runtime::Runtime>> =
+    std::sync::LazyLock::new(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("agentao-remover")
+            .enable_all()
+            .build()
+            .ok()
+    });
+
 /// Every pool of this process, drained by [`super::settle`].
 static POOLS: std::sync::LazyLock<Mutex<Vec<Weak<Pool>>>> =
     std::sync::LazyLock::new(|| Mutex::new(Vec::new()));
@@ -258,22 +269,68 @@ impl Pool {
                     }
                 }
             };
-            if let Some(id) = leftover
-                && let Err(e) = remove_container(&engine.docker, &id).await
-            {
-                warn!(error = %e, "could not remove a pooled container at shutdown");
+            match leftover {
+                Some(id) => {
+                    if let Err(e) = remove_container(&engine.docker, &id).await {
+                        warn!(error = %e, "could not remove a pooled container at shutdown");
+                    }
+                }
+                // The demand may have moved on while it was being made.
+                None => engine.pool.rebalance(&engine),
             }
         });
     }
 
-    /// Removes a container in a background task of this pool.
-    pub(super) fn remove_later(&self, id: String) {
-        let docker = self.docker.clone();
-        self.tasks.spawn(async move {
-            if let Err(e) = remove_container(&docker, &id).await {
-                warn!(error = %e, "could not remove an idle container; the reaper will");
+    /// Removes a container in the background, on the remover's runtime (a thread of its own,
+    /// so a caller that blocks or drops its runtime does not hold removals up), tracked by
+    /// this pool; `keep` (a guard and its budget permit) is dropped once it is gone.
+    pub(super) fn remove_in_background(&self, id: String, keep: impl Send + 'static) {
+        let (addr, version) = (self.addr.clone(), self.docker.client_version());
+        let removal = self.tasks.track_future(async move {
+            let removed = match bollard::Docker::connect_with_unix(&addr, 120, &version) {
+                Ok(docker) => remove_container(&docker, &id).await,
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = removed {
+                warn!(error = %e, "could not remove a container in the background; the reaper will");
             }
+            drop(keep);
         });
+        match &*REMOVER {
+            Some(rt) => {
+                rt.spawn(removal);
+            }
+            None => {
+                tokio::spawn(removal);
+            }
+        }
+    }
+
+    fn remove_later(&self, id: String) {
+        self.remove_in_background(id, ());
+    }
+
+    /// Forgets the announced demand and removes every idle container, waiting (up to a
+    /// minute) for fills in flight so that none is left idle: the end of a batch.
+    pub(super) async fn empty(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (idle, filling) = {
+                let mut s = self.lock();
+                s.queue.clear();
+                let idle: Vec<String> = s.idle.drain().flat_map(|(_, v)| v).map(|c| c.id).collect();
+                (idle, s.filling.values().sum::<usize>())
+            };
+            for id in idle {
+                if let Err(e) = remove_container(&self.docker, &id).await {
+                    warn!(error = %e, "could not remove an idle container; the reaper will");
+                }
+            }
+            if filling == 0 || Instant::now() > deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Stops filling, removes every idle container and waits for the background work.

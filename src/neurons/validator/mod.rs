@@ -286,7 +286,7 @@ impl Validator {
             results[i] = Some(self.scored(&mut ledger, answer, assessed, copied)?);
             ledger.scores.save()?;
         }
-        self.engine.warm(Vec::new());
+        self.engine.empty_pool().await;
         if let Some(f) = &self.forecasts {
             f.save().map_err(|source| ValidatorError::Scores {
                 path: f
