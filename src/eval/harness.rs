@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::debug;
 
+use super::markers::{Applied, read_markers};
 use super::patch::{PatchError, check_patch};
 use super::widen::{P2pSelection, added_tests};
-use super::markers::{Applied, read_markers};
 use super::{policy, tamper};
 use crate::pytest::{PytestRun, RecordReader, RunKey, TestStatus};
 use crate::sandbox::{
@@ -354,9 +354,9 @@ async fn evaluate_inside(
             ])
             .stdin(tar)
             .workdir("/repo")
-                .env(format!("AGENTAO_MAX_CHANGE_BYTES={MAX_CHANGE_BYTES}"))
-                .timeout(APPLY_BUDGET)
-                .output_cap(4 * MAX_CHANGE_BYTES),
+            .env(format!("AGENTAO_MAX_CHANGE_BYTES={MAX_CHANGE_BYTES}"))
+            .timeout(APPLY_BUDGET)
+            .output_cap(4 * MAX_CHANGE_BYTES),
         )
         .await?;
     verdict.timings.apply_s = t.elapsed().as_secs_f64();

@@ -84,7 +84,12 @@ impl Engine {
     pub fn with_max_sandboxes(mut self, max: usize) -> Engine {
         self.capacity = max.max(1);
         self.budget = Arc::new(Semaphore::new(self.capacity));
-        self.pool = Pool::new(self.docker.clone(), &self.addr, self.capacity, self.pool.enabled());
+        self.pool = Pool::new(
+            self.docker.clone(),
+            &self.addr,
+            self.capacity,
+            self.pool.enabled(),
+        );
         self
     }
 

@@ -200,8 +200,8 @@ impl Pool {
                 }
             }
             s.idle.retain(|_, v| !v.is_empty());
-            let mut held: usize =
-                s.idle.values().map(VecDeque::len).sum::<usize>() + s.filling.values().sum::<usize>();
+            let mut held: usize = s.idle.values().map(VecDeque::len).sum::<usize>()
+                + s.filling.values().sum::<usize>();
             let mut order: Vec<String> = Vec::new();
             for key in s.queue.iter().take(s.cap) {
                 if !order.contains(key) {
@@ -228,7 +228,9 @@ impl Pool {
             let keep: Vec<String> = s
                 .specs
                 .keys()
-                .filter(|k| live.contains(k) || s.idle.contains_key(*k) || s.filling.contains_key(*k))
+                .filter(|k| {
+                    live.contains(k) || s.idle.contains_key(*k) || s.filling.contains_key(*k)
+                })
                 .cloned()
                 .collect();
             s.specs.retain(|k, _| keep.contains(k));
@@ -345,7 +347,10 @@ impl Pool {
             self.remove_later(id);
         }
         self.tasks.close();
-        if tokio::time::timeout(deadline, self.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(deadline, self.tasks.wait())
+            .await
+            .is_err()
+        {
             warn!("sandbox removals still running at exit; the reaper will finish them");
         }
         self.tasks.reopen();

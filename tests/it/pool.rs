@@ -47,10 +47,17 @@ async fn the_pool_fills_serves_once_refills_and_drains() {
     engine.warm(vec![spec.clone(); 3]);
     wait_for("two idle containers", 60, || engine.pool_stats().idle == 2).await;
     let idle = pooled_of(&run);
-    assert_eq!(idle.len(), 2, "the pool holds the budget, no more: {idle:?}");
+    assert_eq!(
+        idle.len(),
+        2,
+        "the pool holds the budget, no more: {idle:?}"
+    );
 
     let first = Sandbox::start(&engine, &spec).await.unwrap();
-    assert!(idle.contains(&first.id().to_owned()), "served from the pool");
+    assert!(
+        idle.contains(&first.id().to_owned()),
+        "served from the pool"
+    );
     let out = first
         .exec(&ExecRequest::shell("id -u; echo ok > /tmp/x; cat /tmp/x"))
         .await
@@ -68,10 +75,17 @@ async fn the_pool_fills_serves_once_refills_and_drains() {
     })
     .await;
     let second = Sandbox::start(&engine, &spec).await.unwrap();
-    assert_ne!(second.id(), first_id, "a container is never handed out twice");
+    assert_ne!(
+        second.id(),
+        first_id,
+        "a container is never handed out twice"
+    );
     assert!(pooled_of(&run).contains(&second.id().to_owned()));
     // What the first wrote is not in the second: a fresh container.
-    let out = second.exec(&ExecRequest::shell("cat /tmp/x")).await.unwrap();
+    let out = second
+        .exec(&ExecRequest::shell("cat /tmp/x"))
+        .await
+        .unwrap();
     assert!(!out.success(), "{out:?}");
     second.remove().await.unwrap();
 
@@ -99,12 +113,22 @@ async fn a_sigkilled_agentao_with_a_full_pool_is_reaped_at_the_next_start() {
     // A real agentao process whose pool is announced 1000 requests with a budget of 2.
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_agentao"))
         .args(["--run-id", &run, "--max-sandboxes", "2"])
-        .args(["bench", "sandbox", "--iterations", "1000", "--image", &image])
+        .args([
+            "bench",
+            "sandbox",
+            "--iterations",
+            "1000",
+            "--image",
+            &image,
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("a full pool in the child", 120, || pooled_of(&run).len() == 2).await;
+    wait_for("a full pool in the child", 120, || {
+        pooled_of(&run).len() == 2
+    })
+    .await;
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(

@@ -40,7 +40,13 @@ pub(super) struct ScaleBench {
 
 fn layer_dirs(image: &str) -> anyhow::Result<Vec<String>> {
     let out = std::process::Command::new("docker")
-        .args(["image", "inspect", "--format", "{{json .GraphDriver.Data}}", image])
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            "{{json .GraphDriver.Data}}",
+            image,
+        ])
         .output()?;
     anyhow::ensure!(out.status.success(), "docker image inspect {image} failed");
     let data: BTreeMap<String, String> = serde_json::from_slice(&out.stdout)?;
@@ -114,7 +120,11 @@ pub(super) async fn bench_scale(
     let shared: BTreeSet<String> = layer_dirs(&base)?.into_iter().collect();
     let mut task_dirs = BTreeSet::new();
     for image in &images {
-        task_dirs.extend(layer_dirs(image)?.into_iter().filter(|d| !shared.contains(d)));
+        task_dirs.extend(
+            layer_dirs(image)?
+                .into_iter()
+                .filter(|d| !shared.contains(d)),
+        );
     }
     let shared_bytes: u64 = shared.iter().map(|d| du(d)).sum();
     let task_layers_bytes: u64 = task_dirs.iter().map(|d| du(d)).sum();
