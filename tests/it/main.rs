@@ -17,6 +17,7 @@ pub mod eval;
 pub mod forge;
 mod forge_quality;
 mod github;
+mod github_open;
 mod github_repo;
 mod github_server;
 mod llm;
