@@ -29,6 +29,7 @@ bench: deps
 	$(RELEASE_BIN) tasks add --source tests/fixtures/tinycalc --task tests/fixtures/tinycalc.task.json --out $(BENCH)/tasks.jsonl
 	$(RELEASE_BIN) bench sandbox --iterations 10 --out $(BENCH)/sandbox.json
 	$(RELEASE_BIN) bench eval --tasks $(BENCH)/tasks.jsonl --iterations 5 --out $(BENCH)/eval.json
+	$(RELEASE_BIN) bench scale --tasks $(BENCH)/tasks.jsonl --answers 50 --replicas 3 --out $(BENCH)/scale.json
 	$(RELEASE_BIN) bench adversarial --tasks $(BENCH)/tasks.jsonl --out $(BENCH)/adversarial.json
 	$(RELEASE_BIN) bench dataset --records 100000 --out $(BENCH)/dataset.json
 	$(RELEASE_BIN) bench dashboard --records 10000 --out $(BENCH)/dashboard.json

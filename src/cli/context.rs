@@ -16,12 +16,13 @@ use crate::sandbox::Engine;
 use crate::subnet::{AnyChain, Keypair, LocalChain, SubtensorChain, SubtensorConfig, Wallet};
 use crate::tasks::TaskStore;
 
-/// Connects to the engine named in the settings, with a sandbox budget of `--max-sandboxes`,
-/// and reaps what dead runs left behind.
+/// Connects to the engine named in the settings, with a sandbox budget of `--max-sandboxes`
+/// and a warm pool unless `--no-pool`, and reaps what dead runs left behind.
 pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
     let engine = Engine::connect(settings.docker_host.as_deref())
         .await?
-        .with_max_sandboxes(settings.max_sandboxes);
+        .with_max_sandboxes(settings.max_sandboxes)
+        .with_pool(settings.sandbox_pool);
     let reaped = crate::sandbox::reap_leftovers(&engine).await?;
     if !reaped.containers.is_empty() {
         tracing::info!(

@@ -130,6 +130,9 @@ pub struct GlobalArgs {
     /// Sandboxes running at once.
     #[arg(long, global = true, env = ev::AGENTAO_MAX_SANDBOXES)]
     pub max_sandboxes: Option<usize>,
+    /// Start every sandbox cold, without the warm pool of started containers.
+    #[arg(long, global = true)]
+    pub no_pool: bool,
     /// Python package index for host-side downloads.
     #[arg(long, global = true, env = ev::PIP_INDEX_URL)]
     pub pip_index_url: Option<String>,
@@ -265,6 +268,7 @@ impl GlobalArgs {
             data_dir: self.data_dir.clone().unwrap_or(d.data_dir),
             limits,
             max_sandboxes: self.max_sandboxes.unwrap_or(d.max_sandboxes).max(1),
+            sandbox_pool: !self.no_pool,
             pip_index_url: self.pip_index_url.clone().filter(|u| !u.is_empty()),
             debian_mirror: self.debian_mirror.clone().unwrap_or(d.debian_mirror),
             github_api_url: self.github_api_url.clone().filter(|u| !u.is_empty()),

@@ -215,6 +215,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Sandboxes that may run at once.
     pub max_sandboxes: usize,
+    /// Whether the engine keeps a warm pool of started containers (`--no-pool` turns it off).
+    pub sandbox_pool: bool,
     pub pip_index_url: Option<String>,
     pub debian_mirror: String,
     /// GitHub's REST API (`GITHUB_API_URL`; the public API when `None`).
@@ -249,6 +251,7 @@ impl Settings {
             data_dir: default_data_dir(),
             limits: Limits::default(),
             max_sandboxes: default_parallelism(),
+            sandbox_pool: true,
             pip_index_url: None,
             debian_mirror: DEFAULT_DEBIAN_MIRROR.to_owned(),
             github_api_url: None,

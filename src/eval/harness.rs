@@ -1,7 +1,9 @@
 //! One evaluation: a fresh container from the task's image, the bug applied, the patch checked
 //! and applied, the selected tests run, a verdict out.
 //!
-//! Two execs. The apply phase (`apply.sh`, root, before any code of the repository runs)
+//! Two execs, the harness files arriving on the first one's stdin (no separate upload); the
+//! container comes from the engine's warm pool when [`warm`] announced it, and is removed in
+//! the background once the verdict is read. The apply phase (`apply.sh`, root, before any code of the repository runs)
 //! applies the patch in a scratch clone and reports what applying changed; the host refuses
 //! forbidden changes (`policy.rs`) and tampering code (`tamper.rs`) on that change list, not on
 //! the patch's text. The test phase runs as an unprivileged user through `pytest/`,
@@ -12,11 +14,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::debug;
 
+use super::markers::{Applied, read_markers};
 use super::patch::{PatchError, check_patch};
 use super::widen::{P2pSelection, added_tests};
 use super::{policy, tamper};
@@ -237,16 +239,34 @@ async fn run_in_sandbox(
     verdict: &mut Verdict,
 ) -> Result<(), SandboxError> {
     let t = Instant::now();
+    let sandbox = Sandbox::start(engine, &sandbox_spec(task, cfg)).await?;
+    verdict.timings.start_s = t.elapsed().as_secs_f64();
+    let result = evaluate_inside(&sandbox, task, patch, cfg, verdict).await;
+    // The container goes whatever happened (a timeout already killed it), after the verdict
+    // is out: removal runs in the background, under the budget, awaited at exit.
+    sandbox.release();
+    result
+}
+
+/// The sandbox an evaluation of `task` runs in (what the warm pool is asked for).
+pub fn sandbox_spec(task: &Task, cfg: &EvalConfig) -> SandboxSpec {
     let mut spec = SandboxSpec::new(task.image.clone(), cfg.run_id.clone());
     spec.limits = cfg.limits.clone();
     spec.workdir = Some("/repo".to_owned());
-    let sandbox = Sandbox::start(engine, &spec).await?;
-    verdict.timings.start_s = t.elapsed().as_secs_f64();
-    let result = evaluate_inside(&sandbox, task, patch, cfg, verdict).await;
-    // The container goes whatever happened; a timeout already killed it.
-    let removed = sandbox.remove().await;
-    result?;
-    removed
+    spec
+}
+
+/// Tells the engine's warm pool which evaluations come next, in order: one sandbox for each
+/// (task, patch) that passes the first look at its text (the others start none).
+pub fn warm(engine: &Engine, items: &[(&Task, &str)], cfg: &EvalConfig) {
+    let specs = items
+        .iter()
+        .filter(|(task, patch)| {
+            check_patch(patch, cfg.max_patch_bytes, &task.protected_files()).is_ok()
+        })
+        .map(|(task, _)| sandbox_spec(task, cfg))
+        .collect();
+    engine.warm(specs);
 }
 
 /// The selected tests and every test the evaluation may add (the regression index's).
@@ -286,66 +306,6 @@ fn test_dirs_and_ancestors(task: &Task) -> std::collections::BTreeSet<String> {
     out
 }
 
-/// What the apply phase reported.
-enum Applied {
-    /// The task's own patches failed: the task is broken, not the patch.
-    TaskBroken(String),
-    Failed,
-    TooLarge(usize),
-    Changed {
-        method: Option<ApplyMethod>,
-        listing: Vec<u8>,
-        canonical: String,
-        /// Where the tests import from.
-        roots: policy::ImportRoots,
-    },
-}
-
-fn read_markers(stdout: &str) -> Applied {
-    let mut method = None;
-    let mut listing = None;
-    let mut canonical = None;
-    let mut roots = policy::ImportRoots::default();
-    let b64 = base64::engine::general_purpose::STANDARD;
-    for line in stdout.lines() {
-        let (tag, rest) = line.split_once(' ').unwrap_or((line, ""));
-        match tag {
-            "AGENTAO_TASK_BROKEN" => return Applied::TaskBroken(rest.to_owned()),
-            "AGENTAO_APPLY_FAILED" => return Applied::Failed,
-            "AGENTAO_TOO_LARGE" => return Applied::TooLarge(rest.trim().parse().unwrap_or(0)),
-            "AGENTAO_APPLIED" => {
-                method = match rest.trim() {
-                    "git_apply" => Some(ApplyMethod::GitApply),
-                    "git_apply3way" => Some(ApplyMethod::GitApply3way),
-                    "patch_fuzz" => Some(ApplyMethod::PatchFuzz),
-                    _ => None,
-                }
-            }
-            "AGENTAO_LISTING" => listing = b64.decode(rest.trim()).ok(),
-            "AGENTAO_BASEDIR" => roots.basedirs.push(rest.to_owned()),
-            "AGENTAO_EXISTS" => {
-                roots.existing.insert(rest.to_owned());
-            }
-            "AGENTAO_DIFF" => {
-                canonical = b64
-                    .decode(rest.trim())
-                    .ok()
-                    .map(|d| String::from_utf8_lossy(&d).into_owned())
-            }
-            _ => {}
-        }
-    }
-    match (listing, canonical) {
-        (Some(listing), Some(canonical)) => Applied::Changed {
-            method,
-            listing,
-            canonical,
-            roots,
-        },
-        _ => Applied::TaskBroken("the apply phase reported no change list".into()),
-    }
-}
-
 async fn evaluate_inside(
     sandbox: &Sandbox,
     task: &Task,
@@ -377,16 +337,26 @@ async fn evaluate_inside(
         ("agentao/testdirs".into(), test_dirs(task).into(), 0o644),
     ];
     files.extend(run.files());
-    sandbox.write_files("/", &files).await?;
+    let mtime = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let tar = crate::sandbox::tar_files(&files, mtime)?;
 
-    // Phase 1, as root: apply, and report what changed.
+    // Phase 1, as root: unpack the harness files (one round trip: they come on stdin), apply,
+    // and report what changed.
     let out = sandbox
         .exec(
-            &ExecRequest::new(["bash".to_owned(), format!("{WORK}/apply.sh")])
-                .workdir("/repo")
-                .env(format!("AGENTAO_MAX_CHANGE_BYTES={MAX_CHANGE_BYTES}"))
-                .timeout(APPLY_BUDGET)
-                .output_cap(4 * MAX_CHANGE_BYTES),
+            &ExecRequest::new([
+                "sh".to_owned(),
+                "-c".to_owned(),
+                format!("tar -x -f - -C / && exec bash {WORK}/apply.sh"),
+            ])
+            .stdin(tar)
+            .workdir("/repo")
+            .env(format!("AGENTAO_MAX_CHANGE_BYTES={MAX_CHANGE_BYTES}"))
+            .timeout(APPLY_BUDGET)
+            .output_cap(4 * MAX_CHANGE_BYTES),
         )
         .await?;
     verdict.timings.apply_s = t.elapsed().as_secs_f64();
@@ -562,37 +532,5 @@ async fn tmp_is_full(sandbox: &Sandbox) -> bool {
     match (it.next().flatten(), it.next().flatten()) {
         (Some(blocks), Some(size)) => blocks * size < crate::pytest::DISK_FULL_BYTES,
         _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn markers_are_read() {
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let out = format!(
-            "AGENTAO_APPLIED patch_fuzz\nAGENTAO_LISTING {}\nAGENTAO_DIFF {}\n",
-            b64.encode(b":100644 100644 a b M\0x.py\0"),
-            b64.encode("diff")
-        );
-        let Applied::Changed {
-            method,
-            listing,
-            canonical,
-            ..
-        } = read_markers(&out)
-        else {
-            panic!("not read");
-        };
-        assert_eq!(method, Some(ApplyMethod::PatchFuzz));
-        assert_eq!(listing, b":100644 100644 a b M\0x.py\0");
-        assert_eq!(canonical, "diff");
-        assert!(matches!(
-            read_markers("AGENTAO_TASK_BROKEN bug\n"),
-            Applied::TaskBroken(_)
-        ));
-        assert!(matches!(read_markers("junk\n"), Applied::TaskBroken(_)));
     }
 }

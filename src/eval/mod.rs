@@ -10,6 +10,7 @@
 
 pub mod adversarial;
 pub mod harness;
+mod markers;
 pub mod patch;
 pub mod policy;
 pub mod reading;
@@ -19,7 +20,8 @@ pub mod widen;
 
 pub use crate::pytest::{TestResult, TestStatus};
 pub use harness::{
-    ApplyMethod, EvalConfig, HARNESS_VERSION, Outcome, Timings, Verdict, evaluate, verdict_key,
+    ApplyMethod, EvalConfig, HARNESS_VERSION, Outcome, Timings, Verdict, evaluate, sandbox_spec,
+    verdict_key, warm,
 };
 pub use patch::{PatchError, PatchSummary, check_patch};
 pub use run::{

@@ -384,6 +384,8 @@ pub async fn run_batch(
         }
     }
     let evaluated_now = todo.len();
+    let announced: Vec<(&Task, &str)> = todo.iter().map(|(t, p, _)| (*t, p.as_str())).collect();
+    super::harness::warm(engine, &announced, cfg);
     let mut stream =
         futures_util::stream::iter(todo.into_iter().map(|(task, patch, key)| async move {
             let verdict = evaluate(engine, task, &patch, cfg).await;
@@ -395,6 +397,8 @@ pub async fn run_batch(
         on_done(&verdict, false);
         done.push(verdict);
     }
+    // Nothing more is coming: idle containers go.
+    engine.empty_pool().await;
     done.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
     let report = report(
         tasks.iter().map(|t| t.instance_id.as_str()),

@@ -31,6 +31,8 @@ static STARTS: std::sync::LazyLock<tokio_util::task::TaskTracker> =
 /// Waits up to `deadline` for containers being created to be handed over or, when their
 /// caller went away, removed. Call before the runtime is dropped: a task dropped mid-creation
 /// would leave a container no guard owns (the reaper would find it at the next start).
+///
+/// Then empties every warm pool and waits for background removals ([`Sandbox::release`]).
 pub async fn settle(deadline: Duration) {
     STARTS.close();
     if tokio::time::timeout(deadline, STARTS.wait()).await.is_err() {
@@ -39,6 +41,7 @@ pub async fn settle(deadline: Duration) {
             "containers still being created at exit; the reaper will remove them"
         );
     }
+    super::pool::drain_all(deadline).await;
 }
 
 /// Output kept per stream when the caller does not say.
@@ -118,6 +121,10 @@ impl Sandbox {
     /// (before exiting, [`settle`] waits for those tasks).
     pub async fn start(engine: &Engine, spec: &SandboxSpec) -> Result<Sandbox, SandboxError> {
         let permit = engine.sandbox_permit().await;
+        if let Some(id) = engine.pool.take(engine, spec) {
+            debug!(container = %&id[..id.len().min(12)], image = %spec.image, "sandbox taken from the pool");
+            return Ok(Sandbox::adopt(engine, id, spec, permit));
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (engine, spec) = (engine.clone(), spec.clone());
         STARTS.spawn(async move {
@@ -138,87 +145,29 @@ impl Sandbox {
         spec: &SandboxSpec,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<Sandbox, SandboxError> {
-        let limits = &spec.limits;
-        let wall_secs = limits.wall.as_secs().max(1);
-        let deadline = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs()
-            + wall_secs;
-        let labels = HashMap::from([
-            (LABEL_RUN.to_owned(), spec.run_id.clone()),
-            (LABEL_OWNER.to_owned(), reaper::owner_id()),
-            (LABEL_DEADLINE.to_owned(), deadline.to_string()),
-        ]);
-        let memory = (limits.memory_mb * 1024 * 1024) as i64;
-        let body =
-            ContainerCreateBody {
-                image: Some(spec.image.clone()),
-                // PID 1 is the wall clock: when it ends the container stops and removes itself.
-                cmd: Some(
-                    spec.cmd
-                        .clone()
-                        .unwrap_or_else(|| vec!["sleep".to_owned(), wall_secs.to_string()]),
-                ),
-                entrypoint: Some(Vec::new()),
-                labels: Some(labels),
-                env: Some(spec.env.clone()),
-                working_dir: spec.workdir.clone(),
-                host_config: Some(HostConfig {
-                    memory: Some(memory),
-                    memory_swap: Some(memory),
-                    nano_cpus: Some((limits.cpus * 1e9) as i64),
-                    pids_limit: Some(limits.pids),
-                    network_mode: Some(spec.network.clone().unwrap_or_else(|| {
-                        if limits.network { "bridge" } else { "none" }.to_owned()
-                    })),
-                    cap_drop: Some(vec!["ALL".to_owned()]),
-                    security_opt: Some(vec!["no-new-privileges".to_owned()]),
-                    init: Some(true),
-                    auto_remove: Some(true),
-                    tmpfs: (limits.tmp_mb > 0).then(|| {
-                        HashMap::from([
-                            (
-                                "/tmp".to_owned(),
-                                format!("rw,nosuid,nodev,mode=1777,size={}m", limits.tmp_mb.max(1)),
-                            ),
-                            (
-                                "/var/tmp".to_owned(),
-                                "rw,nosuid,nodev,mode=1777,size=16m".to_owned(),
-                            ),
-                            (
-                                "/run/lock".to_owned(),
-                                "rw,nosuid,nodev,noexec,mode=1777,size=1m".to_owned(),
-                            ),
-                        ])
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-        let created = engine
-            .docker
-            .create_container(None::<CreateContainerOptions>, body)
-            .await
-            .map_err(|e| match status_of(&e) {
-                Some(404) => SandboxError::ImageMissing(spec.image.clone()),
-                _ => SandboxError::from(e),
-            })?;
-        let sandbox = Sandbox {
+        let id = create_started(engine, spec, Duration::ZERO).await?;
+        debug!(container = %&id[..id.len().min(12)], image = %spec.image, "sandbox started");
+        Ok(Sandbox::adopt(engine, id, spec, permit))
+    }
+
+    /// The guard of a started container, its wall clock counted from now.
+    fn adopt(
+        engine: &Engine,
+        id: String,
+        spec: &SandboxSpec,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Sandbox {
+        Sandbox {
             engine: engine.clone(),
-            id: created.id,
+            id,
             run_id: spec.run_id.clone(),
-            limits: limits.clone(),
+            limits: spec.limits.clone(),
             started: Instant::now(),
             removed: false,
             killed: AtomicBool::new(false),
             oom_seen: AtomicU64::new(0),
             _permit: permit,
-        };
-        // From here on the guard owns the container, so a failed start still removes it.
-        engine.docker.start_container(&sandbox.id, None).await?;
-        debug!(container = %sandbox.short_id(), image = %spec.image, "sandbox started");
-        Ok(sandbox)
+        }
     }
 
     /// The full container id.
@@ -432,6 +381,17 @@ impl Sandbox {
         removed
     }
 
+    /// Removes the container in the background, off the caller's critical path: the budget
+    /// permit is given back once it is gone; [`settle`] and [`Engine::shutdown`] wait for it
+    /// (and a runtime dropped first still removes it through the guard's `Drop`).
+    pub fn release(mut self) {
+        // The background task removes it; this guard only carries the permit there.
+        self.removed = true;
+        let pool = self.engine.pool.clone();
+        let id = self.id.clone();
+        pool.remove_in_background(id, self);
+    }
+
     pub(super) async fn kill(&self) {
         self.killed.store(true, Ordering::SeqCst);
         if let Err(e) = remove_container(&self.engine.docker, &self.id).await {
@@ -492,6 +452,89 @@ impl Drop for Sandbox {
             Err(_) => warn!(container = %self.short_id(), "guard clean-up thread panicked"),
         }
     }
+}
+
+/// Creates and starts a container for `spec` with the usual limits and labels; its PID 1
+/// sleeps the wall clock plus `idle` (the time a pooled container may wait before it is
+/// taken), and its deadline label says so. A container that fails to start is removed.
+pub(super) async fn create_started(
+    engine: &Engine,
+    spec: &SandboxSpec,
+    idle: Duration,
+) -> Result<String, SandboxError> {
+    let limits = &spec.limits;
+    let wall_secs = limits.wall.as_secs().max(1) + idle.as_secs();
+    let deadline = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        + wall_secs;
+    let mut labels = HashMap::from([
+        (LABEL_RUN.to_owned(), spec.run_id.clone()),
+        (LABEL_OWNER.to_owned(), reaper::owner_id()),
+        (LABEL_DEADLINE.to_owned(), deadline.to_string()),
+    ]);
+    if !idle.is_zero() {
+        labels.insert(super::LABEL_POOL.to_owned(), "1".to_owned());
+    }
+    let memory = (limits.memory_mb * 1024 * 1024) as i64;
+    let body = ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        // PID 1 is the wall clock: when it ends the container stops and removes itself.
+        cmd: Some(
+            spec.cmd
+                .clone()
+                .unwrap_or_else(|| vec!["sleep".to_owned(), wall_secs.to_string()]),
+        ),
+        entrypoint: Some(Vec::new()),
+        labels: Some(labels),
+        env: Some(spec.env.clone()),
+        working_dir: spec.workdir.clone(),
+        host_config: Some(HostConfig {
+            memory: Some(memory),
+            memory_swap: Some(memory),
+            nano_cpus: Some((limits.cpus * 1e9) as i64),
+            pids_limit: Some(limits.pids),
+            network_mode: Some(spec.network.clone().unwrap_or_else(|| {
+                if limits.network { "bridge" } else { "none" }.to_owned()
+            })),
+            cap_drop: Some(vec!["ALL".to_owned()]),
+            security_opt: Some(vec!["no-new-privileges".to_owned()]),
+            init: Some(true),
+            auto_remove: Some(true),
+            tmpfs: (limits.tmp_mb > 0).then(|| {
+                HashMap::from([
+                    (
+                        "/tmp".to_owned(),
+                        format!("rw,nosuid,nodev,mode=1777,size={}m", limits.tmp_mb.max(1)),
+                    ),
+                    (
+                        "/var/tmp".to_owned(),
+                        "rw,nosuid,nodev,mode=1777,size=16m".to_owned(),
+                    ),
+                    (
+                        "/run/lock".to_owned(),
+                        "rw,nosuid,nodev,noexec,mode=1777,size=1m".to_owned(),
+                    ),
+                ])
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created = engine
+        .docker
+        .create_container(None::<CreateContainerOptions>, body)
+        .await
+        .map_err(|e| match status_of(&e) {
+            Some(404) => SandboxError::ImageMissing(spec.image.clone()),
+            _ => SandboxError::from(e),
+        })?;
+    if let Err(e) = engine.docker.start_container(&created.id, None).await {
+        let _ = remove_container(&engine.docker, &created.id).await;
+        return Err(e.into());
+    }
+    Ok(created.id)
 }
 
 fn split_container_path(path: &str) -> Result<(&str, &str), SandboxError> {

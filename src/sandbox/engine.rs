@@ -1,14 +1,16 @@
 //! The connection to the Docker engine, with API version negotiation, and the sandbox budget:
 //! one semaphore per engine handle (shared by its clones) that every [`super::Sandbox`] takes a
 //! permit of when it starts and gives back when its guard removes it, so no caller can run more
-//! sandboxes at once than `--max-sandboxes`, whatever its own worker count.
+//! sandboxes at once than `--max-sandboxes`, whatever its own worker count; and the warm
+//! pool (`pool.rs`) that budget also bounds.
 
 use std::sync::Arc;
 
 use bollard::{API_DEFAULT_VERSION, Docker};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::SandboxError;
+use super::pool::{Pool, PoolStats};
+use super::{SandboxError, SandboxSpec};
 
 const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
 /// Seconds a single engine request may take before bollard gives up.
@@ -21,6 +23,7 @@ pub struct Engine {
     addr: String,
     budget: Arc<Semaphore>,
     capacity: usize,
+    pub(super) pool: Arc<Pool>,
 }
 
 /// What the engine says about itself.
@@ -36,6 +39,7 @@ impl std::fmt::Debug for Engine {
         f.debug_struct("Engine")
             .field("addr", &self.addr)
             .field("max_sandboxes", &self.capacity)
+            .field("pool", &self.pool.enabled())
             .finish()
     }
 }
@@ -67,6 +71,7 @@ impl Engine {
             .map_err(|e| unavailable(e.to_string()))?;
         let capacity = crate::config::default_parallelism().max(1);
         Ok(Engine {
+            pool: Pool::new(docker.clone(), &addr, capacity, true),
             docker,
             addr,
             budget: Arc::new(Semaphore::new(capacity)),
@@ -79,7 +84,46 @@ impl Engine {
     pub fn with_max_sandboxes(mut self, max: usize) -> Engine {
         self.capacity = max.max(1);
         self.budget = Arc::new(Semaphore::new(self.capacity));
+        self.pool = Pool::new(
+            self.docker.clone(),
+            &self.addr,
+            self.capacity,
+            self.pool.enabled(),
+        );
         self
+    }
+
+    /// This handle with a warm pool (`true`, the default) or without one (every sandbox
+    /// starts cold, as before the pool: `--no-pool`), shared by the clones made after.
+    pub fn with_pool(mut self, enabled: bool) -> Engine {
+        self.pool = Pool::new(self.docker.clone(), &self.addr, self.capacity, enabled);
+        self
+    }
+
+    /// Announces the sandboxes about to be started, in order (a batch's or a round's): the
+    /// pool keeps idle containers for the first `max_sandboxes` of them and refills as they
+    /// are taken. Replaces the previous announcement; an empty one empties the pool. Does
+    /// nothing without a pool.
+    pub fn warm(&self, specs: Vec<SandboxSpec>) {
+        self.pool.announce(self, specs);
+    }
+
+    /// Forgets the announced demand and removes the pool's idle containers, waiting for fills
+    /// in flight (the end of a batch or a round). The pool stays usable.
+    pub async fn empty_pool(&self) {
+        self.pool.empty().await;
+    }
+
+    /// What the warm pool holds now.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
+
+    /// Empties the warm pool for good (later sandboxes start cold) and waits up to
+    /// `deadline` for background removals to finish. [`super::settle`] does this for every
+    /// handle at exit.
+    pub async fn shutdown(&self, deadline: std::time::Duration) {
+        self.pool.drain(deadline).await;
     }
 
     /// Sandboxes that may run at once through this handle.

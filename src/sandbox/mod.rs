@@ -11,7 +11,10 @@
 //! - a [`Sandbox`] is a guard: dropping it (panic, timeout, Ctrl-C) removes its container;
 //! - the container's own PID 1 is `sleep <wall-clock limit>` under `--init` with auto-remove, so
 //!   even a killed agentao process leaves a container that stops and removes itself in time;
-//! - [`reap_leftovers`] removes containers whose owner process is gone or whose deadline passed.
+//! - [`reap_leftovers`] removes containers whose owner process is gone or whose deadline passed;
+//! - a warm pool per engine handle ([`Engine::warm`]) keeps started containers ready for the
+//!   announced demand, bounded by the sandbox budget, never handing one out twice; removal
+//!   ([`Sandbox::release`]) runs in the background and [`settle`] drains both at exit.
 
 mod base;
 mod container;
@@ -21,6 +24,7 @@ mod exec;
 mod image;
 mod network;
 mod output;
+mod pool;
 mod reaper;
 
 pub use base::{
@@ -34,6 +38,7 @@ pub use exec::{ExecOutput, ExecRequest, ExecStatus, OutputStream};
 pub use image::{ImageSummary, build_image_from_context, list_agentao_images, tar_files};
 pub use network::Network;
 pub use output::BoundedBuf;
+pub use pool::{IDLE_MAX, PoolStats};
 pub use reaper::{GcReport, gc_images, reap_leftovers, remove_image};
 
 pub use crate::config::Limits;
@@ -44,5 +49,7 @@ pub const LABEL_RUN: &str = "agentao.run";
 pub const LABEL_OWNER: &str = "agentao.owner";
 /// Label with the unix time after which the container may be reaped whatever its owner.
 pub const LABEL_DEADLINE: &str = "agentao.deadline";
+/// Label on containers the warm pool started (`"1"`); they carry the others too.
+pub const LABEL_POOL: &str = "agentao.pool";
 /// Label on images agentao built, with the recipe hash.
 pub const LABEL_RECIPE: &str = "agentao.recipe";

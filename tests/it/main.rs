@@ -25,6 +25,7 @@ mod github_server;
 mod llm;
 mod materialize;
 mod operator;
+mod pool;
 mod round;
 mod sandbox;
 mod subnet;

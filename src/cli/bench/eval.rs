@@ -1,5 +1,6 @@
-//! `bench eval`: wall time per evaluation of forged tasks against `docker run --rm` of the same
-//! tests, and batch throughput with one and two workers.
+//! `bench eval`: wall time per evaluation of forged tasks, with the warm pool and without it
+//! (`--no-pool`), against `docker run --rm` of the same tests, and batch throughput with one
+//! and two workers on both paths, all in one run.
 
 use std::time::Instant;
 
@@ -13,12 +14,20 @@ pub(super) struct EvalBench {
     benchmark: &'static str,
     tasks: usize,
     iterations: usize,
+    /// Per evaluation with the warm pool (take, one exec with the files on stdin, tests,
+    /// background removal).
     agentao_median_s: f64,
+    /// Per evaluation without the pool (`--no-pool`: the path before it).
+    agentao_cold_median_s: f64,
     docker_run_median_s: f64,
-    /// agentao per evaluation / `docker run --rm` of the same test command. Target <= 1.15.
+    /// pooled per evaluation / `docker run --rm` of the same test command. Target <= 1.05.
     overhead_ratio: f64,
+    /// `--no-pool` per evaluation / `docker run --rm`.
+    cold_overhead_ratio: f64,
     throughput_workers_1_per_min: f64,
     throughput_workers_2_per_min: f64,
+    throughput_workers_1_no_pool_per_min: f64,
+    throughput_workers_2_no_pool_per_min: f64,
     /// The gold patch judged with the stored PASS_TO_PASS (the selection before issue 15)
     /// and with PASS_TO_PASS widened to what the patch touches, in this run: median seconds
     /// of an evaluation, median tests added, and new / old.
@@ -28,62 +37,81 @@ pub(super) struct EvalBench {
     p2p_cost_ratio: f64,
 }
 
+async fn docker_run(task: &crate::tasks::Task) -> anyhow::Result<()> {
+    let status = tokio::process::Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-w",
+            "/repo",
+            &task.image,
+        ])
+        .args([
+            "python",
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "--tb=short",
+        ])
+        .args(task.selected_tests())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await?;
+    anyhow::ensure!(status.success(), "baseline pytest failed on {}", task.image);
+    Ok(())
+}
+
 pub(super) async fn bench_eval(
     settings: &Settings,
     tasks: &[crate::tasks::Task],
     iterations: usize,
     batch: usize,
 ) -> anyhow::Result<EvalBench> {
-    use crate::eval::{EvalConfig, P2pSelection, Prediction, evaluate, run_batch};
-    let engine = crate::cli::context::engine(settings).await?;
+    use crate::eval::{EvalConfig, P2pSelection, Prediction, evaluate, run_batch, warm};
+    let base = crate::cli::context::engine(settings).await?;
+    let engine = base.clone().with_pool(true);
+    let cold = base.with_pool(false);
     let cfg = EvalConfig {
         limits: settings.limits.clone(),
         run_id: settings.run_id.clone(),
         ..EvalConfig::default()
     };
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let mut order = Vec::new();
     for task in tasks {
         for _ in 0..iterations {
+            order.push((task, task.patch.as_str()));
+        }
+    }
+    warm(&engine, &order, &cfg);
+    let ready = Instant::now();
+    while engine.pool_stats().idle == 0 && ready.elapsed().as_secs() < 60 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (mut ours, mut colds, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
+    for (task, _) in &order {
+        for (e, times) in [(&engine, &mut ours), (&cold, &mut colds)] {
             let t = Instant::now();
-            let v = evaluate(&engine, task, &task.patch, &cfg).await;
+            let v = evaluate(e, task, &task.patch, &cfg).await;
             anyhow::ensure!(
                 v.resolved,
                 "gold patch of {} did not resolve: {:?}",
                 task.instance_id,
                 v.outcome
             );
-            ours.push(t.elapsed());
-
-            let t = Instant::now();
-            let status = tokio::process::Command::new("docker")
-                .args([
-                    "run",
-                    "--rm",
-                    "--network",
-                    "none",
-                    "-w",
-                    "/repo",
-                    &task.image,
-                ])
-                .args([
-                    "python",
-                    "-m",
-                    "pytest",
-                    "-p",
-                    "no:cacheprovider",
-                    "-q",
-                    "--tb=short",
-                ])
-                .args(task.selected_tests())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .await?;
-            anyhow::ensure!(status.success(), "baseline pytest failed on {}", task.image);
-            theirs.push(t.elapsed());
+            times.push(t.elapsed());
         }
+        let t = Instant::now();
+        docker_run(task).await?;
+        theirs.push(t.elapsed());
     }
     let (mut stored, mut follow, mut added) = (Vec::new(), Vec::new(), Vec::new());
+    let doubled: Vec<_> = order.iter().flat_map(|o| [*o, *o]).collect();
+    warm(&engine, &doubled, &cfg);
     for task in tasks {
         for _ in 0..iterations {
             for (selection, times) in [
@@ -111,8 +139,13 @@ pub(super) async fn bench_eval(
     }
     added.sort_by(f64::total_cmp);
     let (sm, fm) = (percentile(&mut stored, 0.5), percentile(&mut follow, 0.5));
-    let mut throughput = [0.0; 2];
-    for (slot, workers) in [(0, 1), (1, 2)] {
+    let mut throughput = [0.0; 4];
+    for (slot, workers, e) in [
+        (0, 1, &engine),
+        (1, 2, &engine),
+        (2, 1, &cold),
+        (3, 2, &cold),
+    ] {
         let dir = tempfile_dir()?;
         let (mut ts, mut ps) = (Vec::new(), Vec::new());
         for i in 0..batch {
@@ -126,21 +159,28 @@ pub(super) async fn bench_eval(
             ts.push(t);
         }
         let t = Instant::now();
-        run_batch(&engine, &ts, &ps, &dir, workers, &cfg, |_, _| {}).await?;
+        run_batch(e, &ts, &ps, &dir, workers, &cfg, |_, _| {}).await?;
         throughput[slot] = batch as f64 / t.elapsed().as_secs_f64() * 60.0;
         let _ = std::fs::remove_dir_all(&dir);
     }
+    engine.shutdown(std::time::Duration::from_secs(60)).await;
+    cold.shutdown(std::time::Duration::from_secs(60)).await;
     let om = percentile(&mut ours, 0.5);
+    let km = percentile(&mut colds, 0.5);
     let tm = percentile(&mut theirs, 0.5);
     Ok(EvalBench {
         benchmark: "eval_overhead",
         tasks: tasks.len(),
         iterations,
         agentao_median_s: ms(om) / 1000.0,
+        agentao_cold_median_s: ms(km) / 1000.0,
         docker_run_median_s: ms(tm) / 1000.0,
         overhead_ratio: om.as_secs_f64() / tm.as_secs_f64(),
+        cold_overhead_ratio: km.as_secs_f64() / tm.as_secs_f64(),
         throughput_workers_1_per_min: (throughput[0] * 100.0).round() / 100.0,
         throughput_workers_2_per_min: (throughput[1] * 100.0).round() / 100.0,
+        throughput_workers_1_no_pool_per_min: (throughput[2] * 100.0).round() / 100.0,
+        throughput_workers_2_no_pool_per_min: (throughput[3] * 100.0).round() / 100.0,
         p2p_stored_median_s: ms(sm) / 1000.0,
         p2p_follow_patch_median_s: ms(fm) / 1000.0,
         p2p_added_median: added.get(added.len() / 2).copied().unwrap_or(0.0),

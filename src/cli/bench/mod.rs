@@ -15,6 +15,7 @@ mod forge;
 mod llm;
 mod materialize;
 mod sandbox;
+mod scale;
 use serde::Serialize;
 
 use crate::config::Settings;
@@ -51,6 +52,18 @@ pub enum BenchCmd {
     },
     /// The hostile-patch corpus (every class of harness bypass, plus honest controls) against
     /// the first task it can aim at; every verdict checked, host disk space before and after.
+    /// Disk per 100 stored tasks, a validator's peak memory over `answers` answers with the
+    /// budget at 2, and the gold patches' flip rate over `replicas` fresh replicas.
+    Scale {
+        #[arg(long)]
+        tasks: std::path::PathBuf,
+        #[arg(long, default_value_t = 50)]
+        answers: usize,
+        #[arg(long, default_value_t = 3)]
+        replicas: usize,
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     Adversarial {
         /// Tasks (JSON Lines with images).
         #[arg(long)]
@@ -164,6 +177,18 @@ pub async fn run(cmd: BenchCmd, settings: &Settings) -> anyhow::Result<()> {
             anyhow::ensure!(!tasks.is_empty(), "no tasks to benchmark");
             let result =
                 eval::bench_eval(settings, &tasks, iterations.max(1), batch.max(1)).await?;
+            emit(&result, out)
+        }
+        BenchCmd::Scale {
+            tasks,
+            answers,
+            replicas,
+            out,
+        } => {
+            let tasks = crate::tasks::read_jsonl(&tasks)?;
+            anyhow::ensure!(!tasks.is_empty(), "no tasks to measure");
+            let result =
+                scale::bench_scale(settings, &tasks, answers.max(1), replicas.max(1)).await?;
             emit(&result, out)
         }
         BenchCmd::Adversarial {

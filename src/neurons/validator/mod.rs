@@ -265,6 +265,8 @@ impl Validator {
                 ledger.scores.save()?;
             }
         }
+        let announced: Vec<(&Task, &str)> = patches.iter().flatten().map(|p| (task, *p)).collect();
+        crate::eval::warm(&self.engine, &announced, &self.eval);
         let mut pending: FuturesUnordered<_> = patches
             .iter()
             .enumerate()
@@ -287,6 +289,7 @@ impl Validator {
             results[i] = Some(self.scored(&mut ledger, answer, assessed, copied)?);
             ledger.scores.save()?;
         }
+        self.engine.empty_pool().await;
         if let Some(f) = &self.forecasts {
             f.save().map_err(|source| ValidatorError::Scores {
                 path: f
