@@ -11,6 +11,7 @@ mod cerebro;
 mod cli;
 mod concurrent;
 mod dashboard;
+mod fetch;
 mod dataset;
 mod ecosystem;
 pub mod eval;

@@ -244,3 +244,46 @@ pub fn readable_lines(stderr: &[u8]) -> Vec<String> {
         })
         .collect()
 }
+
+/// A shared buffer the captured log is written into.
+#[derive(Clone, Default)]
+pub struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    /// What was logged so far, one event a line.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `f` with its log (INFO and up, plain text, one event a line) captured: every event
+/// logged while `f` is polled, as a neuron logs it, and nothing of other tests.
+pub async fn logged<F: std::future::Future>(f: F) -> (F::Output, String) {
+    use tracing::instrument::WithSubscriber as _;
+    let buffer = LogBuffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let out = f.with_subscriber(subscriber).await;
+    (out, buffer.text())
+}
+
+/// The lines of `log` at WARN or above.
+pub fn warnings(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect()
+}

@@ -475,7 +475,7 @@ async fn an_answer_for_another_description_is_recorded_as_invalid() {
         },
         time_limit: Duration::from_secs(60),
         judge: None,
-        describer: Some(forge),
+        describer: Some(agentao::neurons::validator::Describer::new(forge)),
         forecasts: None,
     };
     let mut miner = neuron(1, &ours.ss58(), false, 0.0);

@@ -51,7 +51,8 @@ pub use serve::Serving;
 
 use super::chain::Metagraph;
 use super::synapse::{
-    CodingTask, Forecast, HASH_OF_NOTHING, PROTOCOL_VERSION, Synapse, SynapseBody, TerminalInfo,
+    CodingTask, Forecast, HASH_OF_NOTHING, PROTOCOL_VERSION, Synapse, SynapseBody, TaskBundle,
+    TerminalInfo,
 };
 use super::wallet::{Keypair, verify};
 
@@ -143,6 +144,7 @@ struct Inner {
     gate: Gate,
     coding: Option<Handler<CodingTask>>,
     forecast: Option<Handler<Forecast>>,
+    bundles: Option<Handler<TaskBundle>>,
     stats: Arc<AxonStats>,
     /// Cancelled when the axon stops taking requests.
     stop: tokio_util::sync::CancellationToken,
@@ -175,6 +177,7 @@ impl Axon {
                 cfg,
                 coding: None,
                 forecast: None,
+                bundles: None,
                 stats: Arc::new(AxonStats::default()),
                 stop: Default::default(),
                 force: Default::default(),
@@ -218,6 +221,21 @@ impl Axon {
         self
     }
 
+    /// Serves `TaskBundle` with `f`, which may answer with an error status (404: unknown).
+    pub fn task_bundle<F, Fut>(mut self, f: F) -> Axon
+    where
+        F: Fn(Synapse<TaskBundle>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<TaskBundle, HandlerError>> + Send + 'static,
+    {
+        self.inner.bundles = Some(Arc::new(move |s| Box::pin(f(s))));
+        self
+    }
+
+    /// The axon's own key (a neuron signs its requests with the key it serves under).
+    pub fn keypair(&self) -> &Keypair {
+        &self.inner.keypair
+    }
+
     /// The metagraph the blacklist reads; replace its contents to follow the chain.
     pub fn metagraph_handle(&self) -> Arc<RwLock<Metagraph>> {
         self.inner.metagraph.clone()
@@ -257,6 +275,10 @@ async fn dispatch(
         "Forecast" => match state.forecast.clone() {
             Some(h) => handle(&state, &headers, body, h, started).await,
             None => Err(Refusal(404, "synapse Forecast is not served here".into())),
+        },
+        "TaskBundle" => match state.bundles.clone() {
+            Some(h) => handle(&state, &headers, body, h, started).await,
+            None => Err(Refusal(404, "synapse TaskBundle is not served here".into())),
         },
         other => Err(Refusal(404, format!("unknown synapse {other:?}"))),
     };
