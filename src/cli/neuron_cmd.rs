@@ -20,8 +20,8 @@ use crate::agent::AgentConfig;
 use crate::config::Settings;
 use crate::dataset::RecordStore;
 use crate::eval::EvalConfig;
-use crate::materialize::{MaterializeConfig, Materializer};
 use crate::forge::repair::RepairConfig;
+use crate::materialize::{MaterializeConfig, Materializer};
 use crate::neurons::forecast::{Forecasting, MinerForecaster};
 use crate::neurons::lifecycle::Backoff;
 use crate::neurons::local::TaskSource;
@@ -206,7 +206,8 @@ pub async fn miner(
     let key = wallet(settings).load_hotkey()?;
     let chain = chain(settings, Some(key.clone()), Inclusion::Wait)?;
     unless_cancelled(&cancel, preflight(&chain, &key.ss58())).await?;
-    let publish = axon_address(&args.ip, args.external_ip).map(|(ip, source)| (ip, args.port, source));
+    let publish =
+        axon_address(&args.ip, args.external_ip).map(|(ip, source)| (ip, args.port, source));
     let repair = match args.agent.as_str() {
         "builtin" => None,
         "repair" => Some(RepairConfig {

@@ -182,7 +182,9 @@ impl Miner {
             let named = spec
                 .pointer("/workspace/sha256")
                 .and_then(|h| h.as_str())
-                .filter(|_| spec.pointer("/workspace/kind").and_then(|k| k.as_str()) == Some("bundle"));
+                .filter(|_| {
+                    spec.pointer("/workspace/kind").and_then(|k| k.as_str()) == Some("bundle")
+                });
             if let (true, Some(sha256)) = (bundle.is_empty(), named) {
                 let Some((fetch, caller)) = sender else {
                     tracing::warn!(task_id = %id, "refused: the bundle is not inline and there is no sender to fetch it from; answering with an empty patch");

@@ -11,7 +11,7 @@ use agentao::dataset::RecordStore;
 use agentao::eval::EvalConfig;
 use agentao::forge::ForgeConfig;
 use agentao::materialize::{MaterializeConfig, Materializer};
-use agentao::neurons::miner::{BundleFetch, Miner};
+use agentao::neurons::miner::BundleFetch;
 use agentao::neurons::validator::{BundleShelf, Describer, Scores, Validator};
 use agentao::subnet::{
     Axon, AxonConfig, AxonTarget, Dendrite, Keypair, Metagraph, Neuron, TaskBundle,
@@ -20,7 +20,9 @@ use agentao::subnet::{
 use crate::materialize::{at_version, index, remove_image};
 use crate::round::task_and_model;
 use crate::subnet::neuron;
-use crate::support::{assert_no_containers, base_image, engine, logged, run_id, warnings};
+use crate::support::{
+    assert_no_containers, base_image, engine, logged, run_id, scripted_miner, warnings,
+};
 
 /// A listener on a free loopback port, and the port.
 async fn listen() -> (tokio::net::TcpListener, u16) {
@@ -119,49 +121,41 @@ async fn a_bundle_over_the_inline_cap_is_fetched_from_the_validator_and_the_roun
     let calls = Arc::new(AtomicUsize::new(0));
     let seen = calls.clone();
     let good = on_shelf.to_vec();
-    let lying = Axon::new(sender.clone(), metagraph.clone(), BundleShelf::axon_config())
-        .task_bundle(move |s| {
-            let n = seen.fetch_add(1, Ordering::SeqCst);
-            let mut bytes = good.clone();
-            if n == 0 {
-                *bytes.last_mut().unwrap() ^= 1;
-            } else {
-                bytes = vec![7; 3 << 20];
-            }
-            async move {
-                Ok(TaskBundle {
-                    sha256: s.body.sha256,
-                    bundle: base64::Engine::encode(
-                        &base64::engine::general_purpose::STANDARD,
-                        bytes,
-                    ),
-                })
-            }
-        })
-        .serve(sl);
+    let lying = Axon::new(
+        sender.clone(),
+        metagraph.clone(),
+        BundleShelf::axon_config(),
+    )
+    .task_bundle(move |s| {
+        let n = seen.fetch_add(1, Ordering::SeqCst);
+        let mut bytes = good.clone();
+        if n == 0 {
+            *bytes.last_mut().unwrap() ^= 1;
+        } else {
+            bytes = vec![7; 3 << 20];
+        }
+        async move {
+            Ok(TaskBundle {
+                sha256: s.body.sha256,
+                bundle: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes),
+            })
+        }
+    })
+    .serve(sl);
 
-    let miner = Miner {
-        engine: engine.clone(),
-        llm: agentao::llm::LlmClient::new(agentao::llm::LlmConfig::new(
-            &format!("{}/v1", model.url),
-            "gpt-4o-mini",
-        )),
-        agent: agentao::agent::AgentConfig {
-            max_steps: 4,
-            run_id: run.clone(),
-            ..agentao::agent::AgentConfig::default()
-        },
-        store: dir.path().join("none.db"),
-        model_server: None,
-        repair: None,
-        materializer: Some(Arc::new(Materializer::new(
+    let miner = scripted_miner(
+        &engine,
+        &model.url,
+        &run,
+        dir.path().join("none.db"),
+        Some(Arc::new(Materializer::new(
             engine.clone(),
             MaterializeConfig {
                 index_url: Some(url.clone()),
                 ..MaterializeConfig::new(&dir.path().join("mcache"))
             },
         ))),
-    };
+    );
     let miner_axon = Axon::new(miner_key.clone(), metagraph.clone(), AxonConfig::default());
     let fetch = BundleFetch::new(
         Dendrite::new(miner_key.clone()),

@@ -16,7 +16,9 @@ use agentao::tasks::{Task, bundle};
 
 use crate::forge::{forged_tinycalc, sdist, sha, tree};
 use crate::round::task_and_model;
-use crate::support::{Response, TestServer, base_image, engine, logged, run_id, warnings};
+use crate::support::{
+    Response, TestServer, base_image, engine, logged, run_id, scripted_miner, warnings,
+};
 
 /// A local index serving the tinycalc fixture as `version` and a hostile `evil` package whose
 /// only file is an sdist with a `setup.py` that writes `marker` when run.
@@ -202,22 +204,13 @@ async fn tampered_and_hostile_descriptions_are_refused_and_the_miner_keeps_servi
         f(&mut s);
         serde_json::to_value(s.sealed()).unwrap()
     };
-    let miner = Miner {
-        engine: engine.clone(),
-        llm: agentao::llm::LlmClient::new(agentao::llm::LlmConfig::new(
-            &format!("{}/v1", model.url),
-            "gpt-4o-mini",
-        )),
-        agent: agentao::agent::AgentConfig {
-            max_steps: 4,
-            run_id: run.clone(),
-            ..agentao::agent::AgentConfig::default()
-        },
-        store: mcache.path().join("no-tasks.db"),
-        model_server: None,
-        repair: None,
-        materializer: Some(m.clone()),
-    };
+    let miner = scripted_miner(
+        &engine,
+        &model.url,
+        &run,
+        mcache.path().join("no-tasks.db"),
+        Some(m.clone()),
+    );
     let body = |spec: serde_json::Value, bundle: &[u8]| agentao::subnet::CodingTask {
         repo: format!("pypi:tinycalc=={version}"),
         problem_statement: d.spec.problem_statement.clone(),

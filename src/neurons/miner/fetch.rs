@@ -39,7 +39,10 @@ impl BundleFetch {
     /// error is one line for the miner's log.
     pub async fn fetch(&self, caller: &str, sha256: &str) -> Result<Vec<u8>, String> {
         let target = {
-            let mg = self.metagraph.read().map_err(|_| "metagraph lock poisoned")?;
+            let mg = self
+                .metagraph
+                .read()
+                .map_err(|_| "metagraph lock poisoned")?;
             let n = mg
                 .by_hotkey(caller)
                 .ok_or_else(|| format!("the sender {caller} is not in the metagraph"))?;
