@@ -18,6 +18,8 @@ const PROMPTS: &[(&str, &str)] = prompts![
     "dataset_card",
     "judge_system",
     "judge_instance",
+    "judge_checklist_system",
+    "checklist_writer",
     "pull_request",
 ];
 

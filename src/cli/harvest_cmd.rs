@@ -1,4 +1,5 @@
-//! `agentao tasks harvest`: tasks from closed GitHub issues of top PyPI packages, with a
+//! `agentao tasks harvest`: tasks from closed GitHub issues of top PyPI packages (or, with
+//! `--open`, from open issues, each with a checklist the model writes for the judge), with a
 //! progress bar and a log record for every candidate skipped.
 
 use std::time::Duration;
@@ -9,7 +10,7 @@ use super::context::{StoreArg, forge_config};
 use super::printer;
 use crate::config::Settings;
 use crate::github::refs::StatementBounds;
-use crate::github::{GithubClient, GithubConfig, HarvestConfig, harvest};
+use crate::github::{GithubClient, GithubConfig, HarvestConfig, harvest, harvest_open};
 
 /// Options of `tasks harvest`.
 #[derive(Debug, Args)]
@@ -35,6 +36,11 @@ pub struct HarvestArgs {
     /// Comments of the issue that join its statement.
     #[arg(long, default_value_t = 3)]
     pub comments: usize,
+    /// Open issues instead of closed ones: no gold patch; tasks graded on PASS_TO_PASS (the
+    /// suite green at HEAD) and by the judge against a checklist the model writes from the
+    /// issue (exposure none: the kind sent to remote miners on a real chain).
+    #[arg(long)]
+    pub open: bool,
     #[command(flatten)]
     pub store: StoreArg,
 }
@@ -83,11 +89,17 @@ pub async fn run(args: &HarvestArgs, settings: &Settings) -> anyhow::Result<()> 
         forge,
     };
     let bar = super::progress::counter(cfg.packages.len() as u64, "packages harvested");
-    let report = harvest(&engine, &client, &store, &cfg, |package, done, _| {
+    let progress = |package: &str, done: usize, _: usize| {
         bar.set_position(done as u64);
         bar.set_message(format!("done with {package}"));
-    })
-    .await?;
+    };
+    let report = if args.open {
+        // The checklist writer; `_server` keeps an embedded model alive until the end.
+        let (writer, _server) = super::context::llm(settings).await?;
+        harvest_open(&engine, &client, &writer, &store, &cfg, progress).await?
+    } else {
+        harvest(&engine, &client, &store, &cfg, progress).await?
+    };
     bar.finish_and_clear();
     printer::data(serde_json::to_string(&report)?);
     let tasks = report.task_ids.len().max(1) as f64;

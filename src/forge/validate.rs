@@ -449,7 +449,7 @@ fn make_task(ctx: &PackageCtx<'_>, found: Found<'_>) -> Option<Task> {
         difficulty: difficulty.level().to_owned(),
         difficulty_features: Some(difficulty),
         source: String::new(),
-        exposure: String::new(),
+        exposure: None,
         issue_url: String::new(),
         checklist: Vec::new(),
         predicted_difficulty: None,

@@ -21,8 +21,10 @@ use super::pypi::{RepoRef, github_repo_of};
 use super::refs::{StatementBounds, closing_refs, split_diff, statement};
 use super::validate::{RunLimits, fail_to_pass, gold_resolves};
 use crate::forge::{Forge, ForgeConfig, ForgeError};
+use crate::llm::LlmClient;
 use crate::sandbox::Engine;
-use crate::tasks::model::{EXPOSURE_PUBLIC_ANSWER, SOURCE_GITHUB};
+use crate::tasks::Exposure;
+use crate::tasks::model::SOURCE_GITHUB;
 use crate::tasks::store::ForgeLogEntry;
 use crate::tasks::{Task, TaskStore};
 
@@ -57,9 +59,10 @@ pub struct Skip {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct HarvestReport {
     pub packages: usize,
-    /// Merged pull requests seen.
+    /// Merged pull requests seen (none in a harvest of open issues).
     pub merged_prs: usize,
-    /// Merged pull requests that close an issue of their repository.
+    /// Merged pull requests that close an issue of their repository; in a harvest of open
+    /// issues, the open issues of repositories whose suite is green at HEAD.
     pub candidates: usize,
     pub task_ids: Vec<String>,
     pub skipped: Vec<Skip>,
@@ -68,28 +71,32 @@ pub struct HarvestReport {
 }
 
 #[derive(Deserialize)]
-struct RepoInfo {
-    clone_url: String,
+pub(super) struct RepoInfo {
+    pub(super) clone_url: String,
+    #[serde(default)]
+    pub(super) default_branch: String,
 }
 
 #[derive(Deserialize, Clone)]
-struct IssueItem {
-    number: u64,
-    title: String,
+pub(super) struct IssueItem {
+    pub(super) number: u64,
+    pub(super) title: String,
     #[serde(default)]
-    body: Option<String>,
+    pub(super) body: Option<String>,
     #[serde(default)]
     state: String,
     #[serde(default)]
-    html_url: String,
+    pub(super) html_url: String,
     #[serde(default)]
-    comments: u64,
+    pub(super) created_at: String,
     #[serde(default)]
-    pull_request: Option<PrLink>,
+    pub(super) comments: u64,
+    #[serde(default)]
+    pub(super) pull_request: Option<PrLink>,
 }
 
 #[derive(Deserialize, Clone)]
-struct PrLink {
+pub(super) struct PrLink {
     #[serde(default)]
     merged_at: Option<String>,
 }
@@ -124,14 +131,14 @@ struct FileItem {
 }
 
 #[derive(Deserialize)]
-struct Comment {
+pub(super) struct Comment {
     #[serde(default)]
-    body: Option<String>,
+    pub(super) body: Option<String>,
 }
 
 /// Why a candidate is no task: a reason for the log, or a failure of this machine (Docker,
 /// the store) that stops the harvest.
-enum Refusal {
+pub(super) enum Refusal {
     Reason(String),
     Machine(ForgeError),
 }
@@ -148,13 +155,39 @@ impl From<GithubError> for Refusal {
     }
 }
 
-/// Harvests tasks into `store`. `progress` is called after each package with (package, done,
-/// total). Only machine failures are errors; everything else is a [`Skip`].
+/// Harvests tasks from closed issues into `store`. `progress` is called after each package
+/// with (package, done, total). Only machine failures are errors; everything else is a
+/// [`Skip`].
 pub async fn harvest(
     engine: &Engine,
     client: &GithubClient,
     store: &TaskStore,
     cfg: &HarvestConfig,
+    progress: impl FnMut(&str, usize, usize),
+) -> Result<HarvestReport, ForgeError> {
+    run(engine, client, store, cfg, None, progress).await
+}
+
+/// Harvests tasks from open issues into `store` (`super::open`): `writer` writes each issue's
+/// checklist. As [`harvest`] otherwise.
+pub async fn harvest_open(
+    engine: &Engine,
+    client: &GithubClient,
+    writer: &LlmClient,
+    store: &TaskStore,
+    cfg: &HarvestConfig,
+    progress: impl FnMut(&str, usize, usize),
+) -> Result<HarvestReport, ForgeError> {
+    run(engine, client, store, cfg, Some(writer), progress).await
+}
+
+/// The harvest of closed issues, or with a checklist writer of open ones.
+async fn run(
+    engine: &Engine,
+    client: &GithubClient,
+    store: &TaskStore,
+    cfg: &HarvestConfig,
+    open: Option<&LlmClient>,
     mut progress: impl FnMut(&str, usize, usize),
 ) -> Result<HarvestReport, ForgeError> {
     let started = Instant::now();
@@ -186,8 +219,13 @@ pub async fn harvest(
                 None
             }
         };
-        if let Some(repo) = repo {
-            h.repository(&package, &repo, &mut report).await?;
+        match (repo, open) {
+            (Some(repo), None) => h.repository(&package, &repo, &mut report).await?,
+            (Some(repo), Some(writer)) => {
+                h.open_repository(writer, &package, &repo, &mut report)
+                    .await?
+            }
+            (None, _) => {}
         }
         progress(&package, i + 1, cfg.packages.len());
     }
@@ -196,16 +234,16 @@ pub async fn harvest(
     Ok(report)
 }
 
-struct Harvester<'a> {
-    engine: &'a Engine,
-    client: &'a GithubClient,
-    store: &'a TaskStore,
-    cfg: &'a HarvestConfig,
-    forge: &'a Forge<'a>,
+pub(super) struct Harvester<'a> {
+    pub(super) engine: &'a Engine,
+    pub(super) client: &'a GithubClient,
+    pub(super) store: &'a TaskStore,
+    pub(super) cfg: &'a HarvestConfig,
+    pub(super) forge: &'a Forge<'a>,
 }
 
 impl Harvester<'_> {
-    fn skip(
+    pub(super) fn skip(
         &self,
         report: &mut HarvestReport,
         package: &str,
@@ -379,6 +417,32 @@ impl Harvester<'_> {
         Ok(None)
     }
 
+    /// An issue's problem statement: its title and body and its first comments, within the
+    /// configured bounds (`base`: `/repos/<owner>/<name>`).
+    pub(super) async fn issue_statement(
+        &self,
+        base: &str,
+        issue: &IssueItem,
+    ) -> Result<String, GithubError> {
+        let comments = if issue.comments > 0 && self.cfg.bounds.comments > 0 {
+            let url = format!(
+                "{base}/issues/{}/comments?per_page={}",
+                issue.number,
+                self.cfg.bounds.comments.min(100)
+            );
+            let page: Vec<Comment> = self.client.get(&url, JSON).await?.json(&url)?;
+            page.into_iter().filter_map(|c| c.body).collect()
+        } else {
+            Vec::new()
+        };
+        Ok(statement(
+            &issue.title,
+            issue.body.as_deref().unwrap_or(""),
+            &comments,
+            self.cfg.bounds,
+        ))
+    }
+
     async fn candidate(
         &self,
         c: &Candidate<'_>,
@@ -418,24 +482,7 @@ impl Harvester<'_> {
                 .to_owned()
                 .into());
         }
-        let comments = if c.issue.comments > 0 && self.cfg.bounds.comments > 0 {
-            let url = format!(
-                "{}/issues/{}/comments?per_page={}",
-                c.base,
-                c.issue.number,
-                self.cfg.bounds.comments.min(100)
-            );
-            let page: Vec<Comment> = self.client.get(&url, JSON).await?.json(&url)?;
-            page.into_iter().filter_map(|c| c.body).collect()
-        } else {
-            Vec::new()
-        };
-        let problem = statement(
-            &c.issue.title,
-            c.issue.body.as_deref().unwrap_or(""),
-            &comments,
-            self.cfg.bounds,
-        );
+        let problem = self.issue_statement(c.base, c.issue).await?;
         // The checkout: a bare mirror in the cache (once per repository), then the base tree.
         let cache = &self.cfg.forge.cache_dir;
         let mirror = mirror
@@ -492,7 +539,7 @@ impl Harvester<'_> {
             difficulty: String::new(),
             difficulty_features: None,
             source: SOURCE_GITHUB.into(),
-            exposure: EXPOSURE_PUBLIC_ANSWER.into(),
+            exposure: Some(Exposure::PublicAnswer),
             issue_url: c.issue.html_url.clone(),
             checklist: Vec::new(),
             predicted_difficulty: None,
@@ -519,7 +566,7 @@ struct Candidate<'a> {
 }
 
 /// A name Docker takes as part of an image repository.
-fn plain(s: &str) -> String {
+pub(super) fn plain(s: &str) -> String {
     s.to_lowercase()
         .chars()
         .map(|c| {
@@ -533,7 +580,7 @@ fn plain(s: &str) -> String {
 }
 
 /// `since` as GitHub's `since` parameter wants it (ISO 8601).
-fn since_timestamp(since: &str) -> String {
+pub(super) fn since_timestamp(since: &str) -> String {
     if since.len() == 10 {
         format!("{since}T00:00:00Z")
     } else {
@@ -541,7 +588,7 @@ fn since_timestamp(since: &str) -> String {
     }
 }
 
-fn now() -> String {
+pub(super) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 

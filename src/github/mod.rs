@@ -7,7 +7,9 @@
 //! harvest (`harvest.rs`) that checks a candidate out with `git/`, builds its environment with
 //! the forge's machinery and validates it in fresh containers (`validate.rs`: FAIL_TO_PASS
 //! fail → pass, PASS_TO_PASS green, the gold patch resolving it in `eval::evaluate`) before
-//! the task is stored in one write. `propose.rs` takes a winning patch of an open-issue task
+//! the task is stored in one write. Open issues become tasks without a gold patch (`open.rs`:
+//! the suite green at HEAD is PASS_TO_PASS, a checklist written from the issue for the judge,
+//! `exposure = none`). `propose.rs` takes a winning patch of an open-issue task
 //! upstream (a branch on a fork with git2, a pull request with octocrab), only when asked.
 //!
 //! The only module that imports octocrab (`tests/it/architecture.rs`). Knows nothing of
@@ -15,13 +17,15 @@
 
 pub mod client;
 pub mod harvest;
+mod open;
 pub mod propose;
 pub mod pypi;
 pub mod refs;
 mod validate;
 
 pub use client::{DEFAULT_API_URL, Fetched, GithubClient, GithubConfig, Usage};
-pub use harvest::{HarvestConfig, HarvestReport, Skip, harvest};
+pub use harvest::{HarvestConfig, HarvestReport, Skip, harvest, harvest_open};
+pub use open::CHECKLIST_BUDGET;
 pub use propose::{Proposal, ProposeError, Winner, propose};
 pub use pypi::{RepoRef, github_repo_of};
 

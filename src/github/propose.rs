@@ -11,8 +11,8 @@ use serde_json::json;
 
 use super::GithubError;
 use super::client::{GithubClient, JSON};
+use crate::tasks::Exposure;
 use crate::tasks::Task;
-use crate::tasks::model::EXPOSURE_NONE;
 
 /// The patch to propose and whom it credits.
 #[derive(Debug, Clone)]
@@ -81,7 +81,7 @@ fn files_of(patch: &str) -> Vec<String> {
 
 /// Refuses a task whose fix is public: only open-issue tasks go upstream.
 pub fn ensure_open(task: &Task) -> Result<(), ProposeError> {
-    if task.exposure != EXPOSURE_NONE {
+    if task.exposure != Some(Exposure::None) {
         return Err(ProposeError::NotOpen(task.instance_id.clone()));
     }
     Ok(())

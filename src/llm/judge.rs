@@ -1,6 +1,9 @@
 //! The LLM judge: rates a patch that already resolved its task for quality (would a maintainer
 //! merge it) and brevity (no more change than the fix needs), each in [0, 1], with the prompts
-//! `judge_system` and `judge_instance`, and the task's checklist when it has one. Sampling is
+//! `judge_system` and `judge_instance`, and the task's checklist when it has one. A task with
+//! no reference fix (an open issue: its tests only show the patch broke nothing) is judged with
+//! `judge_checklist_system` instead: quality is how fully the patch does what the checklist
+//! says. Sampling is
 //! fixed ([`TEMPERATURE`], [`SEED`]) so validators asking the same model agree. The answer must
 //! hold one JSON object with both numbers in range; anything else is an error, and the caller
 //! scores on correctness alone. The caller hands in the patch as the judge may see it (comments
@@ -62,7 +65,9 @@ pub struct JudgeInput<'a> {
     pub problem_statement: &'a str,
     /// The patch as the judge may see it.
     pub patch: &'a str,
-    pub reference: &'a str,
+    /// The reference fix; `None` when there is none (an open issue), and then the checklist
+    /// is all the judge has to go by.
+    pub reference: Option<&'a str>,
     /// What a good fix of this task does, one point a line (may be empty).
     pub checklist: &'a [String],
 }
@@ -81,14 +86,21 @@ fn checklist_text(items: &[String]) -> String {
 
 /// The messages the judge gets for `input`.
 pub fn judge_messages(input: &JudgeInput<'_>) -> [Message; 2] {
+    let (system, reference) = match input.reference {
+        Some(r) => ("judge_system", cut(r)),
+        None => (
+            "judge_checklist_system",
+            "(none: the issue is open and has no fix yet)".to_owned(),
+        ),
+    };
     [
-        Message::system(prompts::get("judge_system")),
+        Message::system(prompts::get(system)),
         Message::user(prompts::render(
             prompts::get("judge_instance"),
             &[
                 ("problem_statement", input.problem_statement),
                 ("patch", &cut(input.patch)),
-                ("reference", &cut(input.reference)),
+                ("reference", &reference),
                 ("checklist", &checklist_text(input.checklist)),
             ],
         )),
@@ -144,6 +156,28 @@ mod tests {
         assert!(parse("{\"quality\": 0.5}").is_err(), "brevity missing");
         assert!(parse("I think it is good").is_err());
         assert!(parse("} {").is_err());
+    }
+
+    #[test]
+    fn an_open_issue_is_judged_by_its_checklist_without_a_reference() {
+        let checklist = vec!["raises ValueError on an empty list".to_owned()];
+        let mut input = JudgeInput {
+            problem_statement: "mean([]) divides by zero",
+            patch: "diff",
+            reference: None,
+            checklist: &checklist,
+        };
+        let [system, user] = judge_messages(&input);
+        assert_eq!(system.content, prompts::get("judge_checklist_system"));
+        assert!(
+            user.content
+                .contains("- raises ValueError on an empty list")
+        );
+        assert!(user.content.contains("no fix yet"));
+        input.reference = Some("the gold diff");
+        let [system, user] = judge_messages(&input);
+        assert_eq!(system.content, prompts::get("judge_system"));
+        assert!(user.content.contains("the gold diff"));
     }
 
     #[test]

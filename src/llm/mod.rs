@@ -1,9 +1,10 @@
 //! Language models: the model table (aliases, prices), the OpenAI-compatible chat client with
 //! retries, token and dollar accounting and budgets (`client`), the embedded local model
-//! server (`local`, its venv through `python/`), and the patch judge (`judge`, prompts from
-//! `prompts/`). **Only `llm/` imports async-openai.** Must not touch Docker, tasks or the
+//! server (`local`, its venv through `python/`), the patch judge (`judge`, prompts from
+//! `prompts/`) and the writer of an open issue's checklist for that judge (`checklist`). **Only `llm/` imports async-openai.** Must not touch Docker, tasks or the
 //! subnet.
 
+pub mod checklist;
 pub mod client;
 pub mod judge;
 pub mod local;

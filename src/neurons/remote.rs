@@ -81,6 +81,14 @@ mod tests {
             assert!(kinds.allows(&open_issue), "{network}");
             assert!(kinds.describe().contains("not sent"));
         }
+        // Exposure as stored wins over what the task holds: a private task with a reference fix
+        // goes out as `none`; a task stated `public-answer` stays home even without a patch.
+        let mut private = forged.clone();
+        private.exposure = Some(Exposure::None);
+        let mut stated_public = open_issue.clone();
+        stated_public.exposure = Some(Exposure::PublicAnswer);
+        let finney = RemoteKinds::default_for(&Network::parse("finney").unwrap());
+        assert!(finney.allows(&private) && !finney.allows(&stated_public));
         let local = RemoteKinds::default_for(&Network::Local);
         assert!(local.allows(&forged) && local.allows(&open_issue));
         assert_eq!(RemoteKinds::parse("public-answer,none").unwrap(), local);

@@ -13,8 +13,8 @@ pub mod spec;
 pub mod store;
 
 pub use model::{
-    DIFFICULTY_LEVELS, Difficulty, F2pCap, FunctionTests, PredictedDifficulty, RegressionIndex,
-    RepairOutcome, Task, index_ranges,
+    DIFFICULTY_LEVELS, Difficulty, F2pCap, FunctionTests, Grading, PredictedDifficulty,
+    RegressionIndex, RepairOutcome, Task, index_ranges,
 };
 pub use spec::{Exposure, TaskSpec};
 pub use store::{TaskStore, swebench_row};

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::spec::Exposure;
+
 /// One coding task. Field names follow SWE-bench so exports load in its tooling; agentao's
 /// additions have defaults so SWE-bench rows read as tasks too.
 ///
@@ -67,10 +69,15 @@ pub struct Task {
     /// Where the task came from: empty for forged tasks, `github` for a harvested issue.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub source: String,
-    /// Who can read the answer without solving it: `public-answer` (a merged fix) or `none`
-    /// (an open issue); empty when not stated.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub exposure: String,
+    /// Who can read the answer without solving it, as stated when the task was made:
+    /// `public-answer` (a merged fix) or `none` (an open issue, a private task). Unstated
+    /// (forged tasks, SWE-bench rows), [`Exposure::of`] reads it from what the task holds.
+    #[serde(
+        default,
+        deserialize_with = "exposure_stated",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub exposure: Option<Exposure>,
     /// The issue the task was written from (harvested tasks).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub issue_url: String,
@@ -184,10 +191,6 @@ pub struct PredictedDifficulty {
 
 /// `source` of a task harvested from GitHub.
 pub const SOURCE_GITHUB: &str = "github";
-/// `exposure` of a task whose answer is public (a merged fix).
-pub const EXPOSURE_PUBLIC_ANSWER: &str = "public-answer";
-/// `exposure` of a task with no public answer (an open issue).
-pub const EXPOSURE_NONE: &str = "none";
 /// SWE-bench Verified's `difficulty` values, easiest first.
 pub const DIFFICULTY_LEVELS: [&str; 4] =
     ["<15 min fix", "15 min - 1 hour", "1-4 hours", ">4 hours"];
@@ -225,6 +228,17 @@ impl Difficulty {
     }
 }
 
+/// `exposure` as stored: a known kind, or nothing (missing, null or empty). An unknown kind is
+/// an error, not a silent `None`: it would widen who may be sent the task.
+fn exposure_stated<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Exposure>, D::Error> {
+    match Option::<String>::deserialize(d)?.as_deref() {
+        None | Some("") => Ok(None),
+        Some(s) => Exposure::parse(s)
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown exposure {s:?}"))),
+    }
+}
+
 /// `difficulty` as SWE-bench Verified writes it (a string); the object older agentao task
 /// files held there reads as the level its features suggest.
 fn difficulty_level<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -242,7 +256,31 @@ fn difficulty_level<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D:
     })
 }
 
+/// How a patch for a task is graded: what its tests can prove, and what is left to the judge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grading {
+    /// Tests prove the fix: every FAIL_TO_PASS must pass and PASS_TO_PASS stay green; the
+    /// judge may lower a resolved patch's score, and without a judgement correctness alone
+    /// counts.
+    Tests,
+    /// No test proves a fix (an open issue: no gold patch, so no FAIL_TO_PASS). PASS_TO_PASS
+    /// must stay green (a patch that breaks one scores 0), and the judge's reading against the
+    /// task's checklist is the whole quality: without a judgement there is no score.
+    Checklist,
+}
+
 impl Task {
+    /// How a patch for this task is graded: by its tests when it has FAIL_TO_PASS tests, by
+    /// the judge's checklist (over PASS_TO_PASS) when it has none.
+    pub fn grading(&self) -> Grading {
+        if self.fail_to_pass.is_empty() {
+            Grading::Checklist
+        } else {
+            Grading::Tests
+        }
+    }
+
     /// Every test the verdict depends on, F2P first.
     pub fn selected_tests(&self) -> Vec<String> {
         let mut all = self.fail_to_pass.clone();
@@ -306,6 +344,25 @@ mod tests {
         let back = serde_json::to_value(&t).unwrap();
         assert_eq!(back["FAIL_TO_PASS"], serde_json::json!(["t.py::x"]));
         assert!(back.get("regression").is_none() && t.regression.is_none());
+    }
+
+    #[test]
+    fn exposure_is_stored_typed_and_read_leniently() {
+        let row = |exposure: &str| {
+            format!(
+                r#"{{"instance_id":"a","repo":"a/b","patch":"","problem_statement":"s",
+                "FAIL_TO_PASS":[],"PASS_TO_PASS":[]{exposure}}}"#
+            )
+        };
+        let none: Task = serde_json::from_str(&row(r#","exposure":"none""#)).unwrap();
+        assert_eq!(none.exposure, Some(Exposure::None));
+        assert_eq!(serde_json::to_value(&none).unwrap()["exposure"], "none");
+        for unstated in ["", r#","exposure":"""#, r#","exposure":null"#] {
+            let t: Task = serde_json::from_str(&row(unstated)).unwrap();
+            assert_eq!(t.exposure, None);
+            assert!(serde_json::to_value(&t).unwrap().get("exposure").is_none());
+        }
+        assert!(serde_json::from_str::<Task>(&row(r#","exposure":"secret""#)).is_err());
     }
 
     #[test]

@@ -46,15 +46,15 @@ impl Exposure {
         }
     }
 
-    /// A task's exposure, read from what it holds: a task with a reference fix (every forged
-    /// task; every SWE-bench row, whose fix was merged) has a public answer. A task without one
-    /// (an open issue) has none. Private tasks are not represented yet.
+    /// A task's exposure: as stored when the task was made (an open issue, a private task:
+    /// `none`), else read from what it holds: a task with a reference fix (every forged task;
+    /// every SWE-bench row, whose fix was merged) has a public answer, one without has none.
     pub fn of(task: &Task) -> Exposure {
-        if task.patch.trim().is_empty() {
+        task.exposure.unwrap_or(if task.patch.trim().is_empty() {
             Exposure::None
         } else {
             Exposure::PublicAnswer
-        }
+        })
     }
 }
 

@@ -67,7 +67,7 @@ async fn a_harvest_yields_a_validated_task_skips_the_rest_with_reasons_and_a_rer
     assert_eq!(stored.len(), 1, "only validated tasks are stored");
     let task = &stored[0];
     assert_eq!(task.source, "github");
-    assert_eq!(task.exposure, "public-answer");
+    assert_eq!(task.exposure, Some(agentao::tasks::Exposure::PublicAnswer));
     assert_eq!(
         task.issue_url,
         "https://github.com/fixture-org/tinylib/issues/1"
@@ -433,7 +433,7 @@ async fn propose_dry_run_prints_the_payload_and_a_real_run_opens_the_pull_reques
     // A task whose fix is public is never proposed.
     let mut public = task.clone();
     public.instance_id = "fixture-org__tinylib-3".into();
-    public.exposure = "public-answer".into();
+    public.exposure = Some(agentao::tasks::Exposure::PublicAnswer);
     TaskStore::open(&data.path().join("tasks.db"))
         .unwrap()
         .put(&public)

@@ -130,6 +130,31 @@ pub(crate) fn serve_repository(routes: &mut BTreeMap<String, Canned>, h: &Histor
             json_route(Value::Array(chunk.to_vec()), Some(links.join(", "))),
         );
     }
+    // The open ones: an issue (a task with no fix yet) and a pull request (left out).
+    let open = |mut v: Value| {
+        v["state"] = json!("open");
+        v["closed_at"] = Value::Null;
+        v
+    };
+    let mut open_pr = open(issue(
+        10,
+        "WIP: mean of nothing",
+        "Towards #9.",
+        0,
+        merged(10),
+    ));
+    open_pr["pull_request"]["merged_at"] = Value::Null;
+    open_pr["created_at"] = json!("2026-01-10T10:00:00Z");
+    routes.insert(
+        format!("{base}/issues?state=open"),
+        json_route(
+            json!([
+                open(issue(9, OPEN_ISSUE_TITLE, OPEN_ISSUE_BODY, 0, None)),
+                open_pr
+            ]),
+            None,
+        ),
+    );
     routes.insert(
         format!("{base}/issues/1/comments"),
         json_route(
@@ -285,6 +310,10 @@ fn diff_text(repo: &git2::Repository, from: &str, to: &str) -> String {
     .unwrap();
     out
 }
+
+/// The open issue #9 of the fixture repository.
+pub const OPEN_ISSUE_TITLE: &str = "mean([]) raises ZeroDivisionError";
+pub const OPEN_ISSUE_BODY: &str = "`tinylib.mean([])` fails with `ZeroDivisionError: division by zero`. An empty list should raise a `ValueError` that says the list is empty.";
 
 const PYPROJECT: &str = "[build-system]\nrequires = [\"setuptools\"]\nbuild-backend = \"setuptools.build_meta\"\n\n[project]\nname = \"tinylib\"\nversion = \"1.0.0\"\n";
 const LIB_BUGGY: &str = "\"\"\"A tiny library: the GitHub harvest's fixture.\"\"\"\n\n\ndef clamp(value, low, high):\n    \"\"\"Limits value to [low, high].\"\"\"\n    if value < low:\n        return low\n    if value > high:\n        return value\n    return value\n\n\ndef mean(values):\n    return sum(values) / len(values)\n";

@@ -1,7 +1,8 @@
 //! A local GitHub for the harvest's tests: a REST API server on loopback that replays the
 //! recorded exchanges of `tests/fixtures/github` (octokit/fixtures, MIT) as they are, and
 //! serves a small repository built here with git2 (two issues, a fixing pull request with code
-//! and test changes, and pull requests that must be skipped) in the same shapes and headers:
+//! and test changes, and pull requests that must be skipped; an open issue and an open pull
+//! request in the listing of open ones) in the same shapes and headers:
 //! `Link` pagination, `ETag`/`If-None-Match` (304 spends no quota), `x-ratelimit-*`, and one
 //! 403 "rate limit exceeded" with a reset a few seconds ahead. It also answers PyPI's JSON
 //! API for the packages that lead to these repositories. The repository itself is cloned over
@@ -127,7 +128,8 @@ pub(crate) fn fixture(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// The route key of a request: its path, `?page=N` past the first page, `#diff` for diffs.
+/// The route key of a request: its path, `?state=open` for a listing of open issues, `?page=N`
+/// past the first page, `#diff` for diffs.
 fn key(path: &str, query: Option<&str>, accept: &str) -> String {
     let page = query
         .unwrap_or("")
@@ -135,6 +137,9 @@ fn key(path: &str, query: Option<&str>, accept: &str) -> String {
         .find_map(|kv| kv.strip_prefix("page="))
         .filter(|p| *p != "1");
     let mut k = path.to_owned();
+    if query.unwrap_or("").split('&').any(|kv| kv == "state=open") {
+        k.push_str("?state=open");
+    }
     if let Some(p) = page {
         k.push_str(&format!("?page={p}"));
     }

@@ -18,6 +18,7 @@ mod fetch;
 pub mod forge;
 mod forge_quality;
 mod github;
+mod github_open;
 mod github_repo;
 mod github_server;
 mod llm;

@@ -17,7 +17,7 @@ use agentao::neurons::validator::{DUPLICATE_FLOOR, EMA_ALPHA, Scores, Validator}
 use agentao::subnet::{
     Axon, AxonConfig, Chain, Dendrite, Keypair, LocalChain, Metagraph, Neuron, Wallet,
 };
-use agentao::tasks::{Task, TaskStore};
+use agentao::tasks::{Grading, Task, TaskStore};
 use serde_json::json;
 
 use crate::agent::{one_line_fix, tool_call};
@@ -126,7 +126,7 @@ async fn a_local_round_goes_over_the_wire_and_sets_weights() {
     assert_eq!(m.judged, Some((0.8, 1.0)), "{report:?}");
     let limit = (cfg.agent.wall + Duration::from_secs(150)).as_secs_f64();
     let speed = time_score(m.latency_s, limit);
-    let expected = final_score(true, Some(judged_quality(0.8, 1.0)), speed);
+    let expected = final_score(Grading::Tests, true, Some(judged_quality(0.8, 1.0)), speed).value();
     assert!((m.score - expected).abs() < 1e-12, "{report:?}");
 
     // The chain: both registered, the validator with its permit; the weights went to the miner.
@@ -180,7 +180,11 @@ async fn a_local_round_goes_over_the_wire_and_sets_weights() {
     let m2 = &again.miners[0];
     assert_eq!(m2.judged, None);
     let s2 = m2.score;
-    assert!((s2 - final_score(true, None, time_score(m2.latency_s, limit))).abs() < 1e-12);
+    assert!(
+        (s2 - final_score(Grading::Tests, true, None, time_score(m2.latency_s, limit)).value())
+            .abs()
+            < 1e-12
+    );
     let scores = Scores::load(&dir.path().join("validator/scores.json"));
     let expected = EMA_ALPHA * s2 + (1.0 - EMA_ALPHA) * EMA_ALPHA * m.score;
     assert!((scores.by_hotkey[&miner] - expected).abs() < 1e-12);

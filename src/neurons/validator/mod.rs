@@ -7,7 +7,10 @@
 //! latency against the time limit; quality from the LLM judge when one is set and answers
 //! readably, else 1), 0 otherwise. The judge sees the patch without the comments and prose it
 //! adds (`eval::reading::for_review`) and the task's checklist; it can lower a resolved
-//! patch's score, never raise an unresolved one. A patch that copies one that came back earlier
+//! patch's score, never raise an unresolved one. A task without FAIL_TO_PASS (an open issue,
+//! `Grading::Checklist`) is graded by PASS_TO_PASS (a regression scores 0) and the judge
+//! against its checklist, with no reference fix shown; a green patch nobody judged there is
+//! recorded at 0 and not charged (`super::scoring::Score::Unjudged`). A patch that copies one that came back earlier
 //! (`copies.rs`: same change once whitespace, comments and local names are normalised) gets
 //! the floor, and the log names who copied whom; the earliest keeps its score.
 //!
@@ -43,14 +46,14 @@ use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
 
 use super::forecast::{Forecasting, Prior};
-use super::scoring::{final_score, judged_quality, time_score};
+use super::scoring::{Score, final_score, judged_quality, time_score};
 use crate::dataset::{Record, RecordStore};
 use crate::eval::{EvalConfig, Outcome, Verdict, evaluate};
 use crate::llm::judge::{JudgeInput, judge};
 use crate::llm::{Budget, LlmClient};
 use crate::sandbox::Engine;
 use crate::subnet::{AxonTarget, CallFailure, CallResult, CodingTask, Dendrite, Neuron};
-use crate::tasks::Task;
+use crate::tasks::{Grading, Task};
 
 /// The score of an answer that copies an earlier one.
 pub const DUPLICATE_FLOOR: f64 = 0.005;
@@ -324,10 +327,16 @@ impl Validator {
             (Some((llm, dollars)), true) => {
                 let mut budget = Budget::new(*dollars);
                 let shown = crate::eval::reading::for_review(patch);
+                // An open issue has no fix to compare with: the checklist alone says what a
+                // fix does.
+                let reference = match task.grading() {
+                    Grading::Tests => Some(task.patch.as_str()),
+                    Grading::Checklist => None,
+                };
                 let input = JudgeInput {
                     problem_statement: &task.problem_statement,
                     patch: &shown,
-                    reference: &task.patch,
+                    reference,
                     checklist: &task.checklist,
                 };
                 match judge(llm, &input, &mut budget).await {
@@ -433,13 +442,23 @@ impl Validator {
         let Answer { miner, call, patch } = answer;
         let speed = time_score(call.latency_s, self.time_limit.as_secs_f64());
         let quality = judged.map(|(q, b)| judged_quality(q, b));
-        let mut score = final_score(verdict.resolved, quality, speed);
+        let grading = ledger.task.grading();
+        let graded = final_score(grading, verdict.resolved, quality, speed);
+        let mut score = graded.value();
         let duplicate = copied.is_some();
         if duplicate {
             score = score.min(DUPLICATE_FLOOR);
         }
         let outcome = AnswerOutcome::Evaluated(verdict.outcome.clone());
-        let charged = outcome.is_miners();
+        // An unjudged checklist-graded patch is the judge's failure, not the miner's.
+        let charged = outcome.is_miners() && graded != Score::Unjudged;
+        if graded == Score::Unjudged {
+            tracing::warn!(
+                uid = miner.uid,
+                ?grading,
+                "green, but no judgement of a task graded by its checklist: recorded at 0, not charged"
+            );
+        }
         if charged {
             ledger.scores.update(&miner.hotkey, score);
             let health = ledger.scores.health_of(&miner.hotkey);
@@ -451,7 +470,7 @@ impl Validator {
                 Outcome::EmptyPatch => health.empty_patches += 1,
                 _ => {}
             }
-        } else {
+        } else if !outcome.is_miners() {
             tracing::warn!(uid = miner.uid, outcome = ?verdict.outcome, "the evaluation failed for the machine; not charged to the miner");
         }
         let reply = call.synapse.as_ref().map(|s| &s.body);
