@@ -41,7 +41,10 @@ impl Describer {
 
 /// The bundles of tasks sent without them inline, by sha256.
 #[derive(Clone, Default)]
-pub struct BundleShelf(Arc<Mutex<VecDeque<(String, Arc<Vec<u8>>)>>>);
+pub struct BundleShelf(Arc<Mutex<VecDeque<Shelved>>>);
+
+/// A bundle on the shelf: its sha256 and bytes.
+type Shelved = (String, Arc<Vec<u8>>);
 
 impl BundleShelf {
     /// Keeps `bytes` under `sha256` (the newest [`SHELF_BUNDLES`]).
