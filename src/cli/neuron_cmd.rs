@@ -27,7 +27,9 @@ use crate::neurons::lifecycle::Backoff;
 use crate::neurons::local::TaskSource;
 use crate::neurons::miner::{Miner, MinerConfig};
 use crate::neurons::remote::RemoteKinds;
-use crate::neurons::validator::{MinerResult, RoundReport, Scores, Validator, ValidatorConfig};
+use crate::neurons::validator::{
+    BundleServing, Describer, MinerResult, RoundReport, Scores, Validator, ValidatorConfig,
+};
 use crate::subnet::{AnyChain, AxonConfig, Chain, ChainError, Dendrite};
 
 #[derive(Debug, Args)]
@@ -111,6 +113,17 @@ pub struct ValidatorArgs {
     /// The dashboard (with `--rounds`, it keeps serving after the last round until Ctrl-C).
     #[command(flatten)]
     pub http: super::observe::HttpArgs,
+    /// Port of the validator's axon, which serves miners the workspace bundles too large to
+    /// travel inline (signed requests from registered hotkeys); its address is published on
+    /// the chain. Without it such tasks go out without their bundle and miners refuse them.
+    #[arg(long = "axon.port")]
+    pub axon_port: Option<u16>,
+    /// Address the validator's axon listens on.
+    #[arg(long = "axon.ip", default_value = "0.0.0.0")]
+    pub axon_ip: String,
+    /// Address miners reach the validator's axon at (default as for the miner's).
+    #[arg(long = "axon.external_ip")]
+    pub external_ip: Option<std::net::IpAddr>,
 }
 
 /// Fails early, before the engine or the model start, when the chain answers and `hotkey` is
@@ -143,12 +156,14 @@ async fn unless_cancelled<T>(
 /// `--axon.ip` when it names one address, else the address of the interface that routes
 /// outward (behind NAT that is a private address: then `--axon.external_ip` is needed). `None`
 /// keeps the chain's entry.
-fn axon_address(args: &MinerArgs) -> Option<(std::net::IpAddr, String)> {
-    if let Some(ip) = args.external_ip {
+fn axon_address(
+    listen: &str,
+    external: Option<std::net::IpAddr>,
+) -> Option<(std::net::IpAddr, String)> {
+    if let Some(ip) = external {
         return Some((ip, "--axon.external_ip".into()));
     }
-    if let Some(ip) = args
-        .ip
+    if let Some(ip) = listen
         .parse::<std::net::IpAddr>()
         .ok()
         .filter(|ip| !ip.is_unspecified())
@@ -218,7 +233,8 @@ pub async fn miner(
     let key = wallet(settings).load_hotkey()?;
     let chain = chain(settings, Some(key.clone()), Inclusion::Wait)?;
     unless_cancelled(&cancel, preflight(&chain, &key.ss58())).await?;
-    let publish = axon_address(&args).map(|(ip, source)| (ip, args.port, source));
+    let publish =
+        axon_address(&args.ip, args.external_ip).map(|(ip, source)| (ip, args.port, source));
     let repair = match args.agent.as_str() {
         "builtin" => None,
         "repair" => Some(RepairConfig {
@@ -330,7 +346,18 @@ pub async fn validator(
     printer::status(kinds.describe());
     let mut forge = forge_config(settings);
     forge.per_package = 1;
+    let serve_bundles = match args.axon_port {
+        Some(port) => Some(BundleServing {
+            key: key.clone(),
+            listener: tokio::net::TcpListener::bind((args.axon_ip.as_str(), port))
+                .await
+                .map_err(|e| UserError::new(format!("axon {}:{port}: {e}", args.axon_ip)))?,
+            publish: axon_address(&args.axon_ip, args.external_ip).map(|(ip, _)| (ip, port)),
+        }),
+        None => None,
+    };
     let cfg = ValidatorConfig {
+        serve_bundles,
         validator: Validator {
             engine,
             judge: Some((judge, settings.llm.instance_cost)),
@@ -341,7 +368,7 @@ pub async fn validator(
                 ..EvalConfig::default()
             },
             time_limit: Duration::from_secs(args.timeout),
-            describer: Some(forge_config(settings)),
+            describer: Some(Describer::new(forge_config(settings))),
             forecasts: Some(Forecasting::new(
                 context::cerebro_model(settings)?,
                 &settings.paths().forecasts(),

@@ -1,6 +1,9 @@
 //! Git repositories through git2 (libgit2; no git binary, no shell): a bare mirror of a remote
 //! kept in the cache and fetched again on each use, a checkout of one commit's tree into a
 //! folder (the work tree an environment is built from), and a branch pushed to a remote.
+//! `tree.rs`: the same for a stranger's repository (the miner's materialiser): a mirror fetched
+//! with given refspecs, a commit by id or the remote's HEAD, its regular files written out with
+//! checked names and size caps.
 //!
 //! Knows nothing of GitHub's API, tasks or Docker: it takes URLs, commits and folders. Only
 //! this module imports git2 (`tests/it/architecture.rs`).
@@ -8,6 +11,9 @@
 use std::path::{Path, PathBuf};
 
 use git2::{FetchOptions, Oid, Repository, build::CheckoutBuilder};
+
+mod tree;
+pub use tree::{TreeLimits, fetch_mirror, find_commit, write_plain_tree};
 
 /// What went wrong with a repository.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +26,9 @@ pub enum GitError {
     Checkout { commit: String, reason: String },
     #[error("{context}: {reason}")]
     Other { context: String, reason: String },
+    /// A tree that may not be written (a name leaving it, over the size caps).
+    #[error("{0}")]
+    Refused(String),
 }
 
 fn other(context: impl Into<String>) -> impl FnOnce(git2::Error) -> GitError {

@@ -170,10 +170,7 @@ impl GithubClient {
                 .octo
                 ._get_with_headers(path.as_str(), Some(headers))
                 .await
-                .map_err(|e| GithubError::Http {
-                    url: path.clone(),
-                    reason: e.to_string(),
-                })?;
+                .map_err(http_error(&path))?;
             let status = resp.status();
             let h = resp.headers().clone();
             if status == http::StatusCode::NOT_MODIFIED {
@@ -192,10 +189,7 @@ impl GithubClient {
                 .octo
                 .body_to_string(resp)
                 .await
-                .map_err(|e| GithubError::Http {
-                    url: path.clone(),
-                    reason: e.to_string(),
-                })?;
+                .map_err(http_error(&path))?;
             if status.is_success() {
                 let fetched = Fetched {
                     body,
@@ -213,10 +207,7 @@ impl GithubClient {
                 }
                 return Ok(fetched);
             }
-            let message = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["message"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| body.chars().take(200).collect());
+            let message = error_message(&body);
             match status.as_u16() {
                 403 | 429 => {
                     let wait =
@@ -267,27 +258,19 @@ impl GithubClient {
             .octo
             ._post(path.as_str(), Some(body))
             .await
-            .map_err(|e| GithubError::Http {
-                url: path.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(http_error(&path))?;
         let status = resp.status();
         self.note_quota(resp.headers());
         let text = self
             .octo
             .body_to_string(resp)
             .await
-            .map_err(|e| GithubError::Http {
-                url: path.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(http_error(&path))?;
         let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         if status.is_success() {
             return Ok(value);
         }
-        let message = value["message"]
-            .as_str()
-            .map_or_else(|| text.chars().take(200).collect(), str::to_owned);
+        let message = error_message(&text);
         Err(match status.as_u16() {
             404 => GithubError::NotFound { url: path },
             s => GithubError::Status {
@@ -393,6 +376,22 @@ impl GithubClient {
             let _ = std::fs::rename(&tmp, dir.join(key));
         }
     }
+}
+
+/// A request to `url` that got no answer (or an unreadable one).
+fn http_error(url: &str) -> impl FnOnce(octocrab::Error) -> GithubError + '_ {
+    move |e| GithubError::Http {
+        url: url.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+/// What an error answer says: its JSON `message`, else the start of its text.
+fn error_message(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| body.chars().take(200).collect())
 }
 
 fn header(v: &str) -> HeaderValue {

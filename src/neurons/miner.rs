@@ -6,7 +6,9 @@
 //! (`spec`, materialised on this machine by `materialize/`: the miner's own index, engine and
 //! caches), the miner's own task store (`task_id`: a validator sharing its data directory, as
 //! in the local round), or, for the original subnet's protocol (`repo` = `owner/name` and a
-//! statement, nothing else), the repository cloned at its HEAD. The answer echoes the hash of
+//! statement, nothing else), the repository cloned at its HEAD. A description whose bundle
+//! was over the sender's inline cap names it by sha256, and the bundle is fetched from the
+//! sender's axon (`fetch.rs`). The answer echoes the hash of
 //! the description worked on (`spec_hash`). A task that cannot be had (refused description,
 //! tampered bundle, unknown id) gets an empty patch and one log line saying why, never a failed
 //! request; a model that is down and cannot be restarted gets an error status, never an empty
@@ -24,10 +26,12 @@ use crate::llm::LlmClient;
 use crate::llm::local::SharedServer;
 use crate::materialize::Materializer;
 use crate::sandbox::Engine;
-use crate::subnet::{Axon, CodingTask, HandlerError};
+use crate::subnet::{Axon, CodingTask, Dendrite, HandlerError};
 use crate::tasks::{Task, TaskStore};
 
+mod fetch;
 mod run;
+pub use fetch::{BundleFetch, FETCH_TIMEOUT};
 pub use run::{MinerConfig, MinerError, run};
 
 /// Restarts of a dead embedded model server before the miner gives up on a request.
@@ -74,11 +78,21 @@ impl Miner {
     /// Answers one task. An episode that ended in a model error says so in `model_error`; a
     /// model server that is down and does not come back makes the answer an error status
     /// ([`MODEL_DOWN_STATUS`]) instead of an empty patch.
-    pub async fn answer(&self, mut task: CodingTask) -> Result<CodingTask, HandlerError> {
+    pub async fn answer(&self, task: CodingTask) -> Result<CodingTask, HandlerError> {
+        self.answer_from(task, None).await
+    }
+
+    /// As [`Miner::answer`], for a task sent by the hotkey `caller`, whose axon a bundle not
+    /// sent inline is fetched from with `fetch`.
+    pub async fn answer_from(
+        &self,
+        mut task: CodingTask,
+        sender: Option<(&BundleFetch, &str)>,
+    ) -> Result<CodingTask, HandlerError> {
         task.agent_name = self.agent_name().into();
         task.patch = Some(String::new());
         let sent_hash = std::mem::take(&mut task.spec_hash);
-        let Some((found, hash)) = self.task_for(&task, &sent_hash).await else {
+        let Some((found, hash)) = self.task_for(&task, &sent_hash, sender).await else {
             return Ok(task);
         };
         task.spec_hash = hash;
@@ -133,7 +147,12 @@ impl Miner {
 
     /// The task to work on and the description hash to echo, or `None` (logged) when there is
     /// none: see the module doc for the order.
-    async fn task_for(&self, task: &CodingTask, sent_hash: &str) -> Option<(Task, String)> {
+    async fn task_for(
+        &self,
+        task: &CodingTask,
+        sent_hash: &str,
+        sender: Option<(&BundleFetch, &str)>,
+    ) -> Option<(Task, String)> {
         let id = task.task_id.as_str();
         if let Some(spec) = &task.spec {
             let Some(m) = &self.materializer else {
@@ -153,13 +172,33 @@ impl Miner {
                 tracing::warn!(task_id = %id, bytes = task.bundle.len(), cap, "refused: the bundle is over the cap; answering with an empty patch");
                 return None;
             }
-            let bundle = match base64::engine::general_purpose::STANDARD.decode(&task.bundle) {
+            let mut bundle = match base64::engine::general_purpose::STANDARD.decode(&task.bundle) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(task_id = %id, error = %e, "refused: the bundle is not base64; answering with an empty patch");
                     return None;
                 }
             };
+            let named = spec
+                .pointer("/workspace/sha256")
+                .and_then(|h| h.as_str())
+                .filter(|_| {
+                    spec.pointer("/workspace/kind").and_then(|k| k.as_str()) == Some("bundle")
+                });
+            if let (true, Some(sha256)) = (bundle.is_empty(), named) {
+                let Some((fetch, caller)) = sender else {
+                    tracing::warn!(task_id = %id, "refused: the bundle is not inline and there is no sender to fetch it from; answering with an empty patch");
+                    return None;
+                };
+                bundle = match fetch.fetch(caller, sha256).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::warn!(task_id = %id, %sha256, "refused: the bundle could not be fetched from the sender, answering with an empty patch: {e}");
+                        return None;
+                    }
+                };
+                tracing::info!(task_id = %id, %sha256, bytes = bundle.len(), "bundle fetched from the sender");
+            }
             return match m.from_wire(spec, &bundle).await {
                 Ok(done) => Some((done.task, done.hash)),
                 Err(e) => {
@@ -222,11 +261,25 @@ impl Miner {
     }
 
     /// `axon` serving `CodingTask` with this miner.
+    /// A bundle not sent inline is fetched from the sender's axon, signed with `axon`'s key.
     pub fn serve_on(self, axon: Axon) -> Axon {
+        let cap = self
+            .materializer
+            .as_ref()
+            .map_or(0, |m| m.config().max_bundle_bytes);
+        let fetch = Arc::new(BundleFetch::new(
+            Dendrite::new(axon.keypair().clone()),
+            axon.metagraph_handle(),
+            cap,
+        ));
         let miner = Arc::new(self);
         axon.coding_task_or_error(move |s| {
-            let miner = miner.clone();
-            async move { miner.answer(s.body).await }
+            let (miner, fetch) = (miner.clone(), fetch.clone());
+            let caller = s.dendrite.as_ref().and_then(|d| d.hotkey.clone());
+            async move {
+                let sender = caller.as_deref().map(|c| (fetch.as_ref(), c));
+                miner.answer_from(s.body, sender).await
+            }
         })
     }
 }

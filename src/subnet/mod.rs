@@ -19,5 +19,7 @@ pub use axon::{
 pub use chain::{AnyChain, Chain, ChainError, LocalChain, Metagraph, Neuron, normalize_weights};
 pub use dendrite::{AxonTarget, CallFailure, CallResult, DEFAULT_MAX_ANSWER_BYTES, Dendrite};
 pub use subtensor::{SubtensorChain, SubtensorConfig};
-pub use synapse::{AgentCode, CodingTask, Forecast, Synapse, SynapseBody, TerminalInfo};
+pub use synapse::{
+    AgentCode, CodingTask, Forecast, Synapse, SynapseBody, TaskBundle, TerminalInfo,
+};
 pub use wallet::{Created, Keypair, Wallet, WalletError, ss58_decode, ss58_encode, verify};

@@ -416,6 +416,26 @@ impl SynapseBody for AgentCode {
     }
 }
 
+/// A task's workspace bundle asked of the validator that sent the task, by its sha256 (for a
+/// bundle over the inline cap). The server fills `bundle` (base64); the asker checks its size
+/// and hash before unpacking anything.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskBundle {
+    #[serde(default)]
+    pub sha256: String,
+    /// Filled by the server: base64 of the bundle's bytes.
+    #[serde(default)]
+    pub bundle: String,
+}
+
+impl SynapseBody for TaskBundle {
+    const NAME: &'static str = "TaskBundle";
+    const REQUIRED_HASH_FIELDS: &'static [&'static str] = &["sha256"];
+    fn hash_fields(&self) -> Vec<String> {
+        vec![self.sha256.clone()]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,7 +60,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // A stranger's task description → a task for the miner's agent; never used in scoring.
     (
         "materialize",
-        &["forge", "tasks", "python", "sandbox", "config", "jsonl"],
+        &[
+            "forge", "tasks", "python", "sandbox", "config", "jsonl", "git",
+        ],
     ),
     (
         "github",
@@ -107,8 +109,6 @@ const CONFINED: &[(&str, &str)] = &[
     ("anyhow", "cli"),
     ("octocrab", "github"),
     ("git2", "git"),
-    // The materialiser's own libgit2 mirror predates `git/`; to be moved onto it.
-    ("git2", "materialize"),
 ];
 
 /// Longest source file, in lines.

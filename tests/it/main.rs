@@ -16,6 +16,7 @@ mod dashboard;
 mod dataset;
 mod ecosystem;
 pub mod eval;
+mod fetch;
 pub mod forge;
 mod forge_quality;
 mod github;

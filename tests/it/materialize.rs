@@ -9,13 +9,16 @@ use std::time::Instant;
 use agentao::eval::{EvalConfig, evaluate};
 use agentao::forge::{Described, Forge, ForgeConfig};
 use agentao::materialize::{MaterializeConfig, Materializer};
+use agentao::neurons::miner::Miner;
 use agentao::neurons::remote::RemoteKinds;
 use agentao::tasks::spec::{Source, TaskSpec, Workspace, sha256_hex};
 use agentao::tasks::{Task, bundle};
 
 use crate::forge::{forged_tinycalc, sdist, sha, tree};
 use crate::round::task_and_model;
-use crate::support::{Response, TestServer, base_image, engine, run_id};
+use crate::support::{
+    Response, TestServer, base_image, engine, logged, run_id, scripted_miner, warnings,
+};
 
 /// A local index serving the tinycalc fixture as `version` and a hostile `evil` package whose
 /// only file is an sdist with a `setup.py` that writes `marker` when run.
@@ -194,22 +197,43 @@ async fn tampered_and_hostile_descriptions_are_refused_and_the_miner_keeps_servi
     let (vcache, mcache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let d = describe(&task, vcache.path(), &url, &run).await;
     let tag = d.spec.environment.image.clone();
-    let m = materializer(&engine, mcache.path(), &url);
+    let m = std::sync::Arc::new(materializer(&engine, mcache.path(), &url));
     let wire = serde_json::to_value(&d.spec).unwrap();
     let resealed = |f: &dyn Fn(&mut TaskSpec)| {
         let mut s = d.spec.clone();
         f(&mut s);
         serde_json::to_value(s.sealed()).unwrap()
     };
-    async fn refused(m: &Materializer, wire: &serde_json::Value, bundle: &[u8]) -> String {
-        match m.from_wire(wire, bundle).await {
-            Ok(done) => panic!("materialised {}", done.task.instance_id),
-            Err(e) => e.to_string(),
-        }
+    let miner = scripted_miner(
+        &engine,
+        &model.url,
+        &run,
+        mcache.path().join("no-tasks.db"),
+        Some(m.clone()),
+    );
+    let body = |spec: serde_json::Value, bundle: &[u8]| agentao::subnet::CodingTask {
+        repo: format!("pypi:tinycalc=={version}"),
+        problem_statement: d.spec.problem_statement.clone(),
+        task_id: d.spec.instance_id.clone(),
+        spec_hash: spec["hash"].as_str().unwrap().to_owned(),
+        spec: Some(spec),
+        bundle: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bundle),
+        time_limit: 600.0,
+        ..Default::default()
+    };
+    // Each refusal: an empty patch and one log line saying why, as the miner logs it.
+    async fn refused(miner: &Miner, task: agentao::subnet::CodingTask) -> String {
+        let (answer, log) = logged(miner.answer(task)).await;
+        let answer = answer.unwrap();
+        assert_eq!(answer.patch.as_deref(), Some(""), "{log}");
+        let lines = warnings(&log);
+        assert_eq!(lines.len(), 1, "one line: {log}");
+        assert!(lines[0].contains("empty patch"), "{log}");
+        lines[0].to_owned()
     }
     let mut flipped = d.bundle.clone();
     *flipped.last_mut().unwrap() ^= 1;
-    let e = refused(&m, &wire, &flipped).await;
+    let e = refused(&miner, body(wire.clone(), &flipped)).await;
     assert!(e.contains("bundle sha256 mismatch"), "{e}");
     let small = Materializer::new(
         engine.clone(),
@@ -219,18 +243,22 @@ async fn tampered_and_hostile_descriptions_are_refused_and_the_miner_keeps_servi
             ..MaterializeConfig::new(mcache.path())
         },
     );
-    let e = refused(&small, &wire, &d.bundle).await;
+    let small = Miner {
+        materializer: Some(std::sync::Arc::new(small)),
+        ..miner.clone()
+    };
+    let e = refused(&small, body(wire.clone(), &d.bundle)).await;
     assert!(e.contains("over the cap"), "{e}");
     let mut v2 = wire.clone();
     v2["spec_version"] = serde_json::json!(2);
-    let e = refused(&m, &v2, &d.bundle).await;
+    let e = refused(&miner, body(v2, &d.bundle)).await;
     assert!(e.contains("unknown spec_version 2"), "{e}");
     let other_sdist = resealed(&|s| {
         if let Source::Pypi { sha256, .. } = &mut s.source {
             *sha256 = "0".repeat(64);
         }
     });
-    let e = refused(&m, &other_sdist, &d.bundle).await;
+    let e = refused(&miner, body(other_sdist, &d.bundle)).await;
     assert!(e.contains("sdist sha256 mismatch"), "{e}");
     // A requirement that exists only as an sdist whose setup.py writes on the host.
     let sdist_only = resealed(&|s| {
@@ -239,15 +267,15 @@ async fn tampered_and_hostile_descriptions_are_refused_and_the_miner_keeps_servi
             sha256: "1".repeat(64),
         })
     });
-    let e = refused(&m, &sdist_only, &d.bundle).await;
-    assert!(e.starts_with("wheels:"), "{e}");
+    let e = refused(&miner, body(sdist_only, &d.bundle)).await;
+    assert!(e.contains("empty patch: wheels:"), "{e}");
     let url_req = resealed(&|s| {
         s.environment.wheels = vec![WheelPin {
             filename: format!("evil @ {}/files/evil-1.0-py3-none-any.whl", idx.url),
             sha256: "1".repeat(64),
         }]
     });
-    let e = refused(&m, &url_req, &d.bundle).await;
+    let e = refused(&miner, body(url_req, &d.bundle)).await;
     assert!(e.contains("direct URL"), "{e}");
     let mut tar = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();
@@ -262,7 +290,7 @@ async fn tampered_and_hostile_descriptions_are_refused_and_the_miner_keeps_servi
             bytes: linked.len() as u64,
         }
     });
-    let e = refused(&m, &link_out, &linked).await;
+    let e = refused(&miner, body(link_out, &linked)).await;
     assert!(e.contains("links are not allowed"), "{e}");
     assert!(!marker.exists(), "the hostile setup.py ran on the host");
     assert!(
@@ -277,34 +305,7 @@ async fn tampered_and_hostile_descriptions_are_refused_and_the_miner_keeps_servi
 
     // The miner: a tampered task gets an empty patch; the next, good one is solved.
     remove_image(&tag);
-    let miner = agentao::neurons::miner::Miner {
-        engine: engine.clone(),
-        llm: agentao::llm::LlmClient::new(agentao::llm::LlmConfig::new(
-            &format!("{}/v1", model.url),
-            "gpt-4o-mini",
-        )),
-        agent: agentao::agent::AgentConfig {
-            max_steps: 4,
-            run_id: run.clone(),
-            ..agentao::agent::AgentConfig::default()
-        },
-        store: mcache.path().join("no-tasks.db"),
-        model_server: None,
-        repair: None,
-        materializer: Some(std::sync::Arc::new(m)),
-    };
-    let body = |spec: serde_json::Value, bundle: &[u8]| agentao::subnet::CodingTask {
-        repo: format!("pypi:tinycalc=={version}"),
-        problem_statement: d.spec.problem_statement.clone(),
-        task_id: d.spec.instance_id.clone(),
-        spec_hash: spec["hash"].as_str().unwrap().to_owned(),
-        spec: Some(spec),
-        bundle: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bundle),
-        time_limit: 600.0,
-        ..Default::default()
-    };
     let tampered = miner.answer(body(wire.clone(), &flipped)).await.unwrap();
-    assert_eq!(tampered.patch.as_deref(), Some(""));
     assert_eq!(tampered.spec_hash, "", "nothing was worked on");
     let mut unsigned = body(wire.clone(), &d.bundle);
     unsigned.spec_hash = "f".repeat(64);

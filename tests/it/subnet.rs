@@ -2,7 +2,7 @@
 //! dendrite calls our axon, our dendrite calls a Python axon, keys and signatures cross both
 //! ways; and bad requests are refused before any handler runs.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -11,7 +11,7 @@ use agentao::subnet::{
     Axon, AxonConfig, AxonTarget, CodingTask, Dendrite, Keypair, Metagraph, Neuron, Wallet,
 };
 
-use crate::support::bittensor;
+use crate::support::{sdk_axon, sdk_hotkey, sdk_json};
 
 const PRELUDE: &str = r#"
 import json, sys, time, typing
@@ -73,12 +73,9 @@ pub(crate) async fn our_axon(
 
 #[tokio::test]
 async fn a_python_dendrite_calls_our_axon() {
-    let python = bittensor().await;
     let dir = tempfile::tempdir().unwrap();
     // The Python side's wallet, written by us in the SDK's keyfile format.
-    let caller = Wallet::new(dir.path(), "validator", "default")
-        .create_hotkey()
-        .unwrap();
+    let caller = sdk_hotkey(dir.path(), "validator");
     let (ours, _) = Keypair::generate();
     let metagraph = Metagraph {
         netuid: 62,
@@ -95,24 +92,8 @@ r = d.query(info, CodingTask(repo="pypi/idna", problem_statement="fix it"), time
 print(json.dumps({{"patch": r.patch, "status": r.axon.status_code, "message": r.axon.status_message, "agent": r.agent_name}}))
 "#
     );
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .args(["-c", &script])
-            .arg(dir.path())
-            .arg(caller.ss58())
-            .arg(ours.ss58())
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = String::from_utf8_lossy(&out.stdout);
-    let got: serde_json::Value = serde_json::from_str(line.lines().last().unwrap()).unwrap();
+    let args = vec![dir.path().display().to_string(), caller.ss58(), ours.ss58()];
+    let got = sdk_json(script, args).await;
     assert_eq!(got["status"], 200, "{got}");
     assert_eq!(got["patch"], "patch for pypi/idna");
     assert_eq!(got["agent"], "agentao-test");
@@ -122,11 +103,8 @@ print(json.dumps({{"patch": r.patch, "status": r.axon.status_code, "message": r.
 
 #[tokio::test]
 async fn our_dendrite_calls_a_python_axon() {
-    let python = bittensor().await;
     let dir = tempfile::tempdir().unwrap();
-    let miner = Wallet::new(dir.path(), "miner", "default")
-        .create_hotkey()
-        .unwrap();
+    let miner = sdk_hotkey(dir.path(), "miner");
     let port = free_port();
     let script = format!(
         r#"{PRELUDE}
@@ -142,25 +120,13 @@ print("ready", flush=True)
 time.sleep(120)
 "#
     );
-    let mut child = Command::new(python)
-        .args(["-c", &script])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait for the port.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the Python axon did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let mut child = sdk_axon(
+        &script,
+        &[std::ffi::OsStr::new(&dir.path())],
+        port,
+        Stdio::piped(),
+    )
+    .await;
     let (me, _) = Keypair::generate();
     let dendrite = Dendrite::new(me);
     let target = AxonTarget {
@@ -343,28 +309,6 @@ pub(crate) const AGENTAO: &str = concat!(
     include_str!("../../src/cli/bench/coding_task.py"),
 );
 
-/// Runs a Python script (the SDK's venv) with `args`; asserts it succeeded and returns its last
-/// stdout line as JSON.
-pub(crate) async fn python_json(script: String, args: Vec<String>) -> serde_json::Value {
-    let python = bittensor().await;
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .args(["-c", &script])
-            .args(args)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(text.lines().last().unwrap_or("")).unwrap()
-}
-
 /// A validator wallet for the Python side, and our axon that lets it in.
 async fn axon_for_python(
     cfg: AxonConfig,
@@ -417,7 +361,7 @@ print(json.dumps({{"runs": runs, "first": first,
     "forged": [forged.status_code, forged.json()["message"]]}}))
 "#
     );
-    let got = python_json(script, vec![dir.path().display().to_string(), ours.ss58()]).await;
+    let got = sdk_json(script, vec![dir.path().display().to_string(), ours.ss58()]).await;
     server.abort();
     for (i, run) in got["runs"].as_array().unwrap().iter().enumerate() {
         let answers = run.as_array().unwrap();
@@ -491,7 +435,7 @@ out["unknown"] = [r.status_code, r.headers.get("content-type"), r.json()["messag
 print(json.dumps(out))
 "#
     );
-    let got = python_json(script, vec![dir.path().display().to_string(), ours.ss58()]).await;
+    let got = sdk_json(script, vec![dir.path().display().to_string(), ours.ss58()]).await;
     server.abort();
     assert_eq!(got["big"][0], 413, "{got}");
     assert_eq!(got["big"][1], 413, "{got}");

@@ -244,3 +244,133 @@ pub fn readable_lines(stderr: &[u8]) -> Vec<String> {
         })
         .collect()
 }
+
+/// A shared buffer the captured log is written into.
+#[derive(Clone, Default)]
+pub struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    /// What was logged so far, one event a line.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `f` with its log (INFO and up, plain text, one event a line) captured: every event
+/// logged while `f` is polled, as a neuron logs it, and nothing of other tests.
+pub async fn logged<F: std::future::Future>(f: F) -> (F::Output, String) {
+    use tracing::instrument::WithSubscriber as _;
+    let buffer = LogBuffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || writer.clone())
+        .finish();
+    let out = f.with_subscriber(subscriber).await;
+    (out, buffer.text())
+}
+
+/// The lines of `log` at WARN or above.
+pub fn warnings(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect()
+}
+
+/// A hotkey written in the SDK's keyfile layout under `dir` (wallet `name`, hotkey `default`).
+pub fn sdk_hotkey(dir: &std::path::Path, name: &str) -> agentao::subnet::Keypair {
+    agentao::subnet::Wallet::new(dir, name, "default")
+        .create_hotkey()
+        .unwrap()
+}
+
+/// Waits up to a minute for something to listen on `port` on loopback.
+pub async fn wait_for_port(port: u16, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(std::time::Instant::now() < deadline, "{what} did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Starts the SDK's Python running `script` (an axon on `port`) with `args`, stderr dropped
+/// and stdout as `stdout`; returns once the axon listens.
+pub async fn sdk_axon(
+    script: &str,
+    args: &[&std::ffi::OsStr],
+    port: u16,
+    stdout: std::process::Stdio,
+) -> std::process::Child {
+    let child = Command::new(bittensor().await)
+        .args(["-c", script])
+        .args(args)
+        .stdout(stdout)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port, "the Python axon").await;
+    child
+}
+
+/// Runs a script in the SDK's Python with `args`; asserts it succeeded and returns its last
+/// stdout line as JSON.
+pub async fn sdk_json(script: String, args: Vec<String>) -> serde_json::Value {
+    let python = bittensor().await;
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .args(["-c", &script])
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("")).unwrap()
+}
+
+/// A miner whose agent (4 steps) talks to the scripted model at `model_url`, with `store` as
+/// its task store and `materializer` for tasks that travel.
+pub fn scripted_miner(
+    engine: &Engine,
+    model_url: &str,
+    run: &str,
+    store: std::path::PathBuf,
+    materializer: Option<std::sync::Arc<agentao::materialize::Materializer>>,
+) -> agentao::neurons::miner::Miner {
+    agentao::neurons::miner::Miner {
+        engine: engine.clone(),
+        llm: agentao::llm::LlmClient::new(agentao::llm::LlmConfig::new(
+            &format!("{model_url}/v1"),
+            "gpt-4o-mini",
+        )),
+        agent: agentao::agent::AgentConfig {
+            max_steps: 4,
+            run_id: run.to_owned(),
+            ..agentao::agent::AgentConfig::default()
+        },
+        store,
+        model_server: None,
+        repair: None,
+        materializer,
+    }
+}

@@ -6,14 +6,16 @@ use std::process::Command;
 use std::time::Duration;
 
 use agentao::materialize::{MaterializeConfig, Materializer};
-use agentao::neurons::miner::Miner;
-use agentao::subnet::{Axon, AxonConfig, Keypair, Metagraph, Wallet};
+use agentao::subnet::{Axon, AxonConfig, Keypair, Metagraph};
 use agentao::tasks::TaskStore;
 
 use crate::materialize::{at_version, describe, index, remove_image};
 use crate::round::task_and_model;
-use crate::subnet::{ORIGINAL, neuron, python_json};
-use crate::support::{assert_no_containers, base_image, engine, run_id};
+use crate::subnet::{ORIGINAL, neuron};
+use crate::support::{
+    assert_no_containers, base_image, engine, run_id, scripted_miner, sdk_axon, sdk_hotkey,
+    sdk_json,
+};
 
 /// Seconds of the miner's `materialised (<kind>)` log lines (JSON logs).
 fn materialised(log: &str, kind: &str) -> Vec<f64> {
@@ -209,9 +211,7 @@ async fn an_sdk_dendrite_with_the_original_fields_gets_a_patch_from_the_cloned_r
     let run = run_id("original");
     let dir = tempfile::tempdir().unwrap();
     buggy_repository(&dir.path().join("git/acme/tinycalc"), &task.bug_patch);
-    let caller = Wallet::new(dir.path(), "validator", "default")
-        .create_hotkey()
-        .unwrap();
+    let caller = sdk_hotkey(dir.path(), "validator");
     let (ours, _) = Keypair::generate();
     let metagraph = Metagraph {
         netuid: 62,
@@ -224,22 +224,13 @@ async fn an_sdk_dendrite_with_the_original_fields_gets_a_patch_from_the_cloned_r
             ..MaterializeConfig::new(&dir.path().join("cache"))
         },
     );
-    let miner = Miner {
-        engine: engine.clone(),
-        llm: agentao::llm::LlmClient::new(agentao::llm::LlmConfig::new(
-            &format!("{}/v1", model.url),
-            "gpt-4o-mini",
-        )),
-        agent: agentao::agent::AgentConfig {
-            max_steps: 4,
-            run_id: run.clone(),
-            ..agentao::agent::AgentConfig::default()
-        },
-        store: dir.path().join("none.db"),
-        model_server: None,
-        repair: None,
-        materializer: Some(std::sync::Arc::new(materializer)),
-    };
+    let miner = scripted_miner(
+        &engine,
+        &model.url,
+        &run,
+        dir.path().join("none.db"),
+        Some(std::sync::Arc::new(materializer)),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = miner
@@ -257,7 +248,7 @@ for repo in ["acme/tinycalc", "acme/missing"]:
 print(json.dumps(out))
 "#
     );
-    let got = python_json(
+    let got = sdk_json(
         script,
         vec![
             dir.path().display().to_string(),
@@ -354,11 +345,8 @@ fn the_export_withholds_the_answers_of_tasks_in_rotation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_description_round_trips_through_a_python_axon() {
     use agentao::subnet::{AxonTarget, CodingTask, Dendrite};
-    let python = crate::support::bittensor().await;
     let dir = tempfile::tempdir().unwrap();
-    let miner = Wallet::new(dir.path(), "miner", "default")
-        .create_hotkey()
-        .unwrap();
+    let miner = sdk_hotkey(dir.path(), "miner");
     let port = crate::subnet::free_port();
     let script = format!(
         r#"{}
@@ -373,24 +361,13 @@ time.sleep(120)
 "#,
         crate::subnet::AGENTAO
     );
-    let mut child = Command::new(python)
-        .args(["-c", &script])
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the Python axon did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let mut child = sdk_axon(
+        &script,
+        &[std::ffi::OsStr::new(&dir.path())],
+        port,
+        std::process::Stdio::null(),
+    )
+    .await;
     let spec =
         serde_json::json!({"spec_version": 1, "hash": "ab".repeat(32), "nested": {"a": [1, 2]}});
     let task = CodingTask {
@@ -475,7 +452,7 @@ async fn an_answer_for_another_description_is_recorded_as_invalid() {
         },
         time_limit: Duration::from_secs(60),
         judge: None,
-        describer: Some(forge),
+        describer: Some(agentao::neurons::validator::Describer::new(forge)),
         forecasts: None,
     };
     let mut miner = neuron(1, &ours.ss58(), false, 0.0);

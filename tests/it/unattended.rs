@@ -388,6 +388,7 @@ async fn a_chain_failing_three_times_then_recovering_does_not_stop_the_validator
             give_up_after: give_up,
         },
         report: Box::new(|_| {}),
+        serve_bundles: None,
     };
     let signer = Some(key.clone());
     let cfg = config(

@@ -9,14 +9,14 @@ use agentao::dataset::RecordStore;
 use agentao::eval::{EvalConfig, Outcome};
 use agentao::neurons::forecast::{ForecastBook, Forecasting};
 use agentao::neurons::validator::{AnswerOutcome, EMA_ALPHA, Scores, Validator};
-use agentao::subnet::{CallFailure, Dendrite, Keypair, Neuron, Wallet};
+use agentao::subnet::{CallFailure, Dendrite, Keypair, Neuron};
 use agentao::tasks::{Task, TaskStore};
 
 use crate::axon_limits::hostile_axon;
 use crate::forge::forged_tinycalc;
 use crate::subnet::{ORIGINAL, free_port};
 use crate::support::{
-    Response, TestServer, assert_no_containers, base_image, bittensor, engine, run_id,
+    Response, TestServer, assert_no_containers, base_image, engine, run_id, sdk_axon, sdk_hotkey,
 };
 
 fn miner(uid: u16, hotkey: &str, port: u16) -> Neuron {
@@ -44,12 +44,9 @@ async fn a_validator_round_scores_an_original_protocol_miner_and_records_failure
         .next()
         .expect("a forged task");
     let engine = engine().await;
-    let python = bittensor().await;
     let run = run_id("validator-original");
     let dir = tempfile::tempdir().unwrap();
-    let key = Wallet::new(dir.path(), "miner", "default")
-        .create_hotkey()
-        .unwrap();
+    let key = sdk_hotkey(dir.path(), "miner");
     let gold = dir.path().join("gold.diff");
     std::fs::write(&gold, &task.patch).unwrap();
     let port = free_port();
@@ -67,28 +64,19 @@ ax.start()
 time.sleep(600)
 "#
     );
-    let mut child = Command::new(python)
-        .args(["-c", &script])
-        .arg(dir.path())
-        .arg(&gold)
-        // A forged task's `repo` on the wire names its release (issue 16).
-        .arg(format!("pypi:{}=={}", task.package, task.pypi_version))
-        .arg(&task.problem_statement)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the Python axon did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let mut child = sdk_axon(
+        &script,
+        &[
+            std::ffi::OsStr::new(&dir.path()),
+            std::ffi::OsStr::new(&gold),
+            // A forged task's `repo` on the wire names its release (issue 16).
+            std::ffi::OsStr::new(&format!("pypi:{}=={}", task.package, task.pypi_version)),
+            std::ffi::OsStr::new(&task.problem_statement),
+        ],
+        port,
+        Stdio::null(),
+    )
+    .await;
     let garbage =
         TestServer::start(|_| Response::new(200, "text/html", "<html>not a synapse</html>")).await;
     let garbage_port: u16 = garbage.url.rsplit(':').next().unwrap().parse().unwrap();
@@ -348,8 +336,7 @@ async fn python_miner(
     patch_file: &std::path::Path,
     port: u16,
 ) -> (std::process::Child, String) {
-    let python = bittensor().await;
-    let key = Wallet::new(dir, name, "default").create_hotkey().unwrap();
+    let key = sdk_hotkey(dir, name);
     let script = format!(
         r#"{ORIGINAL}
 w = bt.Wallet(name=sys.argv[2], hotkey="default", path=sys.argv[1])
@@ -363,26 +350,17 @@ ax.start()
 time.sleep(600)
 "#
     );
-    let child = Command::new(python)
-        .args(["-c", &script])
-        .arg(dir)
-        .arg(name)
-        .arg(patch_file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the Python axon did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let child = sdk_axon(
+        &script,
+        &[
+            std::ffi::OsStr::new(&dir),
+            std::ffi::OsStr::new(&name),
+            std::ffi::OsStr::new(&patch_file),
+        ],
+        port,
+        Stdio::null(),
+    )
+    .await;
     (child, key.ss58())
 }
 

@@ -9,6 +9,7 @@ use super::{AnswerOutcome, Ledger, MinerResult, Validator, ValidatorError};
 use crate::forge::Forge;
 use crate::subnet::{CallResult, CodingTask, Neuron};
 use crate::tasks::Task;
+use crate::tasks::spec::Workspace;
 
 impl AnswerOutcome {
     /// An answer echoing the hash of another description than the one sent.
@@ -52,23 +53,25 @@ impl Validator {
     }
 
     /// The synapse with the task's portable description and its inline bundle, when the
-    /// describer can make them (a bundle over the inline cap is left out: the miner refuses
-    /// the task). Falls back to [`Validator::synapse_for`] with a log line.
+    /// describer can make them (a bundle over the inline cap is left out and put on the
+    /// describer's shelf, for the miner to fetch from this validator's axon). Falls back to [`Validator::synapse_for`] with a log line.
     pub async fn described_synapse(&self, task: &Task) -> CodingTask {
         let mut body = self.synapse_for(task);
-        let Some(cfg) = &self.describer else {
+        let Some(describer) = &self.describer else {
             return body;
         };
-        let described = match Forge::new(&self.engine, cfg.clone()) {
+        let described = match Forge::new(&self.engine, describer.forge.clone()) {
             Ok(forge) => forge.describe(task, body.time_limit).await,
             Err(e) => Err(e.into()),
         };
         match described {
             Ok(d) => {
-                if d.bundle.len() as u64 <= crate::tasks::bundle::MAX_INLINE_BYTES {
+                if d.bundle.len() as u64 <= describer.inline_cap {
                     body.bundle = base64::engine::general_purpose::STANDARD.encode(&d.bundle);
-                } else {
-                    tracing::warn!(task = %task.instance_id, bytes = d.bundle.len(), "the workspace bundle is over the inline cap; sent without it");
+                } else if let Workspace::Bundle { sha256, .. } = &d.spec.workspace {
+                    describer.shelf.put(sha256, &d.bundle);
+                    tracing::info!(task = %task.instance_id, bytes = d.bundle.len(), cap = describer.inline_cap, %sha256,
+                        "the workspace bundle is over the inline cap; sent without it, served by hash on this validator's axon");
                 }
                 body.spec_hash = d.spec.hash.clone();
                 body.spec = serde_json::to_value(&d.spec).ok();

@@ -24,15 +24,18 @@
 //!
 //! Tasks travel (`described.rs`): the synapse carries the task's portable description and its
 //! bundle, so a miner on another machine can build it; an answer echoing the hash of another
-//! description than the one sent is `invalid_answer`, charged 0 and never evaluated.
+//! description than the one sent is `invalid_answer`, charged 0 and never evaluated. A bundle
+//! over the inline cap is served by sha256 from the validator's axon (`bundles.rs`).
 
+mod bundles;
 mod copies;
 mod described;
 mod run;
 mod scores;
 
+pub use bundles::{BundleShelf, Describer, SHELF_BUNDLES};
 pub use copies::{COPY_SIMILARITY, Copied};
-pub use run::{RoundReport, ValidatorConfig, run};
+pub use run::{BundleServing, RoundReport, ValidatorConfig, run};
 pub use scores::{EMA_ALPHA, Health, Scores};
 
 use std::collections::HashMap;
@@ -46,7 +49,6 @@ use super::forecast::{Forecasting, Prior};
 use super::scoring::{Score, final_score, judged_quality, time_score};
 use crate::dataset::{Record, RecordStore};
 use crate::eval::{EvalConfig, Outcome, Verdict, evaluate};
-use crate::forge::ForgeConfig;
 use crate::llm::judge::{JudgeInput, judge};
 use crate::llm::{Budget, LlmClient};
 use crate::sandbox::Engine;
@@ -164,9 +166,10 @@ pub struct Validator {
     pub time_limit: Duration,
     /// The LLM judge of resolved patches, and dollars it may spend on one.
     pub judge: Option<(LlmClient, f64)>,
-    /// The forge whose caches describe a task for miners on other machines (`spec`, `bundle`).
-    /// Without it, or when a task cannot be described, the synapse names the task only.
-    pub describer: Option<ForgeConfig>,
+    /// Describes a task for miners on other machines (`spec`, `bundle`; a bundle over its
+    /// inline cap is kept on its shelf for the miners to fetch). Without it, or when a task
+    /// cannot be described, the synapse names the task only.
+    pub describer: Option<Describer>,
     /// Cerebro forecasts: asked of the miners before the task goes out, made by the
     /// validator, written into the records and scored apart from the coding score
     /// (`super::forecast`). `None` asks nothing.

@@ -45,6 +45,17 @@ pub struct ValidatorConfig {
     pub retry: Backoff,
     /// Receives each round's report.
     pub report: Box<dyn Fn(&RoundReport<'_>) + Send + Sync>,
+    /// Where bundles over the inline cap are served to miners (`bundles.rs`); `None` serves
+    /// none (a miner then refuses such a task).
+    pub serve_bundles: Option<BundleServing>,
+}
+
+/// The validator's axon for bundles: its key, a bound listener, and the address published on
+/// the chain for miners to reach it at (kept when the chain has it already).
+pub struct BundleServing {
+    pub key: crate::subnet::Keypair,
+    pub listener: tokio::net::TcpListener,
+    pub publish: Option<(std::net::IpAddr, u16)>,
 }
 
 /// What a round did, for the operator: its id, the task, each miner's result and, when
@@ -102,6 +113,64 @@ pub async fn run(
     mut cfg: ValidatorConfig,
     cancel: CancellationToken,
 ) -> Result<(), ValidatorError> {
+    let bundles = match cfg.serve_bundles.take() {
+        Some(b) => serve_bundles(&cfg, b, &cancel).await?,
+        None => None,
+    };
+    let result = rounds(&mut cfg, &cancel, bundles.as_ref().map(|b| &b.1)).await;
+    if let Some((server, _)) = bundles {
+        server.abort();
+    }
+    result
+}
+
+/// Publishes the bundle axon's address (when the chain lacks it) and serves the describer's
+/// shelf on it, with the metagraph the blacklist reads (refreshed every round).
+async fn serve_bundles(
+    cfg: &ValidatorConfig,
+    b: BundleServing,
+    cancel: &CancellationToken,
+) -> Result<Option<(tokio::task::JoinHandle<()>, MetagraphHandle)>, ValidatorError> {
+    let Some(describer) = &cfg.validator.describer else {
+        return Ok(None);
+    };
+    if let Some((ip, port)) = b.publish {
+        let Some(mg) =
+            chain_call("metagraph", &cfg.retry, cancel, || cfg.chain.metagraph()).await?
+        else {
+            return Ok(None);
+        };
+        let known = mg
+            .by_hotkey(&cfg.hotkey)
+            .is_some_and(|n| n.ip == ip.to_string() && n.port == port);
+        if !known
+            && chain_call("serve_axon", &cfg.retry, cancel, || {
+                cfg.chain.serve_axon(&cfg.hotkey, ip, port)
+            })
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        tracing::info!("bundles over the inline cap are served at {ip}:{port}");
+    }
+    let axon = describer.shelf.serve_on(crate::subnet::Axon::new(
+        b.key,
+        Default::default(),
+        super::BundleShelf::axon_config(),
+    ));
+    let handle = axon.metagraph_handle();
+    Ok(Some((axon.serve(b.listener), handle)))
+}
+
+type MetagraphHandle = std::sync::Arc<std::sync::RwLock<crate::subnet::Metagraph>>;
+
+async fn rounds(
+    cfg: &mut ValidatorConfig,
+    cancel: &CancellationToken,
+    bundles: Option<&MetagraphHandle>,
+) -> Result<(), ValidatorError> {
+    let cancel = cancel.clone();
     let mut round = 0u64;
     let mut records_seen = cfg.records.len();
     // Tasks passed over for their kind, so the rotation moves on to the next one.
@@ -126,6 +195,11 @@ pub async fn run(
                 hotkey: cfg.hotkey.clone(),
                 netuid: cfg.netuid,
             }));
+        }
+        if let Some(handle) = bundles
+            && let Ok(mut shared) = handle.write()
+        {
+            *shared = mg.clone();
         }
         let serving: Vec<Neuron> = mg
             .neurons

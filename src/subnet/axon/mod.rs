@@ -52,6 +52,7 @@ pub use serve::Serving;
 use super::chain::Metagraph;
 use super::synapse::{
     AgentCode, CodingTask, Forecast, HASH_OF_NOTHING, PROTOCOL_VERSION, Synapse, SynapseBody,
+    TaskBundle,
     TerminalInfo,
 };
 use super::wallet::{Keypair, verify};
@@ -145,6 +146,7 @@ struct Inner {
     coding: Option<Handler<CodingTask>>,
     forecast: Option<Handler<Forecast>>,
     agent_code: Option<Handler<AgentCode>>,
+    bundles: Option<Handler<TaskBundle>>,
     stats: Arc<AxonStats>,
     /// Cancelled when the axon stops taking requests.
     stop: tokio_util::sync::CancellationToken,
@@ -178,6 +180,7 @@ impl Axon {
                 coding: None,
                 forecast: None,
                 agent_code: None,
+                bundles: None,
                 stats: Arc::new(AxonStats::default()),
                 stop: Default::default(),
                 force: Default::default(),
@@ -234,6 +237,22 @@ impl Axon {
         self
     }
 
+            },
+    /// Serves `TaskBundle` with `f`, which may answer with an error status (404: unknown).
+    pub fn task_bundle<F, Fut>(mut self, f: F) -> Axon
+    where
+        F: Fn(Synapse<TaskBundle>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<TaskBundle, HandlerError>> + Send + 'static,
+    {
+        self.inner.bundles = Some(Arc::new(move |s| Box::pin(f(s))));
+        self
+    }
+
+    /// The axon's own key (a neuron signs its requests with the key it serves under).
+    pub fn keypair(&self) -> &Keypair {
+        &self.inner.keypair
+    }
+
     /// The metagraph the blacklist reads; replace its contents to follow the chain.
     pub fn metagraph_handle(&self) -> Arc<RwLock<Metagraph>> {
         self.inner.metagraph.clone()
@@ -277,6 +296,9 @@ async fn dispatch(
         "AgentCode" => match state.agent_code.clone() {
             Some(h) => handle(&state, &headers, body, h, started).await,
             None => Err(Refusal(404, "synapse AgentCode is not served here".into())),
+        "TaskBundle" => match state.bundles.clone() {
+            Some(h) => handle(&state, &headers, body, h, started).await,
+            None => Err(Refusal(404, "synapse TaskBundle is not served here".into())),
         },
         other => Err(Refusal(404, format!("unknown synapse {other:?}"))),
     };
