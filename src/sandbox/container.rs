@@ -495,9 +495,11 @@ pub(super) async fn create_started(
             memory_swap: Some(memory),
             nano_cpus: Some((limits.cpus * 1e9) as i64),
             pids_limit: Some(limits.pids),
-            network_mode: Some(spec.network.clone().unwrap_or_else(|| {
-                if limits.network { "bridge" } else { "none" }.to_owned()
-            })),
+            network_mode: Some(
+                spec.network
+                    .clone()
+                    .unwrap_or_else(|| if limits.network { "bridge" } else { "none" }.to_owned()),
+            ),
             cap_drop: Some(vec!["ALL".to_owned()]),
             security_opt: Some(vec!["no-new-privileges".to_owned()]),
             init: Some(true),

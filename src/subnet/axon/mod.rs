@@ -52,8 +52,7 @@ pub use serve::Serving;
 use super::chain::Metagraph;
 use super::synapse::{
     AgentCode, CodingTask, Forecast, HASH_OF_NOTHING, PROTOCOL_VERSION, Synapse, SynapseBody,
-    TaskBundle,
-    TerminalInfo,
+    TaskBundle, TerminalInfo,
 };
 use super::wallet::{Keypair, verify};
 
@@ -237,7 +236,6 @@ impl Axon {
         self
     }
 
-            },
     /// Serves `TaskBundle` with `f`, which may answer with an error status (404: unknown).
     pub fn task_bundle<F, Fut>(mut self, f: F) -> Axon
     where
@@ -296,6 +294,7 @@ async fn dispatch(
         "AgentCode" => match state.agent_code.clone() {
             Some(h) => handle(&state, &headers, body, h, started).await,
             None => Err(Refusal(404, "synapse AgentCode is not served here".into())),
+        },
         "TaskBundle" => match state.bundles.clone() {
             Some(h) => handle(&state, &headers, body, h, started).await,
             None => Err(Refusal(404, "synapse TaskBundle is not served here".into())),
