@@ -50,9 +50,9 @@ use nonces::NonceBook;
 pub use serve::Serving;
 
 use super::chain::Metagraph;
+use super::exchanges::{AgentCode, Forecast, TaskBundle};
 use super::synapse::{
-    AgentCode, CodingTask, Forecast, HASH_OF_NOTHING, PROTOCOL_VERSION, Synapse, SynapseBody,
-    TaskBundle, TerminalInfo,
+    CodingTask, HASH_OF_NOTHING, PROTOCOL_VERSION, Synapse, SynapseBody, TerminalInfo,
 };
 use super::wallet::{Keypair, verify};
 
