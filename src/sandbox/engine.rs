@@ -45,11 +45,14 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Connects to `addr` (a `unix://` path or a plain socket path; the default socket when
-    /// `None`), negotiates the API version down to the engine's, and pings it.
+    /// Connects to `addr` (a `unix://` path or a plain socket path; when `None`, `DOCKER_HOST`
+    /// as the docker CLI reads it, else the default socket), negotiates the API version down
+    /// to the engine's, and pings it.
     pub async fn connect(addr: Option<&str>) -> Result<Engine, SandboxError> {
+        let from_env = std::env::var("DOCKER_HOST").ok();
         let addr = addr
             .filter(|a| !a.is_empty())
+            .or(from_env.as_deref().filter(|a| !a.is_empty()))
             .unwrap_or(DEFAULT_SOCKET)
             .to_owned();
         let unavailable = |reason: String| SandboxError::EngineUnavailable {
