@@ -314,19 +314,27 @@ async fn local_round_with_a_killed_server(
     let port = free_port();
     let (out, err) = (data.path().join("stdout"), data.path().join("stderr"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_agentao"));
-    cmd.args(["local", "--max-steps", "8", "--wall", "240"])
-        .env("AGENTAO_DATA_DIR", data.path())
-        .env("AGENTAO_RUN_ID", &run)
-        .env("AGENTAO_LLM_PORT", port.to_string())
-        .env("AGENTAO_LOG_FORMAT", "json")
-        .env("AGENTAO_CACHE_DIR", cache)
-        .env_remove("OPENAI_API_KEY")
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("AGENTAO_MODEL")
-        .env_remove("AGENTAO_SUBTENSOR_NETWORK")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap());
+    // Only the agent's miner: the repair baseline's miner beside it needs no model.
+    cmd.args([
+        "local",
+        "--no-repair-miner",
+        "--max-steps",
+        "8",
+        "--wall",
+        "240",
+    ])
+    .env("AGENTAO_DATA_DIR", data.path())
+    .env("AGENTAO_RUN_ID", &run)
+    .env("AGENTAO_LLM_PORT", port.to_string())
+    .env("AGENTAO_LOG_FORMAT", "json")
+    .env("AGENTAO_CACHE_DIR", cache)
+    .env_remove("OPENAI_API_KEY")
+    .env_remove("OPENAI_BASE_URL")
+    .env_remove("AGENTAO_MODEL")
+    .env_remove("AGENTAO_SUBTENSOR_NETWORK")
+    .stdin(Stdio::null())
+    .stdout(std::fs::File::create(&out).unwrap())
+    .stderr(std::fs::File::create(&err).unwrap());
     let mut child = cmd.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
