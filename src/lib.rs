@@ -48,6 +48,7 @@ pub mod forge;
 pub mod git;
 pub mod github;
 pub mod jsonl;
+pub mod likeness;
 pub mod llm;
 pub mod materialize;
 pub mod neurons;

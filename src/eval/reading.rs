@@ -462,22 +462,7 @@ pub fn fingerprint(patch: &str) -> Vec<String> {
     seq
 }
 
-/// How alike two fingerprints are: 2·matching tokens / all tokens, in [0, 1] (1 for equal
-/// sequences; 0 when either is empty).
-pub fn similarity(a: &[String], b: &[String]) -> f64 {
-    if a.is_empty() || b.is_empty() {
-        return 0.0;
-    }
-    if a == b {
-        return 1.0;
-    }
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    let b: Vec<&str> = b.iter().map(String::as_str).collect();
-    let diff = similar::TextDiff::configure()
-        .timeout(std::time::Duration::from_secs(1))
-        .diff_slices(&a, &b);
-    f64::from(diff.ratio())
-}
+pub use crate::likeness::similarity;
 
 #[cfg(test)]
 mod tests;

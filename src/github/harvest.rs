@@ -275,12 +275,16 @@ impl Harvester<'_> {
         Ok(())
     }
 
-    async fn repository(
+    /// A repository's description and its issue listing (issues and pull requests) in `state`
+    /// (`open` or `closed`, since `--since` when given); `None` once a failure is logged as a
+    /// skip.
+    pub(super) async fn listing(
         &self,
         package: &str,
         repo: &RepoRef,
+        state: &str,
         report: &mut HarvestReport,
-    ) -> Result<(), ForgeError> {
+    ) -> Result<Option<(RepoInfo, Vec<IssueItem>)>, ForgeError> {
         let full = repo.full_name();
         let base = format!("/repos/{}/{}", repo.owner, repo.name);
         let info: RepoInfo = match self
@@ -290,15 +294,34 @@ impl Harvester<'_> {
             .and_then(|f| f.json(&base))
         {
             Ok(i) => i,
-            Err(e) => return self.skip(report, package, &full, "", format!("repository: {e}")),
+            Err(e) => {
+                self.skip(report, package, &full, "", format!("repository: {e}"))?;
+                return Ok(None);
+            }
         };
-        let mut listing = format!("{base}/issues?state=closed&per_page=100&direction=asc");
+        let mut listing = format!("{base}/issues?state={state}&per_page=100&direction=asc");
         if let Some(since) = &self.cfg.since {
             listing.push_str(&format!("&since={}", since_timestamp(since)));
         }
-        let items: Vec<IssueItem> = match self.client.paginate(&listing, self.cfg.max_pages).await {
-            Ok(items) => items,
-            Err(e) => return self.skip(report, package, &full, "", format!("issue listing: {e}")),
+        match self.client.paginate(&listing, self.cfg.max_pages).await {
+            Ok(items) => Ok(Some((info, items))),
+            Err(e) => {
+                self.skip(report, package, &full, "", format!("issue listing: {e}"))?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn repository(
+        &self,
+        package: &str,
+        repo: &RepoRef,
+        report: &mut HarvestReport,
+    ) -> Result<(), ForgeError> {
+        let full = repo.full_name();
+        let base = format!("/repos/{}/{}", repo.owner, repo.name);
+        let Some((info, items)) = self.listing(package, repo, "closed", report).await? else {
+            return Ok(());
         };
         let issues: BTreeMap<u64, &IssueItem> = items
             .iter()

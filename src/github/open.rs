@@ -15,10 +15,7 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
-use super::client::JSON;
-use super::harvest::{
-    HarvestReport, Harvester, IssueItem, Refusal, RepoInfo, now, plain, since_timestamp,
-};
+use super::harvest::{HarvestReport, Harvester, IssueItem, Refusal, RepoInfo, now, plain};
 use super::pypi::RepoRef;
 use crate::forge::ForgeError;
 use crate::forge::baseline::take_baseline;
@@ -50,22 +47,8 @@ impl Harvester<'_> {
     ) -> Result<(), ForgeError> {
         let full = repo.full_name();
         let base = format!("/repos/{}/{}", repo.owner, repo.name);
-        let info: RepoInfo = match self
-            .client
-            .get(&base, JSON)
-            .await
-            .and_then(|f| f.json(&base))
-        {
-            Ok(i) => i,
-            Err(e) => return self.skip(report, package, &full, "", format!("repository: {e}")),
-        };
-        let mut listing = format!("{base}/issues?state=open&per_page=100&direction=asc");
-        if let Some(since) = &self.cfg.since {
-            listing.push_str(&format!("&since={}", since_timestamp(since)));
-        }
-        let items: Vec<IssueItem> = match self.client.paginate(&listing, self.cfg.max_pages).await {
-            Ok(items) => items,
-            Err(e) => return self.skip(report, package, &full, "", format!("issue listing: {e}")),
+        let Some((info, items)) = self.listing(package, repo, "open", report).await? else {
+            return Ok(());
         };
         let issues: Vec<&IssueItem> = items.iter().filter(|i| i.pull_request.is_none()).collect();
         info!(repo = %full, items = items.len(), open_issues = issues.len(), "harvest --open: listing read");

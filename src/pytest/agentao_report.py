@@ -215,8 +215,15 @@ def _make_integrity_check(write, touched):
     """A check that reports any watched module or class entry replaced since load."""
     import importlib
 
-    def entries():
-        out = {}
+    # Each watched namespace (a module, or a class defined in it) with its entries at arming
+    # time: `(label, live namespace, {key: value})`. A check walks these without allocating,
+    # so it costs the same at the thousandth test as at the first (building a fresh copy on
+    # every check fed the garbage collector enough to make long runs many times slower).
+    spaces = []
+    missing = object()
+    reported = set()
+
+    def arm():
         for name in _WATCHED_MODULES:
             module = sys.modules.get(name)
             if module is None:
@@ -224,21 +231,24 @@ def _make_integrity_check(write, touched):
                     module = importlib.import_module(name)
                 except ImportError:
                     continue
-            for k, v in list(vars(module).items()):
-                if k in _VOLATILE:
-                    continue
-                out[(name, k)] = v
+            namespace = vars(module)
+            found = [(name, namespace)]
+            for k, v in list(namespace.items()):
                 if isinstance(v, type) and getattr(v, "__module__", None) == name:
-                    for ck, cv in list(vars(v).items()):
-                        if ck not in _VOLATILE:
-                            out[(f"{name}.{k}", ck)] = cv
-        return out
+                    found.append((f"{name}.{k}", vars(v)))
+            for label, ns in found:
+                spaces.append((label, ns, {k: v for k, v in list(ns.items()) if k not in _VOLATILE}))
 
-    original = {}
-    reported = set()
-
-    def arm():
-        original.update(entries())
+    def changed(ns, before):
+        get = ns.get
+        for k, v in before.items():
+            if get(k, missing) is not v:
+                return True
+        volatile = 0
+        for k in _VOLATILE:
+            if k in ns:
+                volatile += 1
+        return len(ns) - volatile != len(before)
 
     import sysconfig
     import types
@@ -307,9 +317,28 @@ def _make_integrity_check(write, touched):
     def watch_session(pm, items):
         session_state["pm"] = pm
         session_state["impls"] = hookimpls(pm)
-        session_state["items"] = [(item, dict(vars(item))) for item in items]
+        by_id = {}
+        for item in items:
+            by_id.setdefault(item.nodeid, []).append((item, dict(vars(item))))
+        session_state["items"] = by_id
 
-    def check_session():
+    def check_item(item, before):
+        now = vars(item)
+        for k, v in list(now.items()):
+            old = before.get(k, before)
+            if old is v or (id(item), k) in reported:
+                continue
+            if (k in item_methods and k not in before and k != "_obj") or (
+                old is not before and k in item_methods and foreign(v)
+            ) or (callable(v) and foreign(v) and k not in ("_obj", "obj")):
+                reported.add((id(item), k))
+                write({"t": "tamper", "why": f"{item.nodeid}.{k} was set during the run"})
+
+    def check_session(nodeid=None):
+        """Hook implementations, and the items: all of them, or only those of `nodeid` (the
+        test whose phase is being reported: a change made to it earlier shows no later than
+        its setup report, before its call runs; a sweep of all items on every report made a
+        run quadratic in its number of tests)."""
         pm = session_state.get("pm")
         if pm is None:
             return
@@ -333,36 +362,40 @@ def _make_integrity_check(write, touched):
             reported.add(key)
             where = code_file(impl.function) or repr(impl.function)
             write({"t": "tamper", "why": f"a {key[0]} implementation from {where} was registered during the run"})
-        for item, before in session_state["items"]:
-            now = vars(item)
-            for k, v in list(now.items()):
-                old = before.get(k, before)
-                if old is v or (id(item), k) in reported:
-                    continue
-                if (k in item_methods and k not in before and k != "_obj") or (
-                    old is not before and k in item_methods and foreign(v)
-                ) or (callable(v) and foreign(v) and k not in ("_obj", "obj")):
-                    reported.add((id(item), k))
-                    write({"t": "tamper", "why": f"{item.nodeid}.{k} was set during the run"})
+        items = session_state["items"]
+        if nodeid is None:
+            watched = [e for entries in items.values() for e in entries]
+        else:
+            watched = items.get(nodeid, ())
+        for item, before in watched:
+            check_item(item, before)
 
-    def check():
-        check_session()
-        if not original:
-            return
-        now = entries()
-        for where, value in now.items():
-            before = original.get(where, original)
-            if before is value or where in reported or not foreign(value):
+    def check(nodeid=None):
+        check_session(nodeid)
+        for label, ns, before in spaces:
+            if not changed(ns, before):
                 continue
-            reported.add(where)
-            what = "added" if before is original else "replaced"
-            write({"t": "tamper", "why": f"{where[0]}.{where[1]} was {what} during the run"})
-        for where in original.keys() - now.keys():
-            if where not in reported and callable(original[where]):
+            for k, value in list(ns.items()):
+                if k in _VOLATILE:
+                    continue
+                where = (label, k)
+                old = before.get(k, missing)
+                if old is value or where in reported or not foreign(value):
+                    continue
                 reported.add(where)
-                write({"t": "tamper", "why": f"{where[0]}.{where[1]} was removed during the run"})
+                what = "added" if old is missing else "replaced"
+                write({"t": "tamper", "why": f"{label}.{k} was {what} during the run"})
+            for k in before.keys() - ns.keys():
+                where = (label, k)
+                if where not in reported and callable(before[k]):
+                    reported.add(where)
+                    write({"t": "tamper", "why": f"{label}.{k} was removed during the run"})
 
-    return check, arm, watch_session
+    def check_item_of(nodeid):
+        for item, before in session_state.get("items", {}).get(nodeid, ()):
+            check_item(item, before)
+
+    return check, arm, watch_session, check_item_of
 
 
 def _hooks():
@@ -373,13 +406,14 @@ def _hooks():
     import _pytest.reports
 
     write = _make_writer()
-    check, arm, watch_session = (lambda: None), (lambda: None), (lambda pm, items: None)
+    check, arm = (lambda nodeid=None: None), (lambda: None)
+    watch_session, check_item_of = (lambda pm, items: None), (lambda nodeid: None)
     added_file = os.environ.get("AGENTAO_ADDED_FILE", "")
     if added_file:
         added = _added_lines(added_file)
         if added:
             _install_audit_hook(added, write)
-        check, arm, watch_session = _make_integrity_check(write, frozenset(added))
+        check, arm, watch_session, check_item_of = _make_integrity_check(write, frozenset(added))
     write({"t": "start"})
     statvfs = os.statvfs
     test_report = _pytest.reports.TestReport
@@ -420,8 +454,12 @@ def _hooks():
         if kind is not test_report:
             write({"t": "tamper", "why": "a report pytest did not make was handed to the reporter"})
             return
+        # Every phase's report first checks the reported test's item (its setup report
+        # comes before its call runs); the call's also checks the watched modules.
         if report.when == "call":
-            check()
+            check(report.nodeid)
+        else:
+            check_item_of(report.nodeid)
         record = {
             "t": "report",
             "id": _cap(report.nodeid, 4000),

@@ -31,6 +31,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "prompts",
             "config",
             "jsonl",
+            "likeness",
             "telemetry",
             "git",
             "dashboard",
@@ -54,6 +55,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "prompts",
             "config",
             "jsonl",
+            "likeness",
             "telemetry",
         ],
     ),
@@ -80,9 +82,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "agent",
-        &["tasks", "sandbox", "llm", "prompts", "config", "jsonl"],
+        &[
+            "tasks", "sandbox", "llm", "prompts", "config", "jsonl", "likeness",
+        ],
     ),
-    ("eval", &["pytest", "tasks", "sandbox", "config", "jsonl"]),
+    (
+        "eval",
+        &["pytest", "tasks", "sandbox", "config", "jsonl", "likeness"],
+    ),
     ("dataset", &["tasks", "prompts", "config", "jsonl"]),
     // Knows nothing of Docker, tasks or scoring.
     ("subnet", &["prompts", "config", "jsonl"]),
@@ -97,6 +104,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("git", &[]),
     ("config", &[]),
     ("jsonl", &[]),
+    ("likeness", &[]),
     ("telemetry", &[]),
     // Reads the data directory's files itself; knows no other module.
     ("dashboard", &[]),

@@ -483,3 +483,95 @@ async fn a_model_server_that_cannot_restart_makes_the_miner_answer_an_error() {
     let hotkey = run.records[0]["miner_hotkey"].as_str().unwrap();
     assert_eq!(scores["by_hotkey"][hotkey], 0.0, "{scores}");
 }
+
+/// Instructions an x86-64-v3 (AVX2) CPU lacks, as objdump prints them: AVX-512's zmm registers
+/// and opmask operands, AMX's tile registers and tile instructions.
+fn beyond_avx2(line: &str) -> bool {
+    let Some(insn) = line.split('\t').nth(1) else {
+        return false;
+    };
+    let mnemonic = insn.split_whitespace().next().unwrap_or("");
+    insn.contains("%zmm")
+        || insn.contains("%tmm")
+        || (0..8).any(|k| insn.contains(&format!("{{%k{k}}}")) || insn.contains(&format!("%k{k},")))
+        || mnemonic.starts_with("tdpb")
+        || matches!(
+            mnemonic,
+            "ldtilecfg"
+                | "sttilecfg"
+                | "tileloadd"
+                | "tileloaddt1"
+                | "tilestored"
+                | "tilezero"
+                | "tilerelease"
+        )
+}
+
+/// The libraries `llm install` built hold no AVX-512 or AMX instruction, so the one install
+/// runs on any AVX2 CPU, AVX-512/AMX ones included (the crash of issue 14 was native code for
+/// the build machine). Read off the disassembly of every library of the installed package.
+#[tokio::test]
+async fn the_installed_model_server_holds_no_avx512_or_amx_instruction() {
+    let local = installed().await;
+    let venv = local
+        .python()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned();
+    let mut libs: Vec<PathBuf> = Vec::new();
+    for entry in walk(&venv.join("lib")) {
+        let name = entry.file_name().unwrap().to_string_lossy().into_owned();
+        if entry.components().any(|c| c.as_os_str() == "llama_cpp")
+            && name.contains(".so")
+            && !entry.is_symlink()
+        {
+            libs.push(entry);
+        }
+    }
+    assert!(
+        libs.iter()
+            .any(|l| l.to_string_lossy().contains("libggml-cpu")),
+        "no libggml-cpu among {libs:?}"
+    );
+    let mut avx2 = 0usize;
+    for lib in &libs {
+        let out = Command::new("objdump")
+            .args(["-d", "--no-show-raw-insn"])
+            .arg(lib)
+            .output()
+            .expect("objdump (binutils) runs");
+        assert!(out.status.success(), "objdump {}", lib.display());
+        let text = String::from_utf8_lossy(&out.stdout);
+        let found: Vec<&str> = text.lines().filter(|l| beyond_avx2(l)).take(5).collect();
+        assert!(
+            found.is_empty(),
+            "{} holds AVX-512/AMX instructions: {found:?}",
+            lib.display()
+        );
+        avx2 += text.lines().filter(|l| l.contains("%ymm")).count();
+    }
+    // The scan sees vector code: the CPU backend is built with AVX2, not scalar only.
+    assert!(avx2 > 1000, "{avx2} AVX2 instructions");
+    // And the scan itself finds such instructions where they are.
+    assert!(beyond_avx2("  4011a0:\tvpaddd %zmm1,%zmm2,%zmm3"));
+    assert!(beyond_avx2("  4011a0:\ttdpbssd %tmm1,%tmm2,%tmm3"));
+    assert!(!beyond_avx2("  4011a0:\tvpaddd %ymm1,%ymm2,%ymm3"));
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() && !p.is_symlink() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+pub use crate::likeness::similarity;
+
 /// Normalised token similarity at or above which a file is a near copy.
 pub const NEAR_COPY: f64 = 0.98;
 
@@ -152,22 +154,6 @@ pub fn normalised_tokens(source: &str) -> Vec<String> {
         }
     }
     out
-}
-
-/// Similarity in [0, 1] of two token sequences.
-pub fn similarity(a: &[String], b: &[String]) -> f64 {
-    if a.is_empty() || b.is_empty() {
-        return 0.0;
-    }
-    if a == b {
-        return 1.0;
-    }
-    let a: Vec<&str> = a.iter().map(String::as_str).collect();
-    let b: Vec<&str> = b.iter().map(String::as_str).collect();
-    let diff = similar::TextDiff::configure()
-        .timeout(std::time::Duration::from_secs(2))
-        .diff_slices(&a, &b);
-    f64::from(diff.ratio())
 }
 
 /// For each file in submission order, the index of the earlier file it copies (same sha256 or

@@ -4,7 +4,8 @@
 //! came back first (lowest latency; the lower position on a tie) keeps its score; every later
 //! one is a copy of it.
 
-use crate::eval::reading::{fingerprint, similarity};
+use crate::eval::reading::fingerprint;
+use crate::likeness::similarity;
 
 /// Fingerprint similarity at which two patches are one.
 pub const COPY_SIMILARITY: f64 = 0.98;
