@@ -22,12 +22,12 @@ use crate::dataset::RecordStore;
 use crate::eval::EvalConfig;
 use crate::forge::repair::RepairConfig;
 use crate::materialize::{MaterializeConfig, Materializer};
+use crate::neurons::agents::AgentVault;
 use crate::neurons::forecast::{Forecasting, MinerForecaster};
 use crate::neurons::lifecycle::Backoff;
 use crate::neurons::local::TaskSource;
 use crate::neurons::miner::{Miner, MinerConfig};
 use crate::neurons::remote::RemoteKinds;
-use crate::neurons::agents::AgentVault;
 use crate::neurons::validator::{
     AgentsConfig, AgentsReport, BundleServing, Describer, FirstSeen, MinerResult, RoundReport,
     Scores, Validator, ValidatorConfig,
