@@ -86,6 +86,7 @@ fn containers_under(run: &str) -> Vec<String> {
 async fn the_agents_validator_rewards_the_solver_and_not_its_later_copy() {
     let started = Instant::now();
     let task = one_line_task().await;
+    eprintln!("task: {:.0} s", started.elapsed().as_secs_f64());
     let gold = task.patch.clone();
     let model = TestServer::start(move |_| {
         let answer = scripted_answer(&format!("Here:\n```diff\n{gold}```\n"), 2000, 300);
@@ -150,7 +151,9 @@ async fn the_agents_validator_rewards_the_solver_and_not_its_later_copy() {
         &run,
         &model,
     );
+    eprintln!("solver miner up: {:.0} s", started.elapsed().as_secs_f64());
     let (first, stderr) = validate();
+    eprintln!("first run: {:.0} s", started.elapsed().as_secs_f64());
     let solver_sha = agent_hash(SOLVER.as_bytes());
     let copy_sha = agent_hash(COPY.as_bytes());
     assert_eq!(first["agents"].as_array().unwrap().len(), 1, "{first}");
@@ -166,7 +169,12 @@ async fn the_agents_validator_rewards_the_solver_and_not_its_later_copy() {
     // Second run, restarted, with the copier serving the renamed copy.
     let mut copier_miner =
         start_miner(dir.path(), &data, "copier", COPY, copier_port, &run, &model);
-    let (second, _) = validate();
+    eprintln!("copier miner up: {:.0} s", started.elapsed().as_secs_f64());
+    let (second, stderr2) = validate();
+    eprintln!(
+        "second run: {:.0} s\n{stderr2}",
+        started.elapsed().as_secs_f64()
+    );
     for child in [&mut solver_miner, &mut copier_miner] {
         sigterm(child);
         assert_eq!(exit_within(child, 30), Some(0));

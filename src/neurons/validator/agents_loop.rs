@@ -264,9 +264,10 @@ fn submissions(
         let why = match (call.synapse, call.failure) {
             (Some(s), _) if s.body.code.is_none() => "serves no agent".to_owned(),
             (Some(s), _) => {
-                let at = first_seen.at(&n.hotkey, &s.body.code_sha256);
-                match submission_from(&n.hotkey, n.uid, &s.body, at) {
-                    Some(sub) => {
+                // Timed once checked: a false claim of a hash leaves no sighting behind.
+                match submission_from(&n.hotkey, n.uid, &s.body, 0) {
+                    Some(mut sub) => {
+                        sub.submitted_at = first_seen.at(&n.hotkey, &s.body.code_sha256);
                         subs.push(sub);
                         continue;
                     }
