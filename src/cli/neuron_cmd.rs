@@ -377,8 +377,6 @@ pub async fn validator(
         .clone()
         .unwrap_or_else(|| RemoteKinds::default_for(&settings.network));
     printer::status(kinds.describe());
-    let mut forge = forge_config(settings);
-    forge.per_package = 1;
     let serve_bundles = match args.axon_port {
         Some(port) => Some(BundleServing {
             key: key.clone(),
@@ -413,12 +411,7 @@ pub async fn validator(
         store: args.store.open(settings)?,
         records: RecordStore::open(&context::records_path(settings))?,
         scores: Scores::load(&settings.paths().scores()),
-        source: TaskSource {
-            packages: ranking_queue(0),
-            forge,
-            prefer_repair_solved: false,
-            skip_repair_solved_within: args.skip_repair_solved_within,
-        },
+        source: task_source(&args, settings),
         kinds,
         sample: args.sample,
         rounds: args.rounds,
@@ -429,6 +422,19 @@ pub async fn validator(
     };
     let ran = crate::neurons::validator::run(cfg, cancel.clone()).await;
     finish_validator(ran, dashboard, &telemetry, &cancel).await
+}
+
+/// Where a validator's tasks come from: the store, else one task forged per package of the
+/// shipped ranking.
+fn task_source(args: &ValidatorArgs, settings: &Settings) -> TaskSource {
+    let mut forge = forge_config(settings);
+    forge.per_package = 1;
+    TaskSource {
+        packages: ranking_queue(0),
+        forge,
+        prefer_repair_solved: false,
+        skip_repair_solved_within: args.skip_repair_solved_within,
+    }
 }
 
 /// The end of a validator's run: its error, or the dashboard kept open when one was asked.
@@ -460,8 +466,6 @@ async fn agents_config(
     use super::agent_code_cmd::{agents_vault_dir, code_run_config};
     let wall = Duration::from_secs(args.agents_wall);
     let code = code_run_config(&engine, llm, settings, wall).await?;
-    let mut forge = forge_config(settings);
-    forge.per_package = 1;
     let validator_dir = settings.paths().data_dir().join("validator");
     printer::status(format_args!(
         "agents mode: each round runs every miner's submitted agent on {} screening task(s), \
@@ -483,12 +487,7 @@ async fn agents_config(
         store: args.store.open(settings)?,
         records: RecordStore::open(&context::records_path(settings))?,
         scores: Scores::load(&settings.paths().scores()),
-        source: TaskSource {
-            packages: ranking_queue(0),
-            forge,
-            prefer_repair_solved: false,
-            skip_repair_solved_within: args.skip_repair_solved_within,
-        },
+        source: task_source(args, settings),
         screening: args.agents_screening as usize,
         tasks: args.agents_tasks as usize,
         vault: AgentVault::new(&agents_vault_dir(settings)),

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use agentao::agent::code::agent_hash;
 use agentao::neurons::validator::Scores;
@@ -60,11 +60,7 @@ fn start_miner(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "miner {name} never listened");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    crate::support::wait_listening(port, name);
     child
 }
 

@@ -248,11 +248,8 @@ async fn sigterm_to_a_miner_with_a_request_in_flight_refuses_it_cleanly_and_exit
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    crate::support::wait_listening(port, "the miner");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the miner never listened");
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let dendrite = Arc::new(Dendrite::new(validator));
     let target = AxonTarget {
         ip: "127.0.0.1".into(),
