@@ -3,7 +3,8 @@
 //! them over `AgentCode` and runs them on a forged task behind the model proxy (a scripted
 //! model answering the task's fix). The solver, seen first, gets the weight; its renamed copy,
 //! first seen by a restarted validator one run later, is flagged and gets none, although its
-//! uid comes first (so the earliest-wins order survived the restart).
+//! uid comes first (so the earliest-wins order survived the restart). SIGTERM mid-round stops
+//! it at once with no container left.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -118,16 +119,18 @@ async fn the_agents_validator_rewards_the_solver_and_not_its_later_copy() {
             .unwrap(),
         2
     );
-    let validate = || {
-        let child = agentao(&data, &run, &model, "validator")
+    let spawn_validator = || {
+        agentao(&data, &run, &model, "validator")
             .args(["validator", "--mode", "agents", "--rounds", "1"])
             .args(["--agents.screening", "1", "--agents.tasks", "1"])
             .args(["--agents.wall", "120"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+            .unwrap()
+    };
+    let validate = || {
+        let out = spawn_validator().wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(out.status.success(), "{stderr}");
         let report: serde_json::Value = String::from_utf8_lossy(&out.stdout)
@@ -171,10 +174,6 @@ async fn the_agents_validator_rewards_the_solver_and_not_its_later_copy() {
         "second run: {:.0} s\n{stderr2}",
         started.elapsed().as_secs_f64()
     );
-    for child in [&mut solver_miner, &mut copier_miner] {
-        sigterm(child);
-        assert_eq!(exit_within(child, 30), Some(0));
-    }
     let agents = second["agents"].as_array().unwrap();
     let by_uid = |uid: u64| {
         agents
@@ -234,6 +233,44 @@ async fn the_agents_validator_rewards_the_solver_and_not_its_later_copy() {
         containers_under(&run).is_empty(),
         "{:?}",
         containers_under(&run)
+    );
+
+    // SIGTERM while an agent's containers run: the validator stops at once, exits 0, leaves
+    // no container, and sets no weights for the round cut short.
+    let mut child = spawn_validator();
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    while containers_under(&run).is_empty() {
+        assert!(Instant::now() < deadline, "no agent run started");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the validator ended early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let signalled = Instant::now();
+    sigterm(&child);
+    let code = exit_within(&mut child, 30);
+    let stopped = signalled.elapsed();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while !containers_under(&run).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "left behind after SIGTERM: {:?}",
+            containers_under(&run)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let log = std::fs::read_to_string(data.join("chain/weights.log")).unwrap();
+    assert_eq!(log.lines().count(), 2, "{log}");
+    for child in [&mut solver_miner, &mut copier_miner] {
+        sigterm(child);
+        assert_eq!(exit_within(child, 30), Some(0));
+    }
+    eprintln!(
+        "agents validator stopped {:.2} s after SIGTERM",
+        stopped.as_secs_f64()
     );
     eprintln!(
         "agents validator test: {:.0} s",
