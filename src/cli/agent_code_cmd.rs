@@ -65,16 +65,13 @@ pub async fn run_file(args: RunFileArgs, settings: &Settings) -> anyhow::Result<
         .ok_or_else(|| UserError::new(format!("unknown task {}", args.task)))?;
     let engine = context::engine(settings).await?;
     let (llm, _server) = context::llm(settings).await?;
-    let mut proxy = ProxyConfig::new(llm.base_url(), &[llm.model()], 0);
-    proxy.api_key = settings.llm.api_key.clone();
+    let mut proxy = proxy_for(&llm, settings);
     proxy.cap_usd = args.cap;
     proxy.per_minute = args.per_minute;
     let placement = if args.proxy_in_process {
         ProxyPlacement::InProcess
     } else {
-        let exe = std::env::current_exe()?;
-        let image = proxy_image(&engine, &base_image_tag().reference, &exe).await?;
-        ProxyPlacement::Container { image }
+        proxy_container(&engine).await?
     };
     let mut cfg = CodeRunConfig::new(&settings.run_id, proxy, placement);
     cfg.wall = Duration::from_secs(args.wall);
@@ -128,6 +125,40 @@ pub async fn proxy(args: ProxyArgs, settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The proxy in front of the configured model, holding its key.
+fn proxy_for(llm: &crate::llm::LlmClient, settings: &Settings) -> ProxyConfig {
+    let mut proxy = ProxyConfig::new(llm.base_url(), &[llm.model()], 0);
+    proxy.api_key = settings.llm.api_key.clone();
+    proxy
+}
+
+/// The proxy in its container: the base image plus this binary (built once per binary).
+async fn proxy_container(engine: &crate::sandbox::Engine) -> anyhow::Result<ProxyPlacement> {
+    let exe = std::env::current_exe()?;
+    let image = proxy_image(engine, &base_image_tag().reference, &exe).await?;
+    Ok(ProxyPlacement::Container { image })
+}
+
+/// How a validator runs agent files: the proxy in its container in front of `llm` (the
+/// configured model), the sandbox limits of the settings, `wall` per run.
+pub(super) async fn code_run_config(
+    engine: &crate::sandbox::Engine,
+    llm: &crate::llm::LlmClient,
+    settings: &Settings,
+    wall: Duration,
+) -> anyhow::Result<CodeRunConfig> {
+    let placement = proxy_container(engine).await?;
+    let mut code = CodeRunConfig::new(&settings.run_id, proxy_for(llm, settings), placement);
+    code.limits = settings.limits.clone();
+    code.wall = wall;
+    Ok(code)
+}
+
+/// Where a validator keeps every agent version it ran, by hash.
+pub(super) fn agents_vault_dir(settings: &Settings) -> PathBuf {
+    settings.paths().data_dir().join("validator").join("agents")
+}
+
 /// The example agent shipped for `local --mode agents`.
 const EXAMPLE_AGENT: &str = include_str!("../../docker/agent/example_agent.py");
 
@@ -166,14 +197,8 @@ pub async fn local_agents_round(
         });
     }
     let (llm, _server) = context::llm(settings).await?;
-    let mut proxy = ProxyConfig::new(llm.base_url(), &[llm.model()], 0);
-    proxy.api_key = settings.llm.api_key.clone();
-    let exe = std::env::current_exe()?;
-    let image = proxy_image(engine, &base_image_tag().reference, &exe).await?;
-    let mut code = CodeRunConfig::new(&settings.run_id, proxy, ProxyPlacement::Container { image });
-    code.limits = settings.limits.clone();
-    code.wall = Duration::from_secs(600);
-    let vault = AgentVault::new(&settings.paths().data_dir().join("validator").join("agents"));
+    let code = code_run_config(engine, &llm, settings, Duration::from_secs(600)).await?;
+    let vault = AgentVault::new(&agents_vault_dir(settings));
     let tasks = std::slice::from_ref(task);
     let mut round = AgentsRound {
         engine,
@@ -193,21 +218,26 @@ pub async fn local_agents_round(
     let scores = run_agents_round(&mut round, &submissions).await;
     for s in &scores {
         printer::data(serde_json::to_string(s)?);
-        printer::status(format_args!(
-            "agent {} of {}: screening {}/{}, resolved {}/{}, ${:.4}, score {:.3}{}",
-            &s.sha256[..12],
-            s.hotkey,
-            s.screening_resolved,
-            tasks.len(),
-            s.resolved,
-            s.attempted,
-            s.cost_usd,
-            s.score,
-            s.copy_of
-                .as_deref()
-                .map(|c| format!(" (copy of {})", &c[..12]))
-                .unwrap_or_default()
-        ));
+        printer::status(agent_line(s, tasks.len()));
     }
     Ok(())
+}
+
+/// One line saying how an agent fared in a round with `screening` screening tasks.
+pub(super) fn agent_line(s: &crate::neurons::agents::AgentScore, screening: usize) -> String {
+    format!(
+        "agent {} of {} (uid {}): screening {}/{screening}, resolved {}/{}, ${:.4}, score {:.3}{}",
+        &s.sha256[..12],
+        s.hotkey,
+        s.uid,
+        s.screening_resolved,
+        s.resolved,
+        s.attempted,
+        s.cost_usd,
+        s.score,
+        s.copy_of
+            .as_deref()
+            .map(|c| format!(" (copy of {})", &c[..12]))
+            .unwrap_or_default()
+    )
 }

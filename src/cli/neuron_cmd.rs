@@ -22,13 +22,15 @@ use crate::dataset::RecordStore;
 use crate::eval::EvalConfig;
 use crate::forge::repair::RepairConfig;
 use crate::materialize::{MaterializeConfig, Materializer};
+use crate::neurons::agents::AgentVault;
 use crate::neurons::forecast::{Forecasting, MinerForecaster};
 use crate::neurons::lifecycle::Backoff;
 use crate::neurons::local::TaskSource;
 use crate::neurons::miner::{Miner, MinerConfig};
 use crate::neurons::remote::RemoteKinds;
 use crate::neurons::validator::{
-    BundleServing, Describer, MinerResult, RoundReport, Scores, Validator, ValidatorConfig,
+    AgentsConfig, AgentsReport, BundleServing, Describer, FirstSeen, MinerResult, RoundReport,
+    Scores, Validator, ValidatorConfig,
 };
 use crate::subnet::{AnyChain, AxonConfig, Chain, ChainError, Dendrite};
 
@@ -85,11 +87,37 @@ pub enum MinerAction {
     },
 }
 
+/// What the validator scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ValidatorMode {
+    /// Send tasks to miners, whose agents solve them on the miners' machines.
+    Tasks,
+    /// Run the agent files miners submitted (`miner submit-agent`) on this machine, behind
+    /// the model proxy in front of this validator's model.
+    Agents,
+}
+
 #[derive(Debug, Args)]
 pub struct ValidatorArgs {
     #[command(flatten)]
     pub store: StoreArg,
-    /// Miners asked per task (the original asked at most 15).
+    /// `tasks` (send tasks to miners) or `agents` (fetch each miner's submitted agent file
+    /// over `AgentCode` and run it here on every task of the round).
+    #[arg(long, value_enum, default_value_t = ValidatorMode::Tasks)]
+    pub mode: ValidatorMode,
+    /// `--mode agents`: screening tasks per round; an agent resolving none of them does not
+    /// run the full set.
+    #[arg(long = "agents.screening", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub agents_screening: u32,
+    /// `--mode agents`: tasks of the full set per round (an agent's score is the fraction it
+    /// resolves).
+    #[arg(long = "agents.tasks", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub agents_tasks: u32,
+    /// `--mode agents`: wall clock of one agent run, in seconds.
+    #[arg(long = "agents.wall", default_value_t = 1200)]
+    pub agents_wall: u64,
+    /// Miners asked per task (the original asked at most 15); `--mode agents` asks every
+    /// miner that serves an axon.
     #[arg(long, default_value_t = 15)]
     pub sample: usize,
     /// Seconds a miner has to answer (the original gave 600).
@@ -339,13 +367,16 @@ pub async fn validator(
         Ok((engine, context::llm(settings).await?))
     })
     .await?;
+    if args.mode == ValidatorMode::Agents {
+        let cfg = agents_config(&args, settings, engine, &judge, key, chain).await?;
+        let ran = crate::neurons::validator::run_agents(cfg, cancel.clone()).await;
+        return finish_validator(ran, dashboard, &telemetry, &cancel).await;
+    }
     let kinds = args
         .remote_task_kinds
         .clone()
         .unwrap_or_else(|| RemoteKinds::default_for(&settings.network));
     printer::status(kinds.describe());
-    let mut forge = forge_config(settings);
-    forge.per_package = 1;
     let serve_bundles = match args.axon_port {
         Some(port) => Some(BundleServing {
             key: key.clone(),
@@ -380,12 +411,7 @@ pub async fn validator(
         store: args.store.open(settings)?,
         records: RecordStore::open(&context::records_path(settings))?,
         scores: Scores::load(&settings.paths().scores()),
-        source: TaskSource {
-            packages: ranking_queue(0),
-            forge,
-            prefer_repair_solved: false,
-            skip_repair_solved_within: args.skip_repair_solved_within,
-        },
+        source: task_source(&args, settings),
         kinds,
         sample: args.sample,
         rounds: args.rounds,
@@ -395,12 +421,110 @@ pub async fn validator(
         report: Box::new(report_round),
     };
     let ran = crate::neurons::validator::run(cfg, cancel.clone()).await;
+    finish_validator(ran, dashboard, &telemetry, &cancel).await
+}
+
+/// Where a validator's tasks come from: the store, else one task forged per package of the
+/// shipped ranking.
+fn task_source(args: &ValidatorArgs, settings: &Settings) -> TaskSource {
+    let mut forge = forge_config(settings);
+    forge.per_package = 1;
+    TaskSource {
+        packages: ranking_queue(0),
+        forge,
+        prefer_repair_solved: false,
+        skip_repair_solved_within: args.skip_repair_solved_within,
+    }
+}
+
+/// The end of a validator's run: its error, or the dashboard kept open when one was asked.
+async fn finish_validator(
+    ran: Result<(), crate::neurons::validator::ValidatorError>,
+    dashboard: Option<String>,
+    telemetry: &crate::telemetry::Telemetry,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
     if ran.is_err() {
         super::observe::error("round");
     }
     ran?;
-    super::observe::finish(dashboard.as_deref(), &telemetry, &cancel).await;
+    super::observe::finish(dashboard.as_deref(), telemetry, cancel).await;
     Ok(())
+}
+
+/// `--mode agents`: the agents' runs behind the proxy in front of `llm` (this validator's
+/// model), every version kept under `validator/agents`, first sightings in
+/// `validator/agents-first-seen.json`.
+async fn agents_config(
+    args: &ValidatorArgs,
+    settings: &Settings,
+    engine: crate::sandbox::Engine,
+    llm: &crate::llm::LlmClient,
+    key: crate::subnet::Keypair,
+    chain: AnyChain,
+) -> anyhow::Result<AgentsConfig> {
+    use super::agent_code_cmd::{agents_vault_dir, code_run_config};
+    let wall = Duration::from_secs(args.agents_wall);
+    let code = code_run_config(&engine, llm, settings, wall).await?;
+    let validator_dir = settings.paths().data_dir().join("validator");
+    printer::status(format_args!(
+        "agents mode: each round runs every miner's submitted agent on {} screening task(s), \
+         then {} task(s), here; every task kind is allowed",
+        args.agents_screening, args.agents_tasks
+    ));
+    Ok(AgentsConfig {
+        hotkey: key.ss58(),
+        dendrite: Dendrite::new(key),
+        engine,
+        code,
+        eval: EvalConfig {
+            limits: settings.limits.clone(),
+            run_id: settings.run_id.clone(),
+            ..EvalConfig::default()
+        },
+        chain,
+        netuid: settings.netuid,
+        store: args.store.open(settings)?,
+        records: RecordStore::open(&context::records_path(settings))?,
+        scores: Scores::load(&settings.paths().scores()),
+        source: task_source(args, settings),
+        screening: args.agents_screening as usize,
+        tasks: args.agents_tasks as usize,
+        vault: AgentVault::new(&agents_vault_dir(settings)),
+        first_seen: FirstSeen::load(&validator_dir.join("agents-first-seen.json")),
+        fetch_timeout: AGENT_FETCH_TIMEOUT,
+        fetch_concurrency: AGENT_FETCH_CONCURRENCY,
+        rounds: args.rounds,
+        interval: Duration::from_secs(args.interval),
+        run_id: settings.run_id.clone(),
+        retry: Backoff::default(),
+        report: Box::new(report_agents_round),
+    })
+}
+
+/// How long a miner has to send its agent file, and how many miners are asked at once.
+const AGENT_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+const AGENT_FETCH_CONCURRENCY: usize = 16;
+
+/// An agents round's summary: a line per agent, the JSON for a program reading stdout.
+fn report_agents_round(report: &AgentsReport<'_>) {
+    if !printer::stdout_is_terminal() {
+        printer::data(serde_json::to_value(report).unwrap_or_default());
+    }
+    printer::status(format_args!(
+        "round {}: {} agent(s) run on {} screening + {} task(s); {} miner(s) skipped",
+        report.round_id,
+        report.agents.len(),
+        report.screening.len(),
+        report.full.len(),
+        report.skipped.len()
+    ));
+    for a in report.agents {
+        printer::status(format_args!(
+            "  {}",
+            super::agent_code_cmd::agent_line(a, report.screening.len())
+        ));
+    }
 }
 
 /// A round's summary: one line for a person at a terminal, the JSON for a program reading

@@ -7,6 +7,7 @@ mod adversarial;
 mod agent;
 mod agents;
 mod agents_run;
+mod agents_validator;
 mod architecture;
 mod axon_limits;
 mod cerebro;

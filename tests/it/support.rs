@@ -63,6 +63,18 @@ pub fn assert_no_containers(run: &str, secs: u64) {
     }
 }
 
+/// Waits up to a minute for something to listen on loopback `port` (`what` names it).
+pub fn wait_listening(port: u16, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} never listened"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// A request seen by a [`TestServer`].
 #[derive(Debug, Clone)]
 pub struct Request {

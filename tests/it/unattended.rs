@@ -50,7 +50,7 @@ async fn model(task: &Task, delay: Duration) -> TestServer {
 }
 
 /// `agentao` with the data dir, wallets, run id and model of one test.
-fn agentao(data: &Path, run: &str, model: &TestServer, hotkey: &str) -> Command {
+pub(crate) fn agentao(data: &Path, run: &str, model: &TestServer, hotkey: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_agentao"));
     c.env("AGENTAO_DATA_DIR", data)
         .env("AGENTAO_WALLET_PATH", data.join("wallets"))
@@ -64,7 +64,7 @@ fn agentao(data: &Path, run: &str, model: &TestServer, hotkey: &str) -> Command 
     c
 }
 
-fn sigterm(child: &Child) {
+pub(crate) fn sigterm(child: &Child) {
     let ok = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -73,7 +73,7 @@ fn sigterm(child: &Child) {
 }
 
 /// Waits up to `secs` for the child to exit; its exit code.
-fn exit_within(child: &mut Child, secs: u64) -> Option<i32> {
+pub(crate) fn exit_within(child: &mut Child, secs: u64) -> Option<i32> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -87,7 +87,7 @@ fn exit_within(child: &mut Child, secs: u64) -> Option<i32> {
     }
 }
 
-fn records(path: &Path) -> Vec<agentao::dataset::Record> {
+pub(crate) fn records(path: &Path) -> Vec<agentao::dataset::Record> {
     RecordStore::open(path)
         .unwrap()
         .iter()
@@ -248,11 +248,8 @@ async fn sigterm_to_a_miner_with_a_request_in_flight_refuses_it_cleanly_and_exit
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    crate::support::wait_listening(port, "the miner");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the miner never listened");
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let dendrite = Arc::new(Dendrite::new(validator));
     let target = AxonTarget {
         ip: "127.0.0.1".into(),

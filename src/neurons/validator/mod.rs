@@ -20,19 +20,22 @@
 //! reached, timed out or refused, and an evaluation that failed for the machine
 //! (`environment_error`), leave it alone. Each miner's health (timeouts, malformed answers,
 //! invalid patches, ...) is counted beside its average. Scores are saved after every answer
-//! (`scores.rs`), and the loop that runs rounds unattended is `run.rs`.
+//! (`scores.rs`), and the loop that runs rounds unattended is `run.rs`; in `--mode agents` the
+//! loop of `agents_loop.rs` runs the miners' submitted agent files instead.
 //!
 //! Tasks travel (`described.rs`): the synapse carries the task's portable description and its
 //! bundle, so a miner on another machine can build it; an answer echoing the hash of another
 //! description than the one sent is `invalid_answer`, charged 0 and never evaluated. A bundle
 //! over the inline cap is served by sha256 from the validator's axon (`bundles.rs`).
 
+mod agents_loop;
 mod bundles;
 mod copies;
 mod described;
 mod run;
 mod scores;
 
+pub use agents_loop::{AgentsConfig, AgentsReport, FirstSeen, run_agents};
 pub use bundles::{BundleShelf, Describer, SHELF_BUNDLES};
 pub use copies::{COPY_SIMILARITY, Copied};
 pub use run::{BundleServing, RoundReport, ValidatorConfig, run};

@@ -17,7 +17,7 @@ use crate::dataset::RecordStore;
 use crate::neurons::lifecycle::{Backoff, RetryError, retry};
 use crate::neurons::local::{TaskSource, WEIGHTS_VERSION_KEY, pick_task};
 use crate::neurons::remote::RemoteKinds;
-use crate::subnet::{AnyChain, Chain, ChainError, Neuron};
+use crate::subnet::{AnyChain, Chain, ChainError, Metagraph, Neuron};
 use crate::tasks::TaskStore;
 
 /// What [`run`] needs, built by the caller.
@@ -175,41 +175,25 @@ async fn rounds(
     let mut records_seen = cfg.records.len();
     // Tasks passed over for their kind, so the rotation moves on to the next one.
     let mut skipped = 0u64;
+    let on_chain = OnChain {
+        chain: &cfg.chain,
+        hotkey: &cfg.hotkey,
+        netuid: cfg.netuid,
+        retry: &cfg.retry,
+    };
     while cfg.rounds.is_none_or(|n| round < n) {
-        if round > 0 {
-            tokio::select! {
-                _ = tokio::time::sleep(cfg.interval) => {}
-                _ = cancel.cancelled() => break,
-            }
-        }
-        if cancel.is_cancelled() {
+        if !pause_before(round, cfg.interval, &cancel).await {
             break;
         }
-        let Some(mg) =
-            chain_call("metagraph", &cfg.retry, &cancel, || cfg.chain.metagraph()).await?
-        else {
+        let Some(mg) = registered_metagraph(&on_chain, &cancel).await? else {
             break;
         };
-        if mg.by_hotkey(&cfg.hotkey).is_none() {
-            return Err(ValidatorError::Chain(ChainError::NotRegistered {
-                hotkey: cfg.hotkey.clone(),
-                netuid: cfg.netuid,
-            }));
-        }
         if let Some(handle) = bundles
             && let Ok(mut shared) = handle.write()
         {
             *shared = mg.clone();
         }
-        let serving: Vec<Neuron> = mg
-            .neurons
-            .iter()
-            .filter(|n| {
-                n.hotkey != cfg.hotkey && !n.validator_permit && n.port != 0 && !n.ip.is_empty()
-            })
-            .cloned()
-            .collect();
-        let miners = sample(serving, cfg.sample);
+        let miners = sample(serving_miners(&mg, &cfg.hotkey), cfg.sample);
         let round_id = format!("{}-{round}", cfg.run_id);
         round += 1;
         if miners.is_empty() {
@@ -246,22 +230,88 @@ async fn rounds(
             miners: &results,
             forecast_standings,
         });
-        let (uids, weights) = cfg.scores.weights(&mg);
-        let set = chain_call("set_weights", &cfg.retry, &cancel, || {
-            cfg.chain
-                .set_weights(&cfg.hotkey, &uids, &weights, WEIGHTS_VERSION_KEY)
-        })
-        .await;
-        match set {
-            Ok(Some(())) => tracing::info!(round = %round_id, "weights set"),
-            Ok(None) => break,
-            Err(ValidatorError::Chain(e)) if e.is_refusal() => {
-                tracing::warn!(error = %e, "weights not set this round")
-            }
-            Err(e) => return Err(e),
+        if !set_weights(&on_chain, &cfg.scores, &mg, &round_id, &cancel).await? {
+            break;
         }
     }
     Ok(())
+}
+
+/// What a validator loop needs of the chain: the chain, this validator's hotkey and subnet,
+/// and the retry policy of its calls.
+pub(super) struct OnChain<'a> {
+    pub chain: &'a AnyChain,
+    pub hotkey: &'a str,
+    pub netuid: u16,
+    pub retry: &'a Backoff,
+}
+
+/// Waits `interval` before every round but the first; `false` when cancelled meanwhile.
+pub(super) async fn pause_before(
+    round: u64,
+    interval: Duration,
+    cancel: &CancellationToken,
+) -> bool {
+    if round > 0 {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = cancel.cancelled() => return false,
+        }
+    }
+    !cancel.is_cancelled()
+}
+
+/// The metagraph, with this validator on it (an error when it is not); `None` when cancelled.
+pub(super) async fn registered_metagraph(
+    c: &OnChain<'_>,
+    cancel: &CancellationToken,
+) -> Result<Option<Metagraph>, ValidatorError> {
+    let Some(mg) = chain_call("metagraph", c.retry, cancel, || c.chain.metagraph()).await? else {
+        return Ok(None);
+    };
+    if mg.by_hotkey(c.hotkey).is_none() {
+        return Err(ValidatorError::Chain(ChainError::NotRegistered {
+            hotkey: c.hotkey.to_owned(),
+            netuid: c.netuid,
+        }));
+    }
+    Ok(Some(mg))
+}
+
+/// The miners a validator asks: every neuron but itself without a validator permit and with
+/// an axon.
+pub(super) fn serving_miners(mg: &Metagraph, hotkey: &str) -> Vec<Neuron> {
+    mg.neurons
+        .iter()
+        .filter(|n| n.hotkey != hotkey && !n.validator_permit && n.port != 0 && !n.ip.is_empty())
+        .cloned()
+        .collect()
+}
+
+/// Sets the weights of `scores` over `mg`; a refusal (rate limit, ...) is logged and the loop
+/// goes on. `false` when cancelled meanwhile.
+pub(super) async fn set_weights(
+    c: &OnChain<'_>,
+    scores: &Scores,
+    mg: &Metagraph,
+    round_id: &str,
+    cancel: &CancellationToken,
+) -> Result<bool, ValidatorError> {
+    let (uids, weights) = scores.weights(mg);
+    let set = chain_call("set_weights", c.retry, cancel, || {
+        c.chain
+            .set_weights(c.hotkey, &uids, &weights, WEIGHTS_VERSION_KEY)
+    })
+    .await;
+    match set {
+        Ok(Some(())) => tracing::info!(round = %round_id, "weights set"),
+        Ok(None) => return Ok(false),
+        Err(ValidatorError::Chain(e)) if e.is_refusal() => {
+            tracing::warn!(error = %e, "weights not set this round")
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
