@@ -119,6 +119,28 @@ impl Episode {
         }
     }
 
+    /// The trajectory as JSON of at most `cap` bytes, for the wire: the episode without its
+    /// patch (which travels on its own); when over `cap`, without the conversation (whose
+    /// replies the steps repeat), then without the steps too; `None` when even that is over.
+    /// What was left out is named in `"truncated"`.
+    pub fn trajectory_within(&self, cap: usize) -> Option<serde_json::Value> {
+        let fits = |v: &serde_json::Value| serde_json::to_vec(v).is_ok_and(|b| b.len() <= cap);
+        let mut v = serde_json::to_value(self).ok()?;
+        v.as_object_mut()?.remove("patch");
+        if fits(&v) {
+            return Some(v);
+        }
+        for (key, note) in [("messages", "messages"), ("steps", "messages, steps")] {
+            let o = v.as_object_mut()?;
+            o.remove(key);
+            o.insert("truncated".into(), note.into());
+            if fits(&v) {
+                return Some(v);
+            }
+        }
+        None
+    }
+
     /// Writes `patch.diff` and `trajectory.json` into `dir`.
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;

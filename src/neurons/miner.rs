@@ -132,6 +132,7 @@ impl Miner {
                 task.elapsed = episode.elapsed_s;
                 task.prompt_tokens = episode.usage.prompt_tokens;
                 task.completion_tokens = episode.usage.completion_tokens;
+                task.trajectory = episode.trajectory_within(crate::subnet::MAX_TRAJECTORY_BYTES);
                 if let Some(message) = episode.model_error() {
                     tracing::warn!(task_id = %task.task_id, steps = episode.steps.len(),
                         "the agent's model failed: {message}");

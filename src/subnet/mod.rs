@@ -22,5 +22,5 @@ pub use chain::{AnyChain, Chain, ChainError, LocalChain, Metagraph, Neuron, norm
 pub use dendrite::{AxonTarget, CallFailure, CallResult, DEFAULT_MAX_ANSWER_BYTES, Dendrite};
 pub use exchanges::{AgentCode, Forecast, TaskBundle};
 pub use subtensor::{SubtensorChain, SubtensorConfig};
-pub use synapse::{CodingTask, Synapse, SynapseBody, TerminalInfo};
+pub use synapse::{CodingTask, MAX_TRAJECTORY_BYTES, Synapse, SynapseBody, TerminalInfo};
 pub use wallet::{Created, Keypair, Wallet, WalletError, ss58_decode, ss58_encode, verify};

@@ -322,7 +322,15 @@ pub struct CodingTask {
     /// The workspace bundle the description names, inline: base64 of a zstd tar.
     #[serde(default)]
     pub bundle: String,
+    /// Filled by the miner: the agent's trajectory (its steps and the conversation with its
+    /// model), for the dataset; at most [`MAX_TRAJECTORY_BYTES`] of JSON. Null when the miner
+    /// sent none (the original protocol, the repair baseline).
+    #[serde(default)]
+    pub trajectory: Option<serde_json::Value>,
 }
+
+/// Most bytes of trajectory JSON a miner sends and a validator keeps.
+pub const MAX_TRAJECTORY_BYTES: usize = 1 << 20;
 
 impl SynapseBody for CodingTask {
     const NAME: &'static str = "CodingTask";

@@ -157,6 +157,15 @@ async fn a_local_round_goes_over_the_wire_and_sets_weights() {
         "two model calls of 1000 prompt tokens"
     );
     assert!(r.cost_usd > 0.0 && r.response_seconds > 0.0);
+    // The miner's trajectory came over the wire into the record: both model calls as steps,
+    // and the conversation with the model's replies.
+    let t: serde_json::Value = serde_json::from_str(&r.trajectory).unwrap();
+    assert_eq!(t["steps"].as_array().map(Vec::len), Some(2), "{t}");
+    let replies = t["messages"]
+        .as_array()
+        .map(|m| m.iter().filter(|m| m["role"] == "assistant").count());
+    assert!(replies.is_some_and(|n| n >= 2), "{t}");
+    assert!(t.get("patch").is_none(), "the patch travels on its own");
     // The miner answered `Forecast` with Cerebro before the task; both forecasts sit beside
     // the outcome, and the forecast was scored apart from the coding score.
     let p = r.miner_forecast.expect("the miner's forecast");

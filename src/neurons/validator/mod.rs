@@ -487,6 +487,13 @@ impl Validator {
         record.model_error = model_error.is_some();
         record.agent = reply.map(|r| r.agent_name.clone()).unwrap_or_default();
         record.model = reply.map(|r| r.model.clone()).unwrap_or_default();
+        // The miner's trajectory, kept when within the cap (JSON `null` otherwise).
+        if let Some(t) = reply.and_then(|r| r.trajectory.as_ref())
+            && let Ok(json) = serde_json::to_string(t)
+            && json.len() <= crate::subnet::MAX_TRAJECTORY_BYTES
+        {
+            record.trajectory = json;
+        }
         // A patch over the evaluation's limit was refused unread; it is not kept either.
         if patch.len() <= self.eval.max_patch_bytes {
             record.model_patch = patch.to_owned();
