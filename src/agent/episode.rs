@@ -484,3 +484,55 @@ async fn text_turn(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn episode(steps: usize, chars: usize) -> Episode {
+        let reply = Message::assistant("x".repeat(chars));
+        Episode {
+            instance_id: "t".into(),
+            model: "m".into(),
+            protocol: Protocol::Text,
+            exit_status: ExitStatus::StepLimit,
+            patch: "diff --git a/f b/f\n".into(),
+            steps: (0..steps)
+                .map(|i| Step {
+                    index: i as u32,
+                    response: reply.clone(),
+                    finish_reason: "stop".into(),
+                    usage: Usage::default(),
+                    cost: 0.0,
+                    latency_s: 0.1,
+                    attempts: 1,
+                    actions: Vec::new(),
+                })
+                .collect(),
+            messages: vec![reply.clone(); steps],
+            usage: Usage::default(),
+            cost: 0.0,
+            elapsed_s: 1.0,
+            agentao_version: "0".into(),
+        }
+    }
+
+    #[test]
+    fn the_wire_trajectory_drops_the_conversation_then_the_steps_to_fit() {
+        let small = episode(2, 10).trajectory_within(1 << 20).unwrap();
+        assert_eq!(small["steps"].as_array().unwrap().len(), 2);
+        assert_eq!(small["messages"].as_array().unwrap().len(), 2);
+        assert!(small.get("patch").is_none() && small.get("truncated").is_none());
+
+        // Conversation and steps each about 5 KB: only one of them fits in 8 KB.
+        let e = episode(5, 1000);
+        let cut = e.trajectory_within(8000).unwrap();
+        assert!(cut.get("messages").is_none());
+        assert_eq!(cut["steps"].as_array().unwrap().len(), 5);
+        assert_eq!(cut["truncated"], "messages");
+        let bare = e.trajectory_within(1000).unwrap();
+        assert!(bare.get("steps").is_none() && bare["truncated"] == "messages, steps");
+        assert_eq!(bare["exit_status"]["kind"], "step_limit", "{bare}");
+        assert!(e.trajectory_within(10).is_none());
+    }
+}

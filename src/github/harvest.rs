@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tracing::{debug, info};
 
 use super::GithubError;
@@ -20,6 +20,7 @@ use super::client::{DIFF, GithubClient, JSON, Usage};
 use super::pypi::{RepoRef, github_repo_of};
 use super::refs::{StatementBounds, closing_refs, split_diff, statement};
 use super::validate::{RunLimits, fail_to_pass, gold_resolves};
+use super::wire::{Comment, CommitItem, FileItem, IssueItem, Pull, RepoInfo};
 use crate::forge::{Forge, ForgeConfig, ForgeError};
 use crate::llm::LlmClient;
 use crate::sandbox::Engine;
@@ -68,72 +69,6 @@ pub struct HarvestReport {
     pub skipped: Vec<Skip>,
     pub usage: Usage,
     pub wall_seconds: f64,
-}
-
-#[derive(Deserialize)]
-pub(super) struct RepoInfo {
-    pub(super) clone_url: String,
-    #[serde(default)]
-    pub(super) default_branch: String,
-}
-
-#[derive(Deserialize, Clone)]
-pub(super) struct IssueItem {
-    pub(super) number: u64,
-    pub(super) title: String,
-    #[serde(default)]
-    pub(super) body: Option<String>,
-    #[serde(default)]
-    state: String,
-    #[serde(default)]
-    pub(super) html_url: String,
-    #[serde(default)]
-    pub(super) created_at: String,
-    #[serde(default)]
-    pub(super) comments: u64,
-    #[serde(default)]
-    pub(super) pull_request: Option<PrLink>,
-}
-
-#[derive(Deserialize, Clone)]
-pub(super) struct PrLink {
-    #[serde(default)]
-    merged_at: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Pull {
-    #[serde(default)]
-    merged_at: Option<String>,
-    created_at: String,
-    base: Base,
-}
-
-#[derive(Deserialize)]
-struct Base {
-    sha: String,
-}
-
-#[derive(Deserialize)]
-struct CommitItem {
-    commit: CommitInner,
-}
-
-#[derive(Deserialize)]
-struct CommitInner {
-    #[serde(default)]
-    message: String,
-}
-
-#[derive(Deserialize)]
-struct FileItem {
-    filename: String,
-}
-
-#[derive(Deserialize)]
-pub(super) struct Comment {
-    #[serde(default)]
-    pub(super) body: Option<String>,
 }
 
 /// Why a candidate is no task: a reason for the log, or a failure of this machine (Docker,

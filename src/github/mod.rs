@@ -22,6 +22,7 @@ pub mod propose;
 pub mod pypi;
 pub mod refs;
 mod validate;
+mod wire;
 
 pub use client::{DEFAULT_API_URL, Fetched, GithubClient, GithubConfig, Usage};
 pub use harvest::{HarvestConfig, HarvestReport, Skip, harvest, harvest_open};

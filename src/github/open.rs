@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
-use super::harvest::{HarvestReport, Harvester, IssueItem, Refusal, RepoInfo, now, plain};
+use super::harvest::{HarvestReport, Harvester, Refusal, now, plain};
 use super::pypi::RepoRef;
+use super::wire::{IssueItem, RepoInfo};
 use crate::forge::ForgeError;
 use crate::forge::baseline::take_baseline;
 use crate::llm::checklist::write_checklist;
