@@ -29,7 +29,7 @@ pub struct TestResult {
     pub status: TestStatus,
     /// The crash line of the failure or error (e.g. `AssertionError: assert 1 == 2`).
     pub message: String,
-    /// The start of the failure's text (pytest's short traceback).
+    /// The start of the failure's text (pytest's one-line traceback: `file:line: message`).
     pub text: String,
     /// Seconds the test took (all phases).
     pub time: f64,

@@ -55,7 +55,7 @@ async fn docker_run(task: &crate::tasks::Task) -> anyhow::Result<()> {
             "-p",
             "no:cacheprovider",
             "-q",
-            "--tb=short",
+            "--tb=line",
         ])
         .args(task.selected_tests())
         .stdout(std::process::Stdio::null())
