@@ -28,7 +28,9 @@ bench: deps
 	rm -rf $(BENCH) && mkdir -p $(BENCH)
 	$(RELEASE_BIN) tasks add --source tests/fixtures/tinycalc --task tests/fixtures/tinycalc.task.json --out $(BENCH)/tasks.jsonl
 	$(RELEASE_BIN) bench sandbox --iterations 10 --out $(BENCH)/sandbox.json
-	$(RELEASE_BIN) bench eval --tasks $(BENCH)/tasks.jsonl --iterations 5 --out $(BENCH)/eval.json
+	$(RELEASE_BIN) tasks forge --package idna==3.20 --package attrs==26.1.0 --per-package 1 --store $(BENCH)/forged.db
+	$(RELEASE_BIN) tasks export --store $(BENCH)/forged.db --out $(BENCH)/forged.jsonl
+	$(RELEASE_BIN) bench eval --tasks $(BENCH)/forged.jsonl --iterations 5 --out $(BENCH)/eval.json
 	$(RELEASE_BIN) bench scale --tasks $(BENCH)/tasks.jsonl --answers 50 --replicas 3 --out $(BENCH)/scale.json
 	$(RELEASE_BIN) bench adversarial --tasks $(BENCH)/tasks.jsonl --out $(BENCH)/adversarial.json
 	$(RELEASE_BIN) bench dataset --records 100000 --out $(BENCH)/dataset.json

@@ -45,6 +45,7 @@ def _make_writer():
     table = {c: f"\\u{c:04x}" for c in range(32)}
     table.update({ord('"'): '\\"', ord("\\"): "\\\\"})
     translate = str.translate
+    isascii = str.isascii
     join = "".join
     digest = _hashlib.hmac_digest
     oswrite = os.write
@@ -63,7 +64,10 @@ def _make_writer():
         return f"\\u{0xD800 + (n >> 10):04x}\\u{0xDC00 + (n & 0x3FF):04x}"
 
     def text(v):
-        return '"' + join(char(c) for c in translate(v, table)) + '"'
+        v = translate(v, table)
+        if isascii(v):
+            return '"' + v + '"'
+        return '"' + join(char(c) for c in v) + '"'
 
     def dumps(record):
         parts = []
@@ -214,14 +218,45 @@ _VOLATILE = frozenset({"__warningregistry__", "_abc_impl"})
 def _make_integrity_check(write, touched):
     """A check that reports any watched module or class entry replaced since load."""
     import importlib
+    from itertools import repeat
+    from operator import attrgetter, is_, methodcaller
+
+    # Builtins the checks call, bound here: the tested code can rebind `builtins.map`.
+    all_, len_, list_, map_, id_, callable_ = all, len, list, map, id, callable
 
     # Each watched namespace (a module, or a class defined in it) with its entries at arming
-    # time: `(label, live namespace, {key: value})`. A check walks these without allocating,
-    # so it costs the same at the thousandth test as at the first (building a fresh copy on
-    # every check fed the garbage collector enough to make long runs many times slower).
+    # time: `(label, live namespace, {key: value})`. A check compares every live entry with
+    # these by identity in C (`map` over `operator.is_`, one pass per namespace type: no `==`
+    # of the tested code's objects is ever called), so it costs the same at the thousandth
+    # test as at the first. An entry found different is reported if it is foreign code, and
+    # is then the one compared against (pytest itself sets a few entries at every test, e.g.
+    # `_pytest.assertion.util._reprcompare`).
     spaces = []
+    # The same entries flattened per namespace type: `[type's get, namespaces, keys, values]`;
+    # every namespace, its length (volatile entries included), and its space by id.
+    flat = []
+    every = []
+    lengths = []
+    space_of = {}
     missing = object()
     reported = set()
+
+    def snapshot(ns):
+        return {k: v for k, v in list_(ns.items()) if k not in _VOLATILE}
+
+    def flatten():
+        groups = {}
+        for space in spaces:
+            _, ns, before = space
+            space_of[id_(ns)] = space
+            group = groups.setdefault(type(ns), ([], [], []))
+            for k, v in before.items():
+                group[0].append(ns)
+                group[1].append(k)
+                group[2].append(v)
+        flat[:] = [[t.get, tuple(n), tuple(k), v] for t, (n, k, v) in groups.items()]
+        every[:] = [ns for _, ns, _ in spaces]
+        lengths[:] = list_(map_(len_, every))
 
     def arm():
         for name in _WATCHED_MODULES:
@@ -237,18 +272,8 @@ def _make_integrity_check(write, touched):
                 if isinstance(v, type) and getattr(v, "__module__", None) == name:
                     found.append((f"{name}.{k}", vars(v)))
             for label, ns in found:
-                spaces.append((label, ns, {k: v for k, v in list(ns.items()) if k not in _VOLATILE}))
-
-    def changed(ns, before):
-        get = ns.get
-        for k, v in before.items():
-            if get(k, missing) is not v:
-                return True
-        volatile = 0
-        for k in _VOLATILE:
-            if k in ns:
-                volatile += 1
-        return len(ns) - volatile != len(before)
+                spaces.append((label, ns, snapshot(ns)))
+        flatten()
 
     import sysconfig
     import types
@@ -310,6 +335,19 @@ def _make_integrity_check(write, touched):
                 out[(name, id(impl))] = impl
         return out
 
+    get_impls = methodcaller("get_hookimpls")
+    impl_function = attrgetter("function")
+
+    def registered(pm):
+        """Every hook implementation and its function, in order: what a check compares by
+        identity (in C) before it looks at any implementation one by one."""
+        callers = [c for c in list(vars(pm.hook).values()) if hasattr(c, "get_hookimpls")]
+        impls = [i for group in map(get_impls, callers) for i in group]
+        return impls, list(map(impl_function, impls))
+
+    def same(now, then):
+        return len(now) == len(then) and all(map(is_, now, then))
+
     def conftest(plugin):
         name = getattr(plugin, "__file__", "") or ""
         return type(plugin) is types.ModuleType and name.endswith("/conftest.py")
@@ -317,6 +355,7 @@ def _make_integrity_check(write, touched):
     def watch_session(pm, items):
         session_state["pm"] = pm
         session_state["impls"] = hookimpls(pm)
+        session_state["registered"] = ([], [])
         by_id = {}
         for item in items:
             by_id.setdefault(item.nodeid, []).append((item, dict(vars(item))))
@@ -334,13 +373,28 @@ def _make_integrity_check(write, touched):
                 reported.add((id(item), k))
                 write({"t": "tamper", "why": f"{item.nodeid}.{k} was set during the run"})
 
-    def check_session(nodeid=None):
-        """Hook implementations, and the items: all of them, or only those of `nodeid` (the
-        test whose phase is being reported: a change made to it earlier shows no later than
-        its setup report, before its call runs; a sweep of all items on every report made a
-        run quadratic in its number of tests)."""
+    def check_items(nodeid=None):
+        """The collected items: all of them, or only those of `nodeid`, the test whose phase
+        is being reported (a change made to it earlier shows no later than its setup report,
+        before its call runs; a sweep of all items on every report made a run quadratic in
+        its number of tests)."""
+        items = session_state.get("items", {})
+        if nodeid is None:
+            watched = [e for entries in items.values() for e in entries]
+        else:
+            watched = items.get(nodeid, ())
+        for item, before in watched:
+            check_item(item, before)
+
+    def check_hooks():
+        """The hook implementations: looked at one by one only when one was added, removed
+        or given another function since the last check."""
         pm = session_state.get("pm")
         if pm is None:
+            return
+        impls, functions = registered(pm)
+        then_impls, then_functions = session_state["registered"]
+        if same(impls, then_impls) and same(functions, then_functions):
             return
         for key, impl in hookimpls(pm).items():
             if key in reported:
@@ -362,40 +416,60 @@ def _make_integrity_check(write, touched):
             reported.add(key)
             where = code_file(impl.function) or repr(impl.function)
             write({"t": "tamper", "why": f"a {key[0]} implementation from {where} was registered during the run"})
-        items = session_state["items"]
-        if nodeid is None:
-            watched = [e for entries in items.values() for e in entries]
-        else:
-            watched = items.get(nodeid, ())
-        for item, before in watched:
-            check_item(item, before)
+        session_state["registered"] = (impls, functions)
 
     def check(nodeid=None):
-        check_session(nodeid)
-        for label, ns, before in spaces:
-            if not changed(ns, before):
-                continue
-            for k, value in list(ns.items()):
-                if k in _VOLATILE:
-                    continue
-                where = (label, k)
-                old = before.get(k, missing)
-                if old is value or where in reported or not foreign(value):
-                    continue
+        check_hooks()
+        check_items(nodeid)
+        check_namespaces()
+
+    def entry(label, ns, before, k):
+        """Reports the entry `k` of a watched namespace if it was replaced by, or added as,
+        foreign code, or if a callable was removed."""
+        where = (label, k)
+        if where in reported:
+            return
+        value, old = ns.get(k, missing), before.get(k, missing)
+        if value is missing:
+            if old is not missing and callable_(old):
                 reported.add(where)
-                what = "added" if old is missing else "replaced"
-                write({"t": "tamper", "why": f"{label}.{k} was {what} during the run"})
-            for k in before.keys() - ns.keys():
-                where = (label, k)
-                if where not in reported and callable(before[k]):
-                    reported.add(where)
-                    write({"t": "tamper", "why": f"{label}.{k} was removed during the run"})
+                write({"t": "tamper", "why": f"{label}.{k} was removed during the run"})
+        elif old is not value and foreign(value):
+            reported.add(where)
+            what = "added" if old is missing else "replaced"
+            write({"t": "tamper", "why": f"{label}.{k} was {what} during the run"})
 
-    def check_item_of(nodeid):
-        for item, before in session_state.get("items", {}).get(nodeid, ()):
-            check_item(item, before)
+    def check_namespaces():
+        again = False
+        if list_(map_(len_, every)) != lengths:
+            # An entry added or removed: those namespaces are read again, whole.
+            for i, (label, ns, before) in enumerate(spaces):
+                if len_(ns) != lengths[i]:
+                    for k in (set(ns.keys()) | before.keys()) - _VOLATILE:
+                        entry(label, ns, before, k)
+                    spaces[i] = (label, ns, snapshot(ns))
+                    again = True
+        for get, namespaces, keys, values in flat:
+            if all_(map_(is_, map_(get, namespaces, keys, repeat(missing)), values)):
+                continue
+            same = list_(map_(is_, map_(get, namespaces, keys, repeat(missing)), values))
+            at = -1
+            for _ in range(same.count(False)):
+                at = same.index(False, at + 1)
+                ns, k = namespaces[at], keys[at]
+                label, _, before = space_of[id_(ns)]
+                entry(label, ns, before, k)
+                value = ns.get(k, missing)
+                if value is missing:
+                    before.pop(k, None)
+                    again = True
+                else:
+                    before[k] = value
+                    values[at] = value
+        if again:
+            flatten()
 
-    return check, arm, watch_session, check_item_of
+    return check, arm, watch_session, check_items
 
 
 def _hooks():
@@ -407,13 +481,13 @@ def _hooks():
 
     write = _make_writer()
     check, arm = (lambda nodeid=None: None), (lambda: None)
-    watch_session, check_item_of = (lambda pm, items: None), (lambda nodeid: None)
+    watch_session, check_items = (lambda pm, items: None), (lambda nodeid: None)
     added_file = os.environ.get("AGENTAO_ADDED_FILE", "")
     if added_file:
         added = _added_lines(added_file)
         if added:
             _install_audit_hook(added, write)
-        check, arm, watch_session, check_item_of = _make_integrity_check(write, frozenset(added))
+        check, arm, watch_session, check_items = _make_integrity_check(write, frozenset(added))
     write({"t": "start"})
     statvfs = os.statvfs
     test_report = _pytest.reports.TestReport
@@ -459,7 +533,7 @@ def _hooks():
         if report.when == "call":
             check(report.nodeid)
         else:
-            check_item_of(report.nodeid)
+            check_items(report.nodeid)
         record = {
             "t": "report",
             "id": _cap(report.nodeid, 4000),
