@@ -173,7 +173,10 @@ mod tests {
             git_image_name("Fixture-Org/tiny_lib"),
             "agentao/env-gh-fixture-org-tiny-lib"
         );
-        assert_eq!(git_image_name("psf/requests"), "agentao/env-gh-psf-requests");
+        assert_eq!(
+            git_image_name("psf/requests"),
+            "agentao/env-gh-psf-requests"
+        );
         assert_eq!(git_image_name("lonely"), "agentao/env-gh-lonely");
     }
 }

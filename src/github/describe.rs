@@ -56,9 +56,7 @@ pub async fn describe(
             .map_err(|e| refused(e.to_string()))?
             .map_err(refused)?;
     }
-    forge
-        .describe_checkout(task, &url, &tree, time_limit)
-        .await
+    forge.describe_checkout(task, &url, &tree, time_limit).await
 }
 
 /// `commit` of `url` written to `tree` through a scratch folder renamed into place.

@@ -23,9 +23,7 @@ use serde_json::json;
 
 use crate::github_server::GithubFixture;
 use crate::materialize::remove_image;
-use crate::support::{
-    Response, TestServer, assert_no_containers, base_image, engine, run_id,
-};
+use crate::support::{Response, TestServer, assert_no_containers, base_image, engine, run_id};
 
 fn harvest_config(fx: &GithubFixture, cache: &Path, run: &str) -> HarvestConfig {
     let mut forge = ForgeConfig::new(cache);
@@ -171,8 +169,7 @@ fn with_source(spec: &TaskSpec, source: Source) -> serde_json::Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_harvested_task_travels_as_its_repository_at_the_base_commit_into_the_validators_image()
-{
+async fn a_harvested_task_travels_as_its_repository_at_the_base_commit_into_the_validators_image() {
     let engine = engine().await;
     base_image(&engine).await;
     // Its own trees: the images this test removes are no other test's.
@@ -181,10 +178,20 @@ async fn a_harvested_task_travels_as_its_repository_at_the_base_commit_into_the_
     let (vcache, mcache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let store = TaskStore::open(&vcache.path().join("tasks.db")).unwrap();
     let cfg = harvest_config(&fx, vcache.path(), &run);
-    let report = harvest(&engine, &client(&fx, vcache.path()), &store, &cfg, |_, _, _| {})
-        .await
-        .unwrap();
-    assert_eq!(report.task_ids, vec!["fixture-org__tinylib-3"], "{report:#?}");
+    let report = harvest(
+        &engine,
+        &client(&fx, vcache.path()),
+        &store,
+        &cfg,
+        |_, _, _| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        report.task_ids,
+        vec!["fixture-org__tinylib-3"],
+        "{report:#?}"
+    );
     let task = store.get("fixture-org__tinylib-3").unwrap().unwrap();
     assert_eq!(task.base_commit, fx.history.base);
 
@@ -227,13 +234,16 @@ async fn a_harvested_task_travels_as_its_repository_at_the_base_commit_into_the_
     let m = miner(&engine, &fx, mcache.path());
     let got = m.from_wire(&wire, &[]).await.unwrap();
     assert!(!got.warm);
-    assert_eq!(got.task.image, task.image, "the validator's tag, built by the miner");
+    assert_eq!(
+        got.task.image, task.image,
+        "the validator's tag, built by the miner"
+    );
     assert!(engine.image_exists(&task.image).await.unwrap());
     assert_eq!(got.task.repo, "fixture-org/tinylib");
     assert!(got.task.bug_patch.is_empty() && got.task.patch.is_empty());
     // `/repo` is the base commit's tree, file for file (no fix, no new tests).
-    let bare = Path::new(fx.git_base_url.strip_prefix("file://").unwrap())
-        .join("fixture-org/tinylib");
+    let bare =
+        Path::new(fx.git_base_url.strip_prefix("file://").unwrap()).join("fixture-org/tinylib");
     let base_tree = tree_of(&bare, &fx.history.base);
     assert_eq!(repo_in(&engine, &got.task.image, &run).await, base_tree);
     assert!(!base_tree.contains_key("tests/test_clamp.py"));
@@ -307,7 +317,11 @@ async fn an_open_issue_task_travels_at_the_head_it_was_made_at() {
     let report = harvest_open(&engine, &gh, &llm, &store, &cfg, |_, _, _| {})
         .await
         .unwrap();
-    assert_eq!(report.task_ids, vec!["fixture-org__tinylib-9"], "{report:#?}");
+    assert_eq!(
+        report.task_ids,
+        vec!["fixture-org__tinylib-9"],
+        "{report:#?}"
+    );
     let task = store.get("fixture-org__tinylib-9").unwrap().unwrap();
 
     let wire = described(&engine, &fx, cfg.forge.clone(), &task).await;
