@@ -65,8 +65,8 @@ pub struct MinerArgs {
     /// still running then are answered 503.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace: u64,
-    /// Where `owner/name` repositories are cloned from (original-protocol tasks); git sources
-    /// elsewhere are refused.
+    /// Where `owner/name` repositories are cloned from (GitHub tasks' descriptions,
+    /// original-protocol tasks); git sources elsewhere are refused.
     #[arg(long, env = crate::config::env_vars::AGENTAO_GIT_BASE_URL, default_value = crate::materialize::DEFAULT_GIT_BASE_URL)]
     pub git_base_url: String,
     /// The ability (θ, logits) this miner's agent claims when it answers `Forecast` (default:
@@ -152,6 +152,10 @@ pub struct ValidatorArgs {
     /// Address miners reach the validator's axon at (default as for the miner's).
     #[arg(long = "axon.external_ip")]
     pub external_ip: Option<std::net::IpAddr>,
+    /// Where miners clone `owner/name` repositories from: a task harvested from GitHub goes
+    /// out as its repository there at the task's base commit (miners must use the same).
+    #[arg(long, env = crate::config::env_vars::AGENTAO_GIT_BASE_URL, default_value = crate::materialize::DEFAULT_GIT_BASE_URL)]
+    pub git_base_url: String,
 }
 
 /// Fails early, before the engine or the model start, when the chain answers and `hotkey` is
@@ -399,7 +403,10 @@ pub async fn validator(
                 ..EvalConfig::default()
             },
             time_limit: Duration::from_secs(args.timeout),
-            describer: Some(Describer::new(forge_config(settings))),
+            describer: Some(Describer {
+                git_base_url: args.git_base_url.clone(),
+                ..Describer::new(forge_config(settings))
+            }),
             forecasts: Some(Forecasting::new(
                 context::cerebro_model(settings)?,
                 &settings.paths().forecasts(),

@@ -55,7 +55,8 @@ pub const AGENTAO_WALLET_HOTKEY: &str = "AGENTAO_WALLET_HOTKEY";
 /// Root of the wallets directory (default `~/.bittensor/wallets`).
 pub const AGENTAO_WALLET_PATH: &str = "AGENTAO_WALLET_PATH";
 /// Where a miner clones `owner/name` repositories from (original-protocol tasks, git task
-/// descriptions); default `https://github.com`. A git source elsewhere is refused.
+/// descriptions), and where a validator's descriptions of GitHub tasks point; default
+/// `https://github.com`. A git source elsewhere is refused.
 pub const AGENTAO_GIT_BASE_URL: &str = "AGENTAO_GIT_BASE_URL";
 /// GitHub token: a higher API rate limit for `tasks harvest`; needed by `github propose`.
 pub const GITHUB_TOKEN: &str = "GITHUB_TOKEN";

@@ -1,11 +1,18 @@
-//! A forged task as a portable description (`tasks::spec`) for miners on other machines: the
-//! sdist by name, version and sha256; the environment recipe (the wheels the image holds, pinned
-//! by file name and sha256, and the recipe's versions) that names the same image tag on both
-//! sides; and the buggy files as a workspace bundle laid over the pristine source.
+//! A task as a portable description (`tasks::spec`) for miners on other machines: where its
+//! pristine source comes from, the environment recipe (the wheels the image holds, pinned by
+//! file name and sha256, and the recipe's versions) that names the same image tag on both
+//! sides, and the workspace.
 //!
-//! The bundle is the public release plus the bug: whoever holds it can diff it against the
-//! sdist and read the answer back. It is marked `public-answer`; the validator decides where
-//! such tasks may go.
+//! A forged task: the sdist by name, version and sha256, the buggy files as a workspace bundle
+//! laid over it. The bundle is the public release plus the bug: whoever holds it can diff it
+//! against the sdist and read the answer back. It is marked `public-answer`; the validator
+//! decides where such tasks may go.
+//!
+//! A task from a git checkout (harvested from GitHub): the repository's URL and the task's base
+//! commit, the tree as it is there (`Workspace::Pristine`: no bundle; the gold patch and the
+//! test patch never travel), the image the task's own (`env::git_image_name`, the commit's
+//! first 12 hex digits). The caller checks the tree out (`github::describe`); its exposure is
+//! the task's (`none` for an open issue).
 
 use std::path::Path;
 
@@ -25,13 +32,10 @@ pub struct Described {
 
 impl Forge<'_> {
     /// Describes a stored forged task (its environment is made ready on the way, as for a
-    /// round). Tasks that were not forged from an sdist cannot be described yet.
+    /// round). A task from a git checkout is described by [`Forge::describe_checkout`].
     pub async fn describe(&self, task: &Task, time_limit: f64) -> Result<Described, ForgeError> {
         if task.package.is_empty() || task.pypi_version.is_empty() {
-            return Err(ForgeError::Requirements(format!(
-                "{}: only forged tasks can be described",
-                task.instance_id
-            )));
+            return Err(refused(task, "not forged from an sdist"));
         }
         let sdist = self
             .pypi
@@ -40,23 +44,7 @@ impl Forge<'_> {
         let (source, _, image) = self.environment(&task.package, &sdist).await?;
         let key = format!("{}-{}", task.package, sdist.version);
         let wheels_dir = self.wheelhouse(&source, &task.package, &key).await?;
-        let mut wheels = Vec::new();
-        for entry in std::fs::read_dir(&wheels_dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".whl") {
-                let bytes = std::fs::read(entry.path())
-                    .map_err(|e| ForgeError::Requirements(format!("{name}: {e}")))?;
-                wheels.push(WheelPin {
-                    filename: name,
-                    sha256: sha256_hex(&bytes),
-                });
-            }
-        }
-        wheels.sort_by(|a, b| a.filename.cmp(&b.filename));
+        let wheels = pins(&wheels_dir)?;
         let mut files = Vec::new();
         for diff in [&task.bug_patch, &task.test_patch] {
             for (path, bytes) in apply_patch(&source, diff, &files)
@@ -79,33 +67,121 @@ impl Forge<'_> {
                 bytes,
             )
         };
-        let spec = TaskSpec {
-            spec_version: SPEC_VERSION,
-            instance_id: task.instance_id.clone(),
-            source: Source::Pypi {
-                name: task.package.clone(),
-                version: sdist.version.clone(),
-                filename: sdist.filename.clone(),
-                sha256: sdist.sha256.clone(),
-            },
-            environment: EnvRecipe {
-                recipe: super::env::ENV_RECIPE_VERSION.to_owned(),
-                base_image: crate::sandbox::base_image_tag().reference,
-                python: "3.11".into(),
-                install: "editable".into(),
-                wheels,
-                image,
-            },
-            workspace,
-            exposure: Exposure::of(task),
-            problem_statement: task.problem_statement.clone(),
-            hints: task.hints_text.clone(),
-            time_limit,
-            hash: String::new(),
-        }
-        .sealed();
+        let source = Source::Pypi {
+            name: task.package.clone(),
+            version: sdist.version.clone(),
+            filename: sdist.filename.clone(),
+            sha256: sdist.sha256.clone(),
+        };
+        let spec = sealed(task, source, recipe(wheels, image), workspace, time_limit);
         Ok(Described { spec, bundle })
     }
+
+    /// Describes a task whose pristine source is `tree`, the checkout of its base commit from
+    /// the repository at `url` (what the validator's git base URL names for `task.repo`): the
+    /// environment is made ready from that tree as the harvest made it, and must come out as
+    /// the task's own image (else the wheels pinned would not be the ones it is judged with).
+    pub async fn describe_checkout(
+        &self,
+        task: &Task,
+        url: &str,
+        tree: &Path,
+        time_limit: f64,
+    ) -> Result<Described, ForgeError> {
+        let commit = task.base_commit.to_ascii_lowercase();
+        if !(commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit())) {
+            return Err(refused(task, "its base commit is not a full commit id"));
+        }
+        let name = super::env::git_image_name(&task.repo);
+        let (_, image, wheels_dir) = self
+            .environment_parts(&task.package, &name, &commit[..12], tree)
+            .await?;
+        if image != task.image {
+            return Err(refused(
+                task,
+                &format!(
+                    "its base commit's environment is {image}, not the task's image {} (harvest it again)",
+                    task.image
+                ),
+            ));
+        }
+        let wheels = pins(&wheels_dir)?;
+        let source = Source::Git {
+            url: url.to_owned(),
+            commit,
+        };
+        let spec = sealed(
+            task,
+            source,
+            recipe(wheels, image),
+            Workspace::Pristine,
+            time_limit,
+        );
+        Ok(Described {
+            spec,
+            bundle: Vec::new(),
+        })
+    }
+}
+
+fn refused(task: &Task, reason: &str) -> ForgeError {
+    ForgeError::Describe {
+        task: task.instance_id.clone(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// The wheels of a wheelhouse, by file name and sha256, in name order.
+fn pins(dir: &Path) -> Result<Vec<WheelPin>, ForgeError> {
+    let mut wheels = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".whl") {
+            let bytes = std::fs::read(entry.path())
+                .map_err(|e| ForgeError::Requirements(format!("{name}: {e}")))?;
+            wheels.push(WheelPin {
+                filename: name,
+                sha256: sha256_hex(&bytes),
+            });
+        }
+    }
+    wheels.sort_by(|a, b| a.filename.cmp(&b.filename));
+    Ok(wheels)
+}
+
+/// This build's environment recipe with `wheels`, naming `image`.
+fn recipe(wheels: Vec<WheelPin>, image: String) -> EnvRecipe {
+    EnvRecipe {
+        recipe: super::env::ENV_RECIPE_VERSION.to_owned(),
+        base_image: crate::sandbox::base_image_tag().reference,
+        python: "3.11".into(),
+        install: "editable".into(),
+        wheels,
+        image,
+    }
+}
+
+/// The sealed description of `task` from its parts; the exposure is the task's.
+fn sealed(
+    task: &Task,
+    source: Source,
+    environment: EnvRecipe,
+    workspace: Workspace,
+    time_limit: f64,
+) -> TaskSpec {
+    TaskSpec {
+        spec_version: SPEC_VERSION,
+        instance_id: task.instance_id.clone(),
+        source,
+        environment,
+        workspace,
+        exposure: Exposure::of(task),
+        problem_statement: task.problem_statement.clone(),
+        hints: task.hints_text.clone(),
+        time_limit,
+        hash: String::new(),
+    }
+    .sealed()
 }
 
 /// The files a unified diff changes, with their new contents, applied to the files under

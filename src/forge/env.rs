@@ -37,6 +37,33 @@ RUN git init -q \
  && rm -rf /tmp/agentao
 "#;
 
+/// The image repository of the environments of `owner/name`'s git checkouts: the validator's
+/// (a task harvested from GitHub) and a miner's (the description of one, materialised) use this
+/// one spelling, so the same tree and wheels give the same tag on both sides. The tag is the
+/// commit's first 12 hex digits (then the recipe's hash, as for every environment).
+pub fn git_image_name(repo: &str) -> String {
+    let (owner, name) = repo.split_once('/').unwrap_or(("", repo));
+    if owner.is_empty() {
+        format!("agentao/env-gh-{}", plain(name))
+    } else {
+        format!("agentao/env-gh-{}-{}", plain(owner), plain(name))
+    }
+}
+
+/// A name Docker takes as part of an image repository.
+fn plain(s: &str) -> String {
+    s.to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
 /// What to put in an environment image.
 #[derive(Debug, Clone)]
 pub struct EnvSpec<'a> {
@@ -134,4 +161,22 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Files) -> Result<(), Sa
         // Symlinks are skipped: they could point outside the tree.
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn git_checkouts_of_a_repository_share_one_image_name() {
+        assert_eq!(
+            git_image_name("Fixture-Org/tiny_lib"),
+            "agentao/env-gh-fixture-org-tiny-lib"
+        );
+        assert_eq!(
+            git_image_name("psf/requests"),
+            "agentao/env-gh-psf-requests"
+        );
+        assert_eq!(git_image_name("lonely"), "agentao/env-gh-lonely");
+    }
 }

@@ -49,7 +49,7 @@ mod wheelhouse;
 
 pub use candidates::is_source_file;
 pub use describe::Described;
-pub use env::{ENV_RECIPE_VERSION, EnvSpec, build_env_image};
+pub use env::{ENV_RECIPE_VERSION, EnvSpec, build_env_image, git_image_name};
 
 /// How tests are chosen for a candidate bug.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -138,6 +138,9 @@ pub enum ForgeError {
     NoCandidates,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A task that cannot be described for miners on other machines.
+    #[error("{task}: cannot be described: {reason}")]
+    Describe { task: String, reason: String },
 }
 
 impl ForgeError {
@@ -480,6 +483,18 @@ impl<'a> Forge<'a> {
         tag: &str,
         source: &Path,
     ) -> Result<(Vec<String>, String), ForgeError> {
+        let (locations, image, _) = self.environment_parts(package, name, tag, source).await?;
+        Ok((locations, image))
+    }
+
+    /// [`Forge::environment_of_tree`], with the wheelhouse the image holds.
+    async fn environment_parts(
+        &self,
+        package: &str,
+        name: &str,
+        tag: &str,
+        source: &Path,
+    ) -> Result<(Vec<String>, String, PathBuf), ForgeError> {
         let locations = deps::test_locations(source);
         if locations.is_empty() {
             return Err(ForgeError::NoTests);
@@ -500,7 +515,7 @@ impl<'a> Forge<'a> {
         )
         .await
         .map_err(ForgeError::Environment)?;
-        Ok((locations, image))
+        Ok((locations, image, wheels))
     }
 
     /// Makes sure every stored task's environment image exists, rebuilding it from the same

@@ -9,7 +9,7 @@
 //! store's log and as a log record, and the harvest goes on.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -21,7 +21,7 @@ use super::pypi::{RepoRef, github_repo_of};
 use super::refs::{StatementBounds, closing_refs, split_diff, statement};
 use super::validate::{RunLimits, fail_to_pass, gold_resolves};
 use super::wire::{Comment, CommitItem, FileItem, IssueItem, Pull, RepoInfo};
-use crate::forge::{Forge, ForgeConfig, ForgeError};
+use crate::forge::{Forge, ForgeConfig, ForgeError, git_image_name};
 use crate::llm::LlmClient;
 use crate::sandbox::Engine;
 use crate::tasks::Exposure;
@@ -450,16 +450,9 @@ impl Harvester<'_> {
             .clone()?;
         let sha = pull.base.sha.to_lowercase();
         let short = &sha[..sha.len().min(12)];
-        let tree = cache
-            .join("github")
-            .join("src")
-            .join(format!("{}-{}-{short}", c.repo.owner, c.repo.name));
+        let tree = checkout_dir(cache, &c.repo.full_name(), &sha);
         crate::git::checkout(&mirror, c.clone_url, &sha, &tree).map_err(|e| e.to_string())?;
-        let image_name = format!(
-            "agentao/env-gh-{}-{}",
-            plain(&c.repo.owner),
-            plain(&c.repo.name)
-        );
+        let image_name = git_image_name(&c.repo.full_name());
         let (_, image) = match self
             .forge
             .environment_of_tree(c.package, &image_name, short, &tree)
@@ -523,18 +516,14 @@ struct Candidate<'a> {
     id: &'a str,
 }
 
-/// A name Docker takes as part of an image repository.
-pub(super) fn plain(s: &str) -> String {
-    s.to_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
+/// Where a harvest checks `owner/name` out at `sha`: `<cache>/github/src/<owner>-<name>-<sha12>`,
+/// the tree its environment is built from and a description of its task is made from.
+pub(super) fn checkout_dir(cache: &Path, repo: &str, sha: &str) -> PathBuf {
+    let short = &sha[..sha.len().min(12)];
+    cache
+        .join("github")
+        .join("src")
+        .join(format!("{}-{short}", repo.replacen('/', "-", 1)))
 }
 
 /// `since` as GitHub's `since` parameter wants it (ISO 8601).

@@ -9,13 +9,16 @@
 //! fail → pass, PASS_TO_PASS green, the gold patch resolving it in `eval::evaluate`) before
 //! the task is stored in one write. Open issues become tasks without a gold patch (`open.rs`:
 //! the suite green at HEAD is PASS_TO_PASS, a checklist written from the issue for the judge,
-//! `exposure = none`). `propose.rs` takes a winning patch of an open-issue task
+//! `exposure = none`). `describe.rs` makes either kind a portable description for miners on other
+//! machines (the repository under the validator's git base URL at the base commit, the task's
+//! own image). `propose.rs` takes a winning patch of an open-issue task
 //! upstream (a branch on a fork with git2, a pull request with octocrab), only when asked.
 //!
 //! The only module that imports octocrab (`tests/it/architecture.rs`). Knows nothing of
 //! miners, scores or the subnet.
 
 pub mod client;
+mod describe;
 pub mod harvest;
 mod open;
 pub mod propose;
@@ -25,6 +28,7 @@ mod validate;
 mod wire;
 
 pub use client::{DEFAULT_API_URL, Fetched, GithubClient, GithubConfig, Usage};
+pub use describe::describe;
 pub use harvest::{HarvestConfig, HarvestReport, Skip, harvest, harvest_open};
 pub use open::CHECKLIST_BUDGET;
 pub use propose::{Proposal, ProposeError, Winner, propose};

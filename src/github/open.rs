@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use tracing::info;
 
-use super::harvest::{HarvestReport, Harvester, Refusal, now, plain};
+use super::harvest::{HarvestReport, Harvester, Refusal, checkout_dir, now};
 use super::pypi::RepoRef;
 use super::wire::{IssueItem, RepoInfo};
-use crate::forge::ForgeError;
 use crate::forge::baseline::take_baseline;
+use crate::forge::{ForgeError, git_image_name};
 use crate::llm::checklist::write_checklist;
 use crate::llm::{Budget, LlmClient};
 use crate::sandbox::{Sandbox, SandboxSpec};
@@ -161,16 +161,9 @@ impl Harvester<'_> {
         let sha = crate::git::resolve(&mirror, &branch)
             .map_err(|e| format!("default branch {branch}: {e}"))?;
         let short = &sha[..sha.len().min(12)];
-        let tree = cache
-            .join("github")
-            .join("src")
-            .join(format!("{}-{}-{short}", repo.owner, repo.name));
+        let tree = checkout_dir(cache, &repo.full_name(), &sha);
         crate::git::checkout(&mirror, &info.clone_url, &sha, &tree).map_err(|e| e.to_string())?;
-        let image_name = format!(
-            "agentao/env-gh-{}-{}",
-            plain(&repo.owner),
-            plain(&repo.name)
-        );
+        let image_name = git_image_name(&repo.full_name());
         let (locations, image) = match self
             .forge
             .environment_of_tree(package, &image_name, short, &tree)

@@ -141,7 +141,7 @@ impl Materializer {
         };
         let hash = spec.hash.clone();
         self.once(&hash, || async {
-            let (source, package, version, repo) = match &spec.source {
+            let (source, package, version, repo, image_name) = match &spec.source {
                 Source::Pypi {
                     name,
                     version,
@@ -151,18 +151,22 @@ impl Materializer {
                     let dir = pypi::source(&self.cfg, name, version, filename, sha256).await?;
                     let package = crate::python::normalize(name);
                     let repo = format!("pypi:{package}=={version}");
-                    (dir, package, version.clone(), repo)
+                    let image_name = format!("agentao/env-{package}");
+                    (dir, package, version.clone(), repo, image_name)
                 }
                 Source::Git { url, commit } => {
                     let (commit, dir) = self.git_tree(url, Some(commit)).await?;
                     let repo = repo_of_url(url);
-                    (dir, git_package(&repo), commit[..12].to_owned(), repo)
+                    // The validator's name for a checkout of this repository (its harvest's).
+                    let image_name = crate::forge::git_image_name(&repo);
+                    let version = commit[..12].to_owned();
+                    (dir, git_package(&repo), version, repo, image_name)
                 }
             };
             let image = pypi::environment(
                 &self.engine,
                 &self.cfg,
-                &package,
+                &image_name,
                 &version,
                 &source,
                 &spec.environment,

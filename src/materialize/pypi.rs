@@ -41,13 +41,14 @@ pub(super) async fn source(
     Ok(unpack_sdist(&archive, &dest)?)
 }
 
-/// The environment image of a recipe: refused unless it is this build's recipe (version,
-/// base image, Python, install mode); the wheels pinned by sha256 fetched from the index
-/// only, without dependencies; then the forge's build.
+/// The environment image of a recipe, named `image_name:version-…` as the sender names it:
+/// refused unless it is this build's recipe (version, base image, Python, install mode); the
+/// wheels pinned by sha256 fetched from the index only, without dependencies; then the
+/// forge's build.
 pub(super) async fn environment(
     engine: &Engine,
     cfg: &MaterializeConfig,
-    package: &str,
+    image_name: &str,
     version: &str,
     source: &Path,
     recipe: &EnvRecipe,
@@ -115,7 +116,7 @@ pub(super) async fn environment(
     let image = build_env_image(
         engine,
         &EnvSpec {
-            name: &format!("agentao/env-{package}"),
+            name: image_name,
             version,
             source_dir: source,
             wheels_dir: Some(&wheels),

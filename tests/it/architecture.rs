@@ -40,6 +40,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "neurons",
         &[
+            "github",
             "materialize",
             "forge",
             "agent",

@@ -321,8 +321,9 @@ const TEST_BASIC: &str = "from tinylib import clamp, mean\n\n\ndef test_clamp_lo
 const TEST_CLAMP: &str = "from tinylib import clamp\n\n\ndef test_clamp_high():\n    assert clamp(15, 0, 10) == 10\n    assert clamp(5, -3, -1) == -1\n\n\ndef test_clamp_inside():\n    assert clamp(5, 0, 10) == 5\n";
 
 /// Builds the bare repository: `main` at the fix, the pull requests' heads under
-/// `refs/pull/<n>/head`, as GitHub keeps them.
-pub(crate) fn build_repository(bare: &Path) -> History {
+/// `refs/pull/<n>/head`, as GitHub keeps them; `salt`, when not empty, is a file `SALT` in
+/// every commit.
+pub(crate) fn build_repository(bare: &Path, salt: &str) -> History {
     let repo = git2::Repository::init_bare(bare).unwrap();
     let sig = git2::Signature::new(
         "Fixture",
@@ -338,6 +339,9 @@ pub(crate) fn build_repository(bare: &Path) -> History {
         ]);
         for (p, c) in extra {
             m.insert((*p).into(), (*c).into());
+        }
+        if !salt.is_empty() {
+            m.insert("SALT".into(), salt.into());
         }
         m
     };

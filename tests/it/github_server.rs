@@ -6,7 +6,7 @@
 //! `Link` pagination, `ETag`/`If-None-Match` (304 spends no quota), `x-ratelimit-*`, and one
 //! 403 "rate limit exceeded" with a reset a few seconds ahead. It also answers PyPI's JSON
 //! API for the packages that lead to these repositories. The repository itself is cloned over
-//! `file://`.
+//! `file://`, from `<git_base_url>/fixture-org/tinylib`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -70,6 +70,8 @@ pub struct GithubFixture {
     pub fork: std::path::PathBuf,
     pub hits: Arc<Mutex<Vec<Hit>>>,
     pub history: History,
+    /// `file://` folder holding the repository as `fixture-org/tinylib` (its `clone_url`).
+    pub git_base_url: String,
     _dir: tempfile::TempDir,
     task: tokio::task::JoinHandle<()>,
 }
@@ -86,13 +88,22 @@ impl GithubFixture {
     }
 
     pub async fn start() -> GithubFixture {
+        GithubFixture::start_salted("").await
+    }
+
+    /// The fixture with `salt` as the content of a file `SALT` in every commit (none when
+    /// empty): the same repository with trees, and so environment images, of its own.
+    pub async fn start_salted(salt: &str) -> GithubFixture {
         let dir = tempfile::tempdir().unwrap();
-        let history = build_repository(&dir.path().join("tinylib.git"));
+        // Where GitHub keeps it, under a base URL a miner may clone from (`git_base_url`).
+        let bare = dir.path().join("git").join(OWNER).join(REPO);
+        std::fs::create_dir_all(&bare).unwrap();
+        let history = build_repository(&bare, salt);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let mut routes = BTreeMap::new();
         replay_recordings(&mut routes);
-        serve_repository(&mut routes, &history, &dir.path().join("tinylib.git"));
+        serve_repository(&mut routes, &history, &bare);
         pypi(&mut routes);
         let hits = Arc::new(Mutex::new(Vec::new()));
         let fork = dir.path().join("fork.git");
@@ -112,6 +123,7 @@ impl GithubFixture {
             let _ = axum::serve(listener, app).await;
         });
         GithubFixture {
+            git_base_url: format!("file://{}", dir.path().join("git").display()),
             url,
             fork,
             hits,

@@ -24,6 +24,7 @@ mod github;
 mod github_open;
 mod github_repo;
 mod github_server;
+mod github_travel;
 mod llm;
 mod materialize;
 mod operator;

@@ -27,6 +27,9 @@ pub struct Describer {
     /// Largest bundle sent inline; a larger one is put on the shelf and fetched by the miner.
     pub inline_cap: u64,
     pub shelf: BundleShelf,
+    /// Where miners clone `owner/name` from (`AGENTAO_GIT_BASE_URL`): the URL a GitHub task's
+    /// description names.
+    pub git_base_url: String,
 }
 
 impl Describer {
@@ -35,6 +38,7 @@ impl Describer {
             forge,
             inline_cap: MAX_INLINE_BYTES,
             shelf: BundleShelf::default(),
+            git_base_url: crate::materialize::DEFAULT_GIT_BASE_URL.to_owned(),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Tasks that travel, on the validator's side: the synapse a miner gets (the task's public
-//! fields, and, when the describer can make them, its portable description and inline bundle),
+//! fields, and, when the describer can make them, its portable description and inline bundle:
+//! a forged task's through the forge, a GitHub task's as its repository at the base commit),
 //! and the answers that echo another description's hash than the one sent (`invalid_answer`,
 //! charged 0, never evaluated).
 
@@ -9,6 +10,7 @@ use super::{AnswerOutcome, Ledger, MinerResult, Validator, ValidatorError};
 use crate::forge::Forge;
 use crate::subnet::{CallResult, CodingTask, Neuron};
 use crate::tasks::Task;
+use crate::tasks::model::SOURCE_GITHUB;
 use crate::tasks::spec::Workspace;
 
 impl AnswerOutcome {
@@ -61,6 +63,11 @@ impl Validator {
             return body;
         };
         let described = match Forge::new(&self.engine, describer.forge.clone()) {
+            // Harvested from GitHub: the repository at the base commit.
+            Ok(forge) if task.source == SOURCE_GITHUB => {
+                crate::github::describe(&forge, task, &describer.git_base_url, body.time_limit)
+                    .await
+            }
             Ok(forge) => forge.describe(task, body.time_limit).await,
             Err(e) => Err(e.into()),
         };
