@@ -89,7 +89,7 @@ impl Forge<'_> {
         time_limit: f64,
     ) -> Result<Described, ForgeError> {
         let commit = task.base_commit.to_ascii_lowercase();
-        if !(commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit())) {
+        if !crate::tasks::spec::is_commit_id(&commit) {
             return Err(refused(task, "its base commit is not a full commit id"));
         }
         let name = super::env::git_image_name(&task.repo);

@@ -11,6 +11,7 @@ use std::path::Path;
 use super::harvest::checkout_dir;
 use crate::forge::{Described, Forge, ForgeError};
 use crate::tasks::Task;
+use crate::tasks::spec::{is_commit_id, is_owner_name};
 
 /// Describes a GitHub task for miners on other machines; `git_base_url` is where miners clone
 /// `owner/name` from (theirs must be the same).
@@ -24,21 +25,11 @@ pub async fn describe(
         task: task.instance_id.clone(),
         reason,
     };
-    let plain = |s: &str| {
-        !s.is_empty()
-            && !s.starts_with('.')
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-    };
-    if !task
-        .repo
-        .split_once('/')
-        .is_some_and(|(o, n)| plain(o) && plain(n))
-    {
+    if !is_owner_name(&task.repo) {
         return Err(refused(format!("repo {:?} is not owner/name", task.repo)));
     }
     let commit = task.base_commit.to_ascii_lowercase();
-    if !(commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit())) {
+    if !is_commit_id(&commit) {
         return Err(refused("its base commit is not a full commit id".into()));
     }
     let cache_dir = &forge.config().cache_dir;

@@ -197,16 +197,7 @@ impl Materializer {
         problem_statement: &str,
     ) -> Result<Materialized, MaterializeError> {
         let repo = repo.trim();
-        let valid = repo.split_once('/').is_some_and(|(o, n)| {
-            let ok = |s: &str| {
-                !s.is_empty()
-                    && !s.starts_with('.')
-                    && s.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-            };
-            ok(o) && ok(n)
-        });
-        if !valid {
+        if !crate::tasks::spec::is_owner_name(repo) {
             return Err(MaterializeError::Refused(format!(
                 "repo {repo:?} is not owner/name"
             )));

@@ -229,7 +229,7 @@ impl TaskSpec {
                 if url.contains(char::is_whitespace) || url.starts_with('-') {
                     return refuse("git url", url, "not a URL");
                 }
-                if !(commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit())) {
+                if !is_commit_id(commit) {
                     return refuse("commit", commit, "not a full commit id");
                 }
             }
@@ -264,6 +264,18 @@ fn plain(s: &str, extra: &str) -> bool {
         && !s.starts_with(['.', '-'])
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+}
+
+/// `owner/name` as a git host spells a repository: two plain names (ASCII letters, digits,
+/// `.`, `_`, `-`; not starting with a dot or dash), so it can be joined onto a base URL.
+pub fn is_owner_name(repo: &str) -> bool {
+    repo.split_once('/')
+        .is_some_and(|(o, n)| plain(o, "._-") && plain(n, "._-"))
+}
+
+/// A full commit id: 40 hex digits.
+pub fn is_commit_id(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// 64 lowercase hex digits.
@@ -322,6 +334,21 @@ fn canonical(v: &serde_json::Value, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repository_names_and_commit_ids_are_checked_before_they_reach_a_url() {
+        for good in ["psf/requests", "fixture-org/tiny_lib.py"] {
+            assert!(is_owner_name(good), "{good}");
+        }
+        for bad in [
+            "requests", "a/b/c", "../x", "a/..", "-o/x", "o/-x", "o/", "/x", "o/x y", "o/x?y",
+        ] {
+            assert!(!is_owner_name(bad), "{bad}");
+        }
+        assert!(is_commit_id(&"a1".repeat(20)));
+        assert!(!is_commit_id(&"a1".repeat(19)));
+        assert!(!is_commit_id(&"g1".repeat(20)));
+    }
 
     pub(crate) fn sample() -> TaskSpec {
         TaskSpec {
