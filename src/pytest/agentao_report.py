@@ -341,12 +341,12 @@ def _make_integrity_check(write, touched):
     def registered(pm):
         """Every hook implementation and its function, in order: what a check compares by
         identity (in C) before it looks at any implementation one by one."""
-        callers = [c for c in list(vars(pm.hook).values()) if hasattr(c, "get_hookimpls")]
-        impls = [i for group in map(get_impls, callers) for i in group]
-        return impls, list(map(impl_function, impls))
+        callers = [c for c in list_(vars(pm.hook).values()) if hasattr(c, "get_hookimpls")]
+        impls = [i for group in map_(get_impls, callers) for i in group]
+        return impls, list_(map_(impl_function, impls))
 
     def same(now, then):
-        return len(now) == len(then) and all(map(is_, now, then))
+        return len_(now) == len_(then) and all_(map_(is_, now, then))
 
     def conftest(plugin):
         name = getattr(plugin, "__file__", "") or ""
