@@ -56,7 +56,7 @@ check:
 # Host tools the build and the image recipe need (Debian packages).
 deps:
 	@missing=""; \
-	for t in debootstrap:debootstrap cc:gcc c++:g++ pkg-config:pkg-config python3:python3 docker:docker.io chromium:chromium; do \
+	for t in debootstrap:debootstrap docker-registry:docker-registry cc:gcc c++:g++ pkg-config:pkg-config python3:python3 docker:docker.io chromium:chromium; do \
 	  command -v $${t%%:*} >/dev/null 2>&1 || [ -x /usr/sbin/$${t%%:*} ] || missing="$$missing $${t#*:}"; \
 	done; \
 	python3 -m pip --version >/dev/null 2>&1 || missing="$$missing python3-pip"; \

@@ -12,17 +12,34 @@ use crate::config::{Network, Settings};
 use crate::forge::ForgeConfig;
 use crate::llm::local::{LocalModel, SharedServer, is_serving};
 use crate::llm::{LlmClient, LlmConfig};
-use crate::sandbox::Engine;
+use crate::sandbox::{BackendKind, Engine, SwarmBackend, SwarmOptions};
 use crate::subnet::{AnyChain, Keypair, LocalChain, SubtensorChain, SubtensorConfig, Wallet};
 use crate::tasks::TaskStore;
 
-/// Connects to the engine named in the settings, with a sandbox budget of `--max-sandboxes`
-/// and a warm pool unless `--no-pool`, and reaps what dead runs left behind.
+/// Connects to the engine named in the settings, with a sandbox budget of `--max-sandboxes`,
+/// a warm pool unless `--no-pool` and sandboxes on `--sandbox.backend`, and reaps what dead
+/// runs left behind.
 pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
     let engine = Engine::connect(settings.docker_host.as_deref())
         .await?
         .with_max_sandboxes(settings.max_sandboxes)
         .with_pool(settings.sandbox_pool);
+    let engine = match settings.sandbox_backend {
+        BackendKind::Local => engine,
+        BackendKind::Swarm => {
+            let opts = SwarmOptions {
+                registry: settings.registry.clone(),
+                node_engines: settings.swarm_node_engines.iter().cloned().collect(),
+            };
+            let swarm = SwarmBackend::connect(&engine, opts).await?;
+            engine.with_backend(swarm.into())
+        }
+        BackendKind::Kubernetes => {
+            anyhow::bail!(super::UserError::new(
+                "the kubernetes sandbox backend is not wired into the commands yet"
+            ))
+        }
+    };
     let reaped = crate::sandbox::reap_leftovers(&engine).await?;
     if !reaped.containers.is_empty() {
         tracing::info!(

@@ -133,6 +133,24 @@ pub struct GlobalArgs {
     /// Start every sandbox cold, without the warm pool of started containers.
     #[arg(long, global = true)]
     pub no_pool: bool,
+    /// Where sandboxes run: local (this engine), swarm (services on the Docker Swarm this
+    /// engine manages) or kubernetes (pods; untested against a live cluster).
+    #[arg(long = "sandbox.backend", global = true, env = ev::AGENTAO_SANDBOX_BACKEND)]
+    pub sandbox_backend: Option<config::BackendKind>,
+    /// Registry the cluster's nodes pull agentao's images from (host:port); each image is
+    /// pushed once per content hash.
+    #[arg(long, global = true, env = ev::AGENTAO_REGISTRY)]
+    pub registry: Option<String>,
+    /// Engine address of a swarm node other than the manager, as NODE_ID=ADDR (repeatable):
+    /// exec and file copy go to the engine of the node a sandbox landed on.
+    #[arg(long = "swarm.node-engine", global = true, value_parser = node_engine)]
+    pub swarm_node_engine: Vec<(String, String)>,
+    /// Kubernetes API server base URL (default: kubeconfig, or in-cluster).
+    #[arg(long = "kube.api-url", global = true, env = ev::AGENTAO_KUBE_API_URL)]
+    pub kube_api_url: Option<String>,
+    /// Kubernetes namespace of the sandboxes.
+    #[arg(long = "kube.namespace", global = true, env = ev::AGENTAO_KUBE_NAMESPACE)]
+    pub kube_namespace: Option<String>,
     /// Python package index for host-side downloads.
     #[arg(long, global = true, env = ev::PIP_INDEX_URL)]
     pub pip_index_url: Option<String>,
@@ -191,6 +209,18 @@ pub enum Command {
     /// Benchmarks that write JSON.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+}
+
+/// `--swarm.node-engine NODE_ID=ADDR`.
+fn node_engine(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((node, addr)) if !node.trim().is_empty() && !addr.trim().is_empty() => {
+            Ok((node.trim().to_owned(), addr.trim().to_owned()))
+        }
+        _ => Err(format!(
+            "{s:?} is not NODE_ID=ADDR (e.g. abc123=tcp://10.0.0.2:2375)"
+        )),
+    }
 }
 
 /// `--subtensor.chain_endpoint`: a node address; `host:port` alone is taken as `ws://`.
@@ -269,6 +299,15 @@ impl GlobalArgs {
             limits,
             max_sandboxes: self.max_sandboxes.unwrap_or(d.max_sandboxes).max(1),
             sandbox_pool: !self.no_pool,
+            sandbox_backend: self.sandbox_backend.unwrap_or(d.sandbox_backend),
+            registry: self.registry.clone().filter(|r| !r.is_empty()),
+            swarm_node_engines: self.swarm_node_engine.clone(),
+            kube_api_url: self.kube_api_url.clone().filter(|u| !u.is_empty()),
+            kube_namespace: self
+                .kube_namespace
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or(d.kube_namespace),
             pip_index_url: self.pip_index_url.clone().filter(|u| !u.is_empty()),
             debian_mirror: self.debian_mirror.clone().unwrap_or(d.debian_mirror),
             github_api_url: self.github_api_url.clone().filter(|u| !u.is_empty()),

@@ -27,6 +27,14 @@ pub const AGENTAO_SANDBOX_WALL_SECS: &str = "AGENTAO_SANDBOX_WALL_SECS";
 pub const AGENTAO_SANDBOX_TMP_MB: &str = "AGENTAO_SANDBOX_TMP_MB";
 /// How many sandboxes may run at once.
 pub const AGENTAO_MAX_SANDBOXES: &str = "AGENTAO_MAX_SANDBOXES";
+/// Where sandboxes run: local, swarm or kubernetes.
+pub const AGENTAO_SANDBOX_BACKEND: &str = "AGENTAO_SANDBOX_BACKEND";
+/// Registry (host:port) a cluster's nodes pull agentao's images from.
+pub const AGENTAO_REGISTRY: &str = "AGENTAO_REGISTRY";
+/// Kubernetes API server base URL (default: kubeconfig, or in-cluster).
+pub const AGENTAO_KUBE_API_URL: &str = "AGENTAO_KUBE_API_URL";
+/// Kubernetes namespace of the sandboxes.
+pub const AGENTAO_KUBE_NAMESPACE: &str = "AGENTAO_KUBE_NAMESPACE";
 /// Python package index used by the host to fetch wheels and sdists.
 pub const PIP_INDEX_URL: &str = "PIP_INDEX_URL";
 /// Debian mirror used by debootstrap for the base image.
@@ -90,6 +98,10 @@ pub const ALL: &[&str] = &[
     AGENTAO_SANDBOX_WALL_SECS,
     AGENTAO_SANDBOX_TMP_MB,
     AGENTAO_MAX_SANDBOXES,
+    AGENTAO_SANDBOX_BACKEND,
+    AGENTAO_REGISTRY,
+    AGENTAO_KUBE_API_URL,
+    AGENTAO_KUBE_NAMESPACE,
     PIP_INDEX_URL,
     AGENTAO_DEBIAN_MIRROR,
     OPENAI_API_KEY,

@@ -22,6 +22,51 @@ pub const EMBEDDED_MODEL: &str = "smollm2-135m-instruct";
 /// Default loopback port of the embedded model server.
 pub const DEFAULT_LLM_PORT: u16 = 8642;
 
+/// The backends `--sandbox.backend` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// The local Docker engine (containers).
+    #[default]
+    Local,
+    /// Docker Swarm: one `replicated-job` service per sandbox.
+    Swarm,
+    /// Kubernetes: one Pod per sandbox.
+    Kubernetes,
+}
+
+impl BackendKind {
+    /// The name `--sandbox.backend` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Local => "local",
+            BackendKind::Swarm => "swarm",
+            BackendKind::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "local" | "docker" => Ok(BackendKind::Local),
+            "swarm" => Ok(BackendKind::Swarm),
+            "kubernetes" | "k8s" => Ok(BackendKind::Kubernetes),
+            other => Err(format!(
+                "unknown sandbox backend {other:?}: use local, swarm or kubernetes"
+            )),
+        }
+    }
+}
+
 /// Resource limits of one sandbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
@@ -217,6 +262,16 @@ pub struct Settings {
     pub max_sandboxes: usize,
     /// Whether the engine keeps a warm pool of started containers (`--no-pool` turns it off).
     pub sandbox_pool: bool,
+    /// Where sandboxes run (`--sandbox.backend`).
+    pub sandbox_backend: BackendKind,
+    /// The registry a cluster's nodes pull agentao's images from (`host:port`).
+    pub registry: Option<String>,
+    /// Engine addresses of swarm nodes other than the manager: `(node id, address)`.
+    pub swarm_node_engines: Vec<(String, String)>,
+    /// The Kubernetes API server's base URL (`None`: kubeconfig or in-cluster).
+    pub kube_api_url: Option<String>,
+    /// The Kubernetes namespace sandboxes run in.
+    pub kube_namespace: String,
     pub pip_index_url: Option<String>,
     pub debian_mirror: String,
     /// GitHub's REST API (`GITHUB_API_URL`; the public API when `None`).
@@ -252,6 +307,11 @@ impl Settings {
             limits: Limits::default(),
             max_sandboxes: default_parallelism(),
             sandbox_pool: true,
+            sandbox_backend: BackendKind::Local,
+            registry: None,
+            swarm_node_engines: Vec::new(),
+            kube_api_url: None,
+            kube_namespace: "default".to_owned(),
             pip_index_url: None,
             debian_mirror: DEFAULT_DEBIAN_MIRROR.to_owned(),
             github_api_url: None,
@@ -324,4 +384,23 @@ pub fn hf_token_file() -> PathBuf {
 /// Seconds to a [`Duration`], for flags.
 pub fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BackendKind;
+
+    #[test]
+    fn backend_names_parse_and_print_back() {
+        for kind in [
+            BackendKind::Local,
+            BackendKind::Swarm,
+            BackendKind::Kubernetes,
+        ] {
+            assert_eq!(kind.as_str().parse::<BackendKind>(), Ok(kind));
+        }
+        assert_eq!("K8S".parse::<BackendKind>(), Ok(BackendKind::Kubernetes));
+        let err = "nomad".parse::<BackendKind>().unwrap_err();
+        assert!(err.contains("nomad") && err.contains("swarm"), "{err}");
+    }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::markers::{Applied, read_markers};
 use super::patch::{PatchError, check_patch};
@@ -165,6 +165,10 @@ pub struct Verdict {
     /// PASS_TO_PASS tests added for what the patch touched.
     #[serde(default)]
     pub p2p_added: usize,
+    /// Sandboxes lost under this evaluation (a node that died) before the one that gave the
+    /// verdict: at most one, the evaluation is retried once in a fresh sandbox.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
     pub timings: Timings,
     /// Tail of the apply and test output.
     pub log: String,
@@ -182,6 +186,7 @@ impl Verdict {
             fail_to_pass: BTreeMap::new(),
             pass_to_pass: BTreeMap::new(),
             p2p_added: 0,
+            retries: 0,
             timings: Timings::default(),
             log: String::new(),
         }
@@ -191,6 +196,10 @@ impl Verdict {
     pub fn is_environment_error(&self) -> bool {
         matches!(self.outcome, Outcome::EnvironmentError { .. })
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Hex sha256 of a text.
@@ -218,7 +227,18 @@ pub async fn evaluate(engine: &Engine, task: &Task, patch: &str, cfg: &EvalConfi
         return Verdict::new(task, patch, outcome);
     }
     let mut verdict = Verdict::new(task, patch, Outcome::Unresolved);
-    if let Err(e) = run_in_sandbox(engine, task, patch, cfg, &mut verdict).await {
+    let mut ran = run_in_sandbox(engine, task, patch, cfg, &mut verdict).await;
+    if let Err(e) = &ran
+        && e.is_lost()
+    {
+        // The machine's failure, not the patch's: once more, in a fresh sandbox (on a cluster,
+        // wherever the scheduler puts it now).
+        warn!(instance = %task.instance_id, error = %e, "sandbox lost mid-evaluation; retrying once");
+        verdict = Verdict::new(task, patch, Outcome::Unresolved);
+        verdict.retries = 1;
+        ran = run_in_sandbox(engine, task, patch, cfg, &mut verdict).await;
+    }
+    if let Err(e) = ran {
         verdict.outcome = match e {
             SandboxError::WallClockExceeded { .. } => Outcome::TimedOut,
             e => Outcome::EnvironmentError {

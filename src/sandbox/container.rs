@@ -14,6 +14,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use tracing::{debug, warn};
 
+use super::backend::Placement;
 use super::error::status_of;
 use super::exec::{ExecRequest, ExecStatus};
 use super::reaper::{self, remove_container};
@@ -21,8 +22,6 @@ use super::{Engine, LABEL_DEADLINE, LABEL_OWNER, LABEL_RUN, Limits, SandboxError
 
 /// Extra seconds the host waits past a command's own timeout before it kills the container.
 pub(super) const HOST_GRACE: Duration = Duration::from_secs(5);
-/// The image's world-writable folders, each a size-capped tmpfs when `Limits::tmp_mb > 0`.
-const TMPFS_MOUNTS: &[&str] = &["/tmp", "/var/tmp", "/run/lock"];
 
 /// The tasks that create and start containers (see [`Sandbox::start`]).
 static STARTS: std::sync::LazyLock<tokio_util::task::TaskTracker> =
@@ -91,6 +90,8 @@ impl SandboxSpec {
 pub struct Sandbox {
     pub(super) engine: Engine,
     pub(super) id: String,
+    /// Where it runs: exec and file copy go to `placed.node`.
+    pub(super) placed: Placement,
     run_id: String,
     pub(super) limits: Limits,
     pub(super) started: Instant,
@@ -121,9 +122,9 @@ impl Sandbox {
     /// (before exiting, [`settle`] waits for those tasks).
     pub async fn start(engine: &Engine, spec: &SandboxSpec) -> Result<Sandbox, SandboxError> {
         let permit = engine.sandbox_permit().await;
-        if let Some(id) = engine.pool.take(engine, spec) {
-            debug!(container = %&id[..id.len().min(12)], image = %spec.image, "sandbox taken from the pool");
-            return Ok(Sandbox::adopt(engine, id, spec, permit));
+        if let Some(placed) = engine.pool.take(engine, spec) {
+            debug!(container = %&placed.container[..placed.container.len().min(12)], image = %spec.image, "sandbox taken from the pool");
+            return Ok(Sandbox::adopt(engine, placed, spec, permit));
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (engine, spec) = (engine.clone(), spec.clone());
@@ -145,21 +146,22 @@ impl Sandbox {
         spec: &SandboxSpec,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<Sandbox, SandboxError> {
-        let id = create_started(engine, spec, Duration::ZERO).await?;
-        debug!(container = %&id[..id.len().min(12)], image = %spec.image, "sandbox started");
-        Ok(Sandbox::adopt(engine, id, spec, permit))
+        let placed = create_started(engine, spec, Duration::ZERO).await?;
+        debug!(container = %&placed.container[..placed.container.len().min(12)], image = %spec.image, backend = %engine.backend().kind(), "sandbox started");
+        Ok(Sandbox::adopt(engine, placed, spec, permit))
     }
 
     /// The guard of a started container, its wall clock counted from now.
     fn adopt(
         engine: &Engine,
-        id: String,
+        placed: Placement,
         spec: &SandboxSpec,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Sandbox {
         Sandbox {
             engine: engine.clone(),
-            id,
+            id: placed.container.clone(),
+            placed,
             run_id: spec.run_id.clone(),
             limits: spec.limits.clone(),
             started: Instant::now(),
@@ -230,10 +232,9 @@ impl Sandbox {
     /// Whether `path` lies on one of the sandbox's tmpfs mounts, which the engine's copy API
     /// cannot see (it works on the container's own file system).
     fn on_tmpfs(&self, path: &str) -> bool {
-        self.limits.tmp_mb > 0
-            && TMPFS_MOUNTS
-                .iter()
-                .any(|m| path == *m || path.starts_with(&format!("{m}/")))
+        tmpfs_mounts(&self.limits)
+            .iter()
+            .any(|(m, _, _)| path == *m || path.starts_with(&format!("{m}/")))
     }
 
     async fn put_tar(&self, dest: &str, tar: Vec<u8>) -> Result<(), SandboxError> {
@@ -254,8 +255,8 @@ impl Sandbox {
                 }),
             };
         }
-        self.engine
-            .docker
+        self.placed
+            .node
             .upload_to_container(
                 &self.id,
                 Some(UploadToContainerOptions {
@@ -349,7 +350,7 @@ impl Sandbox {
                 .decode(out.stdout.trim())
                 .map_err(|e| SandboxError::io("base64", std::io::Error::other(e)));
         }
-        let mut stream = self.engine.docker.download_from_container(
+        let mut stream = self.placed.node.download_from_container(
             &self.id,
             Some(DownloadFromContainerOptions {
                 path: path.to_owned(),
@@ -376,7 +377,11 @@ impl Sandbox {
     pub async fn remove(mut self) -> Result<(), SandboxError> {
         // Marked only once the call returned: a caller dropped meanwhile leaves the removal
         // to `Drop`.
-        let removed = remove_container(&self.engine.docker, &self.id).await;
+        let removed = self
+            .engine
+            .backend()
+            .remove(&self.engine.docker, &self.placed)
+            .await;
         self.removed = true;
         removed
     }
@@ -388,13 +393,14 @@ impl Sandbox {
         // The background task removes it; this guard only carries the permit there.
         self.removed = true;
         let pool = self.engine.pool.clone();
-        let id = self.id.clone();
-        pool.remove_in_background(id, self);
+        let placed = self.placed.clone();
+        pool.remove_in_background(placed, self);
     }
 
     pub(super) async fn kill(&self) {
         self.killed.store(true, Ordering::SeqCst);
-        if let Err(e) = remove_container(&self.engine.docker, &self.id).await {
+        let backend = self.engine.backend();
+        if let Err(e) = backend.remove(&self.engine.docker, &self.placed).await {
             warn!(container = %self.short_id(), error = %e, "could not kill sandbox");
         }
     }
@@ -406,7 +412,8 @@ impl Sandbox {
         }
     }
 
-    /// An engine error on a container that vanished is the wall clock (or a kill) at work.
+    /// An engine error on a container that vanished is the wall clock (or a kill) at work;
+    /// before them, the sandbox was lost (its node died, or someone removed it).
     pub(super) fn map_gone(&self, e: bollard::errors::Error) -> SandboxError {
         match status_of(&e) {
             Some(404) | Some(409)
@@ -414,6 +421,10 @@ impl Sandbox {
             {
                 self.wall_clock_error()
             }
+            Some(404) | Some(409) => SandboxError::Lost {
+                id: self.short_id().to_owned(),
+                reason: e.to_string(),
+            },
             _ => e.into(),
         }
     }
@@ -426,7 +437,8 @@ impl Drop for Sandbox {
         }
         // Drop cannot await, and the current runtime may be shutting down; remove the
         // container from a short-lived thread with its own runtime and connection.
-        let id = self.id.clone();
+        let placed = self.placed.clone();
+        let backend = self.engine.backend().clone();
         let docker = match self.engine.reconnect() {
             Ok(d) => d,
             Err(e) => {
@@ -439,7 +451,7 @@ impl Drop for Sandbox {
                 .enable_all()
                 .build();
             match rt {
-                Ok(rt) => rt.block_on(remove_container(&docker, &id)),
+                Ok(rt) => rt.block_on(backend.remove(&docker, &placed)),
                 Err(e) => Err(SandboxError::io("runtime", e)),
             }
         })
@@ -454,16 +466,23 @@ impl Drop for Sandbox {
     }
 }
 
-/// Creates and starts a container for `spec` with the usual limits and labels; its PID 1
-/// sleeps the wall clock plus `idle` (the time a pooled container may wait before it is
-/// taken), and its deadline label says so. A container that fails to start is removed.
+/// Starts a sandbox for `spec` through the engine handle's backend (see
+/// [`super::SandboxBackend::launch`]).
 pub(super) async fn create_started(
     engine: &Engine,
     spec: &SandboxSpec,
     idle: Duration,
-) -> Result<String, SandboxError> {
-    let limits = &spec.limits;
-    let wall_secs = limits.wall.as_secs().max(1) + idle.as_secs();
+) -> Result<Placement, SandboxError> {
+    engine.backend().launch(engine, spec, idle).await
+}
+
+/// The seconds PID 1 sleeps (the wall clock plus `idle`) and the labels every sandbox carries,
+/// whatever runs it: run id, owner, deadline (and the pool's mark when `idle` is not zero).
+pub(super) fn wall_and_labels(
+    spec: &SandboxSpec,
+    idle: Duration,
+) -> (u64, HashMap<String, String>) {
+    let wall_secs = spec.limits.wall.as_secs().max(1) + idle.as_secs();
     let deadline = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -477,15 +496,45 @@ pub(super) async fn create_started(
     if !idle.is_zero() {
         labels.insert(super::LABEL_POOL.to_owned(), "1".to_owned());
     }
+    (wall_secs, labels)
+}
+
+/// The command PID 1 runs: the spec's own, or `sleep <wall clock>`.
+pub(super) fn pid1(spec: &SandboxSpec, wall_secs: u64) -> Vec<String> {
+    spec.cmd
+        .clone()
+        .unwrap_or_else(|| vec!["sleep".to_owned(), wall_secs.to_string()])
+}
+
+/// The world-writable tmpfs mounts of a sandbox (`Limits::tmp_mb > 0`): target, size in MiB,
+/// and whether programs may run from it.
+pub(super) fn tmpfs_mounts(limits: &Limits) -> Vec<(&'static str, u64, bool)> {
+    if limits.tmp_mb == 0 {
+        return Vec::new();
+    }
+    vec![
+        ("/tmp", limits.tmp_mb.max(1), true),
+        ("/var/tmp", 16, true),
+        ("/run/lock", 1, false),
+    ]
+}
+
+/// Creates and starts a container on the validator's own engine for `spec` with the usual
+/// limits and labels; its PID 1 sleeps the wall clock plus `idle` (the time a pooled container
+/// may wait before it is taken), and its deadline label says so. A container that fails to
+/// start is removed.
+pub(super) async fn create_local(
+    engine: &Engine,
+    spec: &SandboxSpec,
+    idle: Duration,
+) -> Result<String, SandboxError> {
+    let limits = &spec.limits;
+    let (wall_secs, labels) = wall_and_labels(spec, idle);
     let memory = (limits.memory_mb * 1024 * 1024) as i64;
     let body = ContainerCreateBody {
         image: Some(spec.image.clone()),
         // PID 1 is the wall clock: when it ends the container stops and removes itself.
-        cmd: Some(
-            spec.cmd
-                .clone()
-                .unwrap_or_else(|| vec!["sleep".to_owned(), wall_secs.to_string()]),
-        ),
+        cmd: Some(pid1(spec, wall_secs)),
         entrypoint: Some(Vec::new()),
         labels: Some(labels),
         env: Some(spec.env.clone()),
@@ -505,20 +554,16 @@ pub(super) async fn create_started(
             init: Some(true),
             auto_remove: Some(true),
             tmpfs: (limits.tmp_mb > 0).then(|| {
-                HashMap::from([
-                    (
-                        "/tmp".to_owned(),
-                        format!("rw,nosuid,nodev,mode=1777,size={}m", limits.tmp_mb.max(1)),
-                    ),
-                    (
-                        "/var/tmp".to_owned(),
-                        "rw,nosuid,nodev,mode=1777,size=16m".to_owned(),
-                    ),
-                    (
-                        "/run/lock".to_owned(),
-                        "rw,nosuid,nodev,noexec,mode=1777,size=1m".to_owned(),
-                    ),
-                ])
+                tmpfs_mounts(limits)
+                    .into_iter()
+                    .map(|(target, mb, exec)| {
+                        let noexec = if exec { "" } else { "noexec," };
+                        (
+                            target.to_owned(),
+                            format!("rw,nosuid,nodev,{noexec}mode=1777,size={mb}m"),
+                        )
+                    })
+                    .collect()
             }),
             ..Default::default()
         }),

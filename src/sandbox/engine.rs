@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bollard::{API_DEFAULT_VERSION, Docker};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::backend::{LocalBackend, SandboxBackend};
 use super::pool::{Pool, PoolStats};
 use super::{SandboxError, SandboxSpec};
 
@@ -24,6 +25,8 @@ pub struct Engine {
     budget: Arc<Semaphore>,
     capacity: usize,
     pub(super) pool: Arc<Pool>,
+    /// Where sandboxes run (the local engine unless [`Engine::with_backend`] says otherwise).
+    backend: Arc<dyn SandboxBackend>,
 }
 
 /// What the engine says about itself.
@@ -40,6 +43,7 @@ impl std::fmt::Debug for Engine {
             .field("addr", &self.addr)
             .field("max_sandboxes", &self.capacity)
             .field("pool", &self.pool.enabled())
+            .field("backend", &self.backend.kind())
             .finish()
     }
 }
@@ -73,13 +77,34 @@ impl Engine {
             .await
             .map_err(|e| unavailable(e.to_string()))?;
         let capacity = crate::config::default_parallelism().max(1);
+        let backend: Arc<dyn SandboxBackend> = Arc::new(LocalBackend);
         Ok(Engine {
-            pool: Pool::new(docker.clone(), &addr, capacity, true),
+            pool: Pool::new(docker.clone(), &addr, capacity, true, backend.clone()),
             docker,
             addr,
             budget: Arc::new(Semaphore::new(capacity)),
             capacity,
+            backend,
         })
+    }
+
+    /// This handle with sandboxes run by `backend` (a swarm or a Kubernetes cluster) instead
+    /// of the local engine, and a warm pool of its own; the budget is shared as before.
+    pub fn with_backend(mut self, backend: Arc<dyn SandboxBackend>) -> Engine {
+        self.backend = backend;
+        self.pool = Pool::new(
+            self.docker.clone(),
+            &self.addr,
+            self.capacity,
+            self.pool.enabled(),
+            self.backend.clone(),
+        );
+        self
+    }
+
+    /// Where this handle's sandboxes run.
+    pub fn backend(&self) -> &Arc<dyn SandboxBackend> {
+        &self.backend
     }
 
     /// This handle with a budget of its own: at most `max` sandboxes at once, shared by every
@@ -92,6 +117,7 @@ impl Engine {
             &self.addr,
             self.capacity,
             self.pool.enabled(),
+            self.backend.clone(),
         );
         self
     }
@@ -99,7 +125,13 @@ impl Engine {
     /// This handle with a warm pool (`true`, the default) or without one (every sandbox
     /// starts cold, as before the pool: `--no-pool`), shared by the clones made after.
     pub fn with_pool(mut self, enabled: bool) -> Engine {
-        self.pool = Pool::new(self.docker.clone(), &self.addr, self.capacity, enabled);
+        self.pool = Pool::new(
+            self.docker.clone(),
+            &self.addr,
+            self.capacity,
+            enabled,
+            self.backend.clone(),
+        );
         self
     }
 

@@ -14,6 +14,10 @@ pub enum SandboxError {
         "image {0} is not present (agentao builds its own images; the base is `agentao image build-base`)"
     )]
     ImageMissing(String),
+    #[error("sandbox {id} was lost (its node or container went away): {reason}")]
+    Lost { id: String, reason: String },
+    #[error("registry {addr}: {reason}")]
+    Registry { addr: String, reason: String },
     #[error("sandbox {id} passed its wall-clock limit of {limit:?}")]
     WallClockExceeded { id: String, limit: Duration },
     #[error("path {0:?} is not allowed here")]
@@ -40,6 +44,12 @@ impl SandboxError {
             context: context.into(),
             source,
         }
+    }
+
+    /// True when the sandbox went away under the work (a node that died, a container removed
+    /// by someone else): the work deserves another sandbox.
+    pub fn is_lost(&self) -> bool {
+        matches!(self, SandboxError::Lost { .. })
     }
 
     /// True when the failure lies with the machine, not with what ran in the sandbox.

@@ -181,8 +181,8 @@ impl Sandbox {
         ];
         cmd.extend(req.cmd.iter().cloned());
         let exec = self
-            .engine
-            .docker
+            .placed
+            .node
             .create_exec(
                 &self.id,
                 ExecConfig {
@@ -202,8 +202,8 @@ impl Sandbox {
         let mut stdout = BoundedBuf::new(req.output_cap);
         let mut stderr = BoundedBuf::new(req.output_cap);
         let started = self
-            .engine
-            .docker
+            .placed
+            .node
             .start_exec(
                 &exec.id,
                 Some(StartExecOptions {
@@ -280,8 +280,8 @@ impl Sandbox {
         // The stream can end a moment before the engine records the exit code.
         for _ in 0..500 {
             let inspect = self
-                .engine
-                .docker
+                .placed
+                .node
                 .inspect_exec(exec_id)
                 .await
                 .map_err(|e| self.map_gone(e))?;
@@ -344,8 +344,8 @@ impl Sandbox {
 
     async fn exec_raw_counter(&self, req: &ExecRequest) -> Result<String, SandboxError> {
         let exec = self
-            .engine
-            .docker
+            .placed
+            .node
             .create_exec(
                 &self.id,
                 ExecConfig {
@@ -357,7 +357,7 @@ impl Sandbox {
             .await?;
         let mut text = String::new();
         if let StartExecResults::Attached { mut output, .. } =
-            self.engine.docker.start_exec(&exec.id, None).await?
+            self.placed.node.start_exec(&exec.id, None).await?
         {
             while let Some(Ok(chunk)) = output.next().await {
                 text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));

@@ -1,10 +1,14 @@
 //! Docker sandboxes: the engine connection, containers with hard limits, exec, file copy,
 //! image builds, and the reaper that guarantees nothing is left behind.
 //!
-//! This module owns every call to the Docker engine; **only `sandbox/` imports bollard**.
+//! This module owns every call to the Docker engine (and to the cluster engines that may run
+//! sandboxes instead: a Docker Swarm, Kubernetes); **only `sandbox/` imports bollard**.
 //! It knows nothing about tasks, miners or subnets: callers hand it an image name, limits and
 //! commands, and get back exit codes, bounded output and files. Its only agentao imports are
 //! `config/` (limits) and `python/` (the base image's wheelhouse).
+//!
+//! Where sandboxes run is a [`SandboxBackend`] (`backend.rs`): the local engine, a swarm
+//! (`swarm.rs`, images from a [`Registry`]) or Kubernetes; callers only see [`Sandbox`].
 //!
 //! Guarantees:
 //! - every container carries the labels `agentao.run`, `agentao.owner` and `agentao.deadline`;
@@ -16,6 +20,7 @@
 //!   announced demand, bounded by the sandbox budget, never handing one out twice; removal
 //!   ([`Sandbox::release`]) runs in the background and [`settle`] drains both at exit.
 
+mod backend;
 mod base;
 mod container;
 mod engine;
@@ -26,7 +31,10 @@ mod network;
 mod output;
 mod pool;
 mod reaper;
+mod registry;
+mod swarm;
 
+pub use backend::{BackendKind, LocalBackend, Placement, SandboxBackend};
 pub use base::{
     BASE_REPO, BaseImage, BaseImageOptions, BuildReport, Rebuild, base_image_tag, build_base_image,
     hash_parts, which,
@@ -40,6 +48,8 @@ pub use network::Network;
 pub use output::BoundedBuf;
 pub use pool::{IDLE_MAX, PoolStats};
 pub use reaper::{GcReport, gc_images, reap_leftovers, remove_image};
+pub use registry::Registry;
+pub use swarm::{SwarmBackend, SwarmOptions};
 
 pub use crate::config::Limits;
 

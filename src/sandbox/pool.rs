@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use super::reaper::remove_container;
+use super::backend::{Placement, SandboxBackend};
 use super::{Engine, SandboxSpec};
 
 /// How long a pooled container may wait idle before it is replaced.
@@ -46,6 +46,8 @@ static POOLS: std::sync::LazyLock<Mutex<Vec<Weak<Pool>>>> =
 /// One engine handle's pool (shared by its clones).
 pub(super) struct Pool {
     docker: bollard::Docker,
+    /// What started the pool's containers, and removes them.
+    backend: Arc<dyn SandboxBackend>,
     /// Where to reconnect from `Drop` (another runtime).
     addr: String,
     state: Mutex<State>,
@@ -67,7 +69,7 @@ struct State {
 }
 
 struct Idle {
-    id: String,
+    placed: Placement,
     made: Instant,
 }
 
@@ -92,9 +94,16 @@ pub(super) fn key_of(spec: &SandboxSpec) -> String {
 }
 
 impl Pool {
-    pub(super) fn new(docker: bollard::Docker, addr: &str, cap: usize, enabled: bool) -> Arc<Pool> {
+    pub(super) fn new(
+        docker: bollard::Docker,
+        addr: &str,
+        cap: usize,
+        enabled: bool,
+        backend: Arc<dyn SandboxBackend>,
+    ) -> Arc<Pool> {
         let pool = Arc::new(Pool {
             docker,
+            backend,
             addr: addr.to_owned(),
             state: Mutex::new(State {
                 enabled,
@@ -127,8 +136,8 @@ impl Pool {
         }
     }
 
-    /// An idle container for `spec` (its id), when one is ready; counts the request as served.
-    pub(super) fn take(&self, engine: &Engine, spec: &SandboxSpec) -> Option<String> {
+    /// An idle container for `spec`, when one is ready; counts the request as served.
+    pub(super) fn take(&self, engine: &Engine, spec: &SandboxSpec) -> Option<Placement> {
         let key = key_of(spec);
         let mut stale = Vec::new();
         let taken = {
@@ -143,16 +152,16 @@ impl Pool {
             if let Some(idle) = s.idle.get_mut(&key) {
                 while let Some(c) = idle.pop_front() {
                     if c.made.elapsed() < IDLE_MAX {
-                        taken = Some(c.id);
+                        taken = Some(c.placed);
                         break;
                     }
-                    stale.push(c.id);
+                    stale.push(c.placed);
                 }
             }
             taken
         };
-        for id in stale {
-            self.remove_later(id);
+        for placed in stale {
+            self.remove_later(placed);
         }
         self.rebalance(engine);
         taken
@@ -196,7 +205,7 @@ impl Pool {
                 let filling = s.filling.get(&key).copied().unwrap_or(0);
                 if let Some(idle) = s.idle.get_mut(&key) {
                     while idle.len() + filling > wanted && !idle.is_empty() {
-                        surplus.extend(idle.pop_back().map(|c| c.id));
+                        surplus.extend(idle.pop_back().map(|c| c.placed));
                     }
                 }
             }
@@ -236,8 +245,8 @@ impl Pool {
                 .collect();
             s.specs.retain(|k, _| keep.contains(k));
         }
-        for id in surplus {
-            self.remove_later(id);
+        for placed in surplus {
+            self.remove_later(placed);
         }
         for (key, spec) in fills {
             self.fill(engine, key, spec);
@@ -257,15 +266,15 @@ impl Pool {
                     }
                 }
                 match made {
-                    Ok(id) if !s.closed => {
-                        debug!(container = %&id[..12.min(id.len())], image = %spec.image, "pooled");
+                    Ok(placed) if !s.closed => {
+                        debug!(container = ?placed, image = %spec.image, "pooled");
                         s.idle.entry(key).or_default().push_back(Idle {
-                            id,
+                            placed,
                             made: Instant::now(),
                         });
                         None
                     }
-                    Ok(id) => Some(id),
+                    Ok(placed) => Some(placed),
                     Err(e) => {
                         warn!(image = %spec.image, error = %e, "could not fill the sandbox pool");
                         None
@@ -273,8 +282,9 @@ impl Pool {
                 }
             };
             match leftover {
-                Some(id) => {
-                    if let Err(e) = remove_container(&engine.docker, &id).await {
+                Some(placed) => {
+                    let backend = engine.backend();
+                    if let Err(e) = backend.remove(&engine.docker, &placed).await {
                         warn!(error = %e, "could not remove a pooled container at shutdown");
                     }
                 }
@@ -287,11 +297,12 @@ impl Pool {
     /// Removes a container in the background, on the remover's runtime (a thread of its own,
     /// so a caller that blocks or drops its runtime does not hold removals up), tracked by
     /// this pool; `keep` (a guard and its budget permit) is dropped once it is gone.
-    pub(super) fn remove_in_background(&self, id: String, keep: impl Send + 'static) {
+    pub(super) fn remove_in_background(&self, placed: Placement, keep: impl Send + 'static) {
         let (addr, version) = (self.addr.clone(), self.docker.client_version());
+        let backend = self.backend.clone();
         let removal = self.tasks.track_future(async move {
             let removed = match bollard::Docker::connect_with_unix(&addr, 120, &version) {
-                Ok(docker) => remove_container(&docker, &id).await,
+                Ok(docker) => backend.remove(&docker, &placed).await,
                 Err(e) => Err(e.into()),
             };
             if let Err(e) = removed {
@@ -309,8 +320,8 @@ impl Pool {
         }
     }
 
-    fn remove_later(&self, id: String) {
-        self.remove_in_background(id, ());
+    fn remove_later(&self, placed: Placement) {
+        self.remove_in_background(placed, ());
     }
 
     /// Forgets the announced demand and removes every idle container, waiting (up to a
@@ -321,11 +332,16 @@ impl Pool {
             let (idle, filling) = {
                 let mut s = self.lock();
                 s.queue.clear();
-                let idle: Vec<String> = s.idle.drain().flat_map(|(_, v)| v).map(|c| c.id).collect();
+                let idle: Vec<Placement> = s
+                    .idle
+                    .drain()
+                    .flat_map(|(_, v)| v)
+                    .map(|c| c.placed)
+                    .collect();
                 (idle, s.filling.values().sum::<usize>())
             };
-            for id in idle {
-                if let Err(e) = remove_container(&self.docker, &id).await {
+            for placed in idle {
+                if let Err(e) = self.backend.remove(&self.docker, &placed).await {
                     warn!(error = %e, "could not remove an idle container; the reaper will");
                 }
             }
@@ -338,14 +354,18 @@ impl Pool {
 
     /// Stops filling, removes every idle container and waits for the background work.
     pub(super) async fn drain(&self, deadline: Duration) {
-        let idle: Vec<String> = {
+        let idle: Vec<Placement> = {
             let mut s = self.lock();
             s.closed = true;
             s.queue.clear();
-            s.idle.drain().flat_map(|(_, v)| v).map(|c| c.id).collect()
+            s.idle
+                .drain()
+                .flat_map(|(_, v)| v)
+                .map(|c| c.placed)
+                .collect()
         };
-        for id in idle {
-            self.remove_later(id);
+        for placed in idle {
+            self.remove_later(placed);
         }
         self.tasks.close();
         if tokio::time::timeout(deadline, self.tasks.wait())
@@ -362,15 +382,20 @@ impl Drop for Pool {
     /// The last handle went without [`Engine::shutdown`]: its idle containers are removed
     /// from a short-lived thread with its own runtime (as a dropped guard's are).
     fn drop(&mut self) {
-        let idle: Vec<String> = {
+        let idle: Vec<Placement> = {
             let mut s = self.lock();
-            s.idle.drain().flat_map(|(_, v)| v).map(|c| c.id).collect()
+            s.idle
+                .drain()
+                .flat_map(|(_, v)| v)
+                .map(|c| c.placed)
+                .collect()
         };
         if idle.is_empty() {
             return;
         }
         let version = self.docker.client_version();
         let addr = self.addr.clone();
+        let backend = self.backend.clone();
         let joined = std::thread::spawn(move || {
             let docker = bollard::Docker::connect_with_unix(&addr, 60, &version).ok()?;
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -378,8 +403,8 @@ impl Drop for Pool {
                 .build()
                 .ok()?;
             rt.block_on(async {
-                for id in idle {
-                    let _ = remove_container(&docker, &id).await;
+                for placed in idle {
+                    let _ = backend.remove(&docker, &placed).await;
                 }
             });
             Some(())

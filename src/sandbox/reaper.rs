@@ -36,7 +36,7 @@ fn start_ticks(pid: u32) -> Option<u64> {
 }
 
 /// Whether the process named by an owner label is still alive on this machine.
-fn owner_alive(owner: &str) -> bool {
+pub(crate) fn owner_alive(owner: &str) -> bool {
     let mut parts = owner.split(':');
     let (Some(boot), Some(pid), Some(ticks)) = (parts.next(), parts.next(), parts.next()) else {
         return false;
@@ -50,11 +50,28 @@ fn owner_alive(owner: &str) -> bool {
     start_ticks(pid) == Some(ticks)
 }
 
+/// Whether a sandbox with these labels may be reaped: its owner process is gone, or its
+/// deadline passed (by a grace) whoever owns it.
+pub(crate) fn overdue_or_orphaned(labels: &HashMap<String, String>) -> bool {
+    let owner = labels.get(LABEL_OWNER).map(String::as_str).unwrap_or("");
+    let deadline: u64 = labels
+        .get(LABEL_DEADLINE)
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    now > deadline + DEADLINE_GRACE_SECS || !owner_alive(owner)
+}
+
 /// What a clean-up removed.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct GcReport {
     /// Containers removed (short ids).
     pub containers: Vec<String>,
+    /// Cluster objects removed (swarm services, Kubernetes pods).
+    pub services: Vec<String>,
     /// Images removed (references).
     pub images: Vec<String>,
     /// Containers left alone because a live process owns them.
@@ -76,20 +93,12 @@ pub async fn reap_leftovers(engine: &Engine) -> Result<GcReport, SandboxError> {
             ..Default::default()
         }))
         .await?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
+    let backend = engine.backend().clone();
+    backend.reap(engine, &mut report).await?;
     for c in containers {
         let Some(id) = c.id else { continue };
         let labels = c.labels.unwrap_or_default();
-        let owner = labels.get(LABEL_OWNER).map(String::as_str).unwrap_or("");
-        let deadline: u64 = labels
-            .get(LABEL_DEADLINE)
-            .and_then(|d| d.parse().ok())
-            .unwrap_or(0);
-        let overdue = now > deadline + DEADLINE_GRACE_SECS;
-        if owner_alive(owner) && !overdue {
+        if !overdue_or_orphaned(&labels) {
             report.kept_live += 1;
             continue;
         }

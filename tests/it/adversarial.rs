@@ -5,11 +5,17 @@ use std::time::Duration;
 
 use agentao::eval::EvalConfig;
 use agentao::eval::adversarial::{corpus, run_cases};
+use agentao::sandbox::Engine;
 
 use crate::support::{assert_no_containers, engine, run_id};
 
 #[tokio::test]
 async fn every_hostile_patch_gets_its_verdict_on_a_forged_task() {
+    every_hostile_patch_gets_its_verdict_on_a_forged_task_on(&engine().await).await;
+}
+
+/// [`every_hostile_patch_gets_its_verdict_on_a_forged_task`] on any engine: the swarm tests run it through that backend.
+pub async fn every_hostile_patch_gets_its_verdict_on_a_forged_task_on(engine: &Engine) {
     let tasks = crate::forge::forged_tinycalc().await;
     let (task, cases) = tasks
         .iter()
@@ -22,17 +28,16 @@ async fn every_hostile_patch_gets_its_verdict_on_a_forged_task() {
         .into_iter()
         .filter(|c| only.as_deref().is_none_or(|o| c.name.contains(o)))
         .collect();
-    let engine = engine().await;
     let run = run_id("adversarial");
     let cfg = EvalConfig {
         run_id: run.clone(),
         test_timeout: Duration::from_secs(8),
         ..EvalConfig::default()
     };
-    let results = run_cases(&engine, task, &cases, &cfg, 2).await;
+    let results = run_cases(engine, task, &cases, &cfg, 2).await;
     if only.is_some() {
         for c in &cases {
-            let v = agentao::eval::evaluate(&engine, task, &c.patch, &cfg).await;
+            let v = agentao::eval::evaluate(engine, task, &c.patch, &cfg).await;
             eprintln!("=== {}\n{}\n--- log\n{}", c.name, c.patch, v.log);
         }
     }

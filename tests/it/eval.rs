@@ -60,23 +60,27 @@ fn patch_add(body: &[&str]) -> String {
 
 #[tokio::test]
 async fn the_gold_patch_resolves_and_the_empty_patch_does_not() {
-    let engine = engine().await;
-    let task = fixture_task(&engine).await;
+    the_gold_patch_resolves_and_the_empty_patch_does_not_on(&engine().await).await;
+}
+
+/// [`the_gold_patch_resolves_and_the_empty_patch_does_not`] on any engine: the swarm tests run it through that backend.
+pub async fn the_gold_patch_resolves_and_the_empty_patch_does_not_on(engine: &Engine) {
+    let task = fixture_task(engine).await;
     let run = run_id("eval-gold");
-    let v = evaluate(&engine, &task, &task.patch, &config(&run)).await;
+    let v = evaluate(engine, &task, &task.patch, &config(&run)).await;
     assert_eq!(v.outcome, Outcome::Resolved, "{}", v.log);
     assert!(v.resolved);
     assert_eq!(v.fail_to_pass.len(), 2);
     assert_eq!(v.pass_to_pass.len(), 6);
     assert!(v.pass_to_pass.values().all(|s| *s == TestStatus::Passed));
 
-    let empty = evaluate(&engine, &task, "", &config(&run)).await;
+    let empty = evaluate(engine, &task, "", &config(&run)).await;
     assert_eq!(empty.outcome, Outcome::EmptyPatch);
     assert!(!empty.resolved);
 
     // A patch that does nothing useful: tests run and F2P fail.
     let wrong = evaluate(
-        &engine,
+        engine,
         &task,
         &patch_add(&["    return a * b"]),
         &config(&run),
@@ -128,13 +132,17 @@ async fn patches_touching_tests_git_or_parent_dirs_are_rejected_unapplied() {
 
 #[tokio::test]
 async fn an_infinite_loop_times_out_and_the_container_is_gone() {
-    let engine = engine().await;
-    let task = fixture_task(&engine).await;
+    an_infinite_loop_times_out_and_the_container_is_gone_on(&engine().await).await;
+}
+
+/// [`an_infinite_loop_times_out_and_the_container_is_gone`] on any engine: the swarm tests run it through that backend.
+pub async fn an_infinite_loop_times_out_and_the_container_is_gone_on(engine: &Engine) {
+    let task = fixture_task(engine).await;
     let run = run_id("eval-loop");
     let mut cfg = config(&run);
     cfg.test_timeout = Duration::from_secs(8);
     let v = evaluate(
-        &engine,
+        engine,
         &task,
         &patch_add(&["    while True:", "        pass"]),
         &cfg,
@@ -147,11 +155,15 @@ async fn an_infinite_loop_times_out_and_the_container_is_gone() {
 
 #[tokio::test]
 async fn reaching_for_the_network_fails_inside_and_the_run_goes_on() {
-    let engine = engine().await;
-    let task = fixture_task(&engine).await;
+    reaching_for_the_network_fails_inside_and_the_run_goes_on_on(&engine().await).await;
+}
+
+/// [`reaching_for_the_network_fails_inside_and_the_run_goes_on`] on any engine: the swarm tests run it through that backend.
+pub async fn reaching_for_the_network_fails_inside_and_the_run_goes_on_on(engine: &Engine) {
+    let task = fixture_task(engine).await;
     let run = run_id("eval-net");
     let v = evaluate(
-        &engine,
+        engine,
         &task,
         &patch_add(&["    fetch('http://1.1.1.1/')", "    return a + b"]),
         &config(&run),

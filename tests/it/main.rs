@@ -3,7 +3,7 @@
 //! They need the base image (`agentao image build-base`; `make test` builds it first) and
 //! fail, rather than skip, when it is missing.
 
-mod adversarial;
+pub mod adversarial;
 mod agent;
 mod agents;
 mod agents_run;
@@ -29,12 +29,13 @@ mod llm;
 mod materialize;
 mod operator;
 mod pool;
-mod round;
-mod sandbox;
+pub mod round;
+pub mod sandbox;
 mod subnet;
 mod subtensor;
 mod subtensor_cr;
 mod support;
+mod swarm;
 mod travel;
 mod unattended;
 mod validator;

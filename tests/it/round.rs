@@ -14,6 +14,7 @@ use agentao::neurons::local::{RoundConfig, run_round};
 use agentao::neurons::miner::Miner;
 use agentao::neurons::scoring::{final_score, judged_quality, time_score};
 use agentao::neurons::validator::{DUPLICATE_FLOOR, EMA_ALPHA, Scores, Validator};
+use agentao::sandbox::Engine;
 use agentao::subnet::{
     Axon, AxonConfig, Chain, Dendrite, Keypair, LocalChain, Metagraph, Neuron, Wallet,
 };
@@ -86,8 +87,12 @@ fn agent(run: &str) -> AgentConfig {
 
 #[tokio::test]
 async fn a_local_round_goes_over_the_wire_and_sets_weights() {
+    a_local_round_goes_over_the_wire_and_sets_weights_on(&engine().await).await;
+}
+
+/// [`a_local_round_goes_over_the_wire_and_sets_weights`] on any engine: the swarm tests run it through that backend.
+pub async fn a_local_round_goes_over_the_wire_and_sets_weights_on(engine: &Engine) {
     let (task, model) = task_and_model().await;
-    let engine = engine().await;
     let run = run_id("round-local");
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("tasks.db");
@@ -105,7 +110,7 @@ async fn a_local_round_goes_over_the_wire_and_sets_weights() {
         model_server: None,
         repair_miner: None,
     };
-    let report = run_round(&engine, &task, &llm(&model), &mut records, &cfg, "r1")
+    let report = run_round(engine, &task, &llm(&model), &mut records, &cfg, "r1")
         .await
         .unwrap();
 
@@ -182,7 +187,7 @@ async fn a_local_round_goes_over_the_wire_and_sets_weights() {
     let scores = Scores::load(&dir.path().join("validator/scores.json"));
     assert!((scores.by_hotkey[&miner] - EMA_ALPHA * m.score).abs() < 1e-12);
     let mut records = RecordStore::open(&dir.path().join("records.jsonl")).unwrap();
-    let again = run_round(&engine, &task, &llm(&model), &mut records, &cfg, "r2")
+    let again = run_round(engine, &task, &llm(&model), &mut records, &cfg, "r2")
         .await
         .unwrap();
     // This time the judge answers prose: no judgement, the score falls back to correctness.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use agentao::sandbox::{ExecRequest, ExecStatus, Sandbox, SandboxError, reap_leftovers};
+use agentao::sandbox::{Engine, ExecRequest, ExecStatus, Sandbox, SandboxError, reap_leftovers};
 
 use crate::support::{assert_no_containers, engine, run_id, spec};
 
@@ -30,9 +30,13 @@ async fn python_output_and_exit_code_come_back() {
 
 #[tokio::test]
 async fn a_command_past_its_timeout_is_killed_and_the_sandbox_lives_on() {
-    let engine = engine().await;
+    a_command_past_its_timeout_is_killed_and_the_sandbox_lives_on_on(&engine().await).await;
+}
+
+/// [`a_command_past_its_timeout_is_killed_and_the_sandbox_lives_on`] on any engine: the swarm tests run it through that backend.
+pub async fn a_command_past_its_timeout_is_killed_and_the_sandbox_lives_on_on(engine: &Engine) {
     let run = run_id("timeout");
-    let sb = Sandbox::start(&engine, &spec(&engine, &run).await)
+    let sb = Sandbox::start(engine, &spec(engine, &run).await)
         .await
         .unwrap();
     let t = std::time::Instant::now();
@@ -66,9 +70,13 @@ async fn a_command_past_its_timeout_is_killed_and_the_sandbox_lives_on() {
 
 #[tokio::test]
 async fn the_network_is_off() {
-    let engine = engine().await;
+    the_network_is_off_on(&engine().await).await;
+}
+
+/// [`the_network_is_off`] on any engine: the swarm tests run it through that backend.
+pub async fn the_network_is_off_on(engine: &Engine) {
     let run = run_id("network");
-    let sb = Sandbox::start(&engine, &spec(&engine, &run).await)
+    let sb = Sandbox::start(engine, &spec(engine, &run).await)
         .await
         .unwrap();
     let out = sb
@@ -91,11 +99,15 @@ async fn the_network_is_off() {
 
 #[tokio::test]
 async fn a_memory_hog_is_reported_as_out_of_memory() {
-    let engine = engine().await;
+    a_memory_hog_is_reported_as_out_of_memory_on(&engine().await).await;
+}
+
+/// [`a_memory_hog_is_reported_as_out_of_memory`] on any engine: the swarm tests run it through that backend.
+pub async fn a_memory_hog_is_reported_as_out_of_memory_on(engine: &Engine) {
     let run = run_id("oom");
-    let mut spec = spec(&engine, &run).await;
+    let mut spec = spec(engine, &run).await;
     spec.limits.memory_mb = 64;
-    let sb = Sandbox::start(&engine, &spec).await.unwrap();
+    let sb = Sandbox::start(engine, &spec).await.unwrap();
     let out = sb
         .exec(&ExecRequest::new([
             "python3",

@@ -47,11 +47,33 @@ pub fn containers_of(run: &str) -> Vec<String> {
         .collect()
 }
 
-/// Waits up to `secs` for every container of `run` to disappear, then asserts it.
+/// Swarm services with this run label, asked of the docker CLI (none when the engine is in no
+/// swarm).
+pub fn services_of(run: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "service",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=agentao.run={run}"),
+        ])
+        .output()
+        .expect("docker CLI");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// Waits up to `secs` for every container (and swarm service) of `run` to disappear, then
+/// asserts it.
 pub fn assert_no_containers(run: &str, secs: u64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     loop {
-        let left = containers_of(run);
+        let mut left = containers_of(run);
+        left.extend(services_of(run));
         if left.is_empty() {
             return;
         }
