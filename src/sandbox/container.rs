@@ -1,24 +1,19 @@
 //! One sandbox container: start with limits, copy files in and out, remove (and the `Drop`
 //! that removes it on every other path). Commands run through `exec.rs`.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bollard::body_full;
-use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::{
-    CreateContainerOptions, DownloadFromContainerOptions, UploadToContainerOptions,
-};
+use bollard::query_parameters::{DownloadFromContainerOptions, UploadToContainerOptions};
 use futures_util::StreamExt;
 use tracing::{debug, warn};
 
-use super::backend::Placement;
+use super::backend::{Placement, tmpfs_mounts};
 use super::error::status_of;
 use super::exec::{ExecRequest, ExecStatus};
-use super::reaper::{self, remove_container};
-use super::{Engine, LABEL_DEADLINE, LABEL_OWNER, LABEL_RUN, Limits, SandboxError};
+use super::{Engine, Limits, SandboxError};
 
 /// Extra seconds the host waits past a command's own timeout before it kills the container.
 pub(super) const HOST_GRACE: Duration = Duration::from_secs(5);
@@ -474,114 +469,6 @@ pub(super) async fn create_started(
     idle: Duration,
 ) -> Result<Placement, SandboxError> {
     engine.backend().launch(engine, spec, idle).await
-}
-
-/// The seconds PID 1 sleeps (the wall clock plus `idle`) and the labels every sandbox carries,
-/// whatever runs it: run id, owner, deadline (and the pool's mark when `idle` is not zero).
-pub(super) fn wall_and_labels(
-    spec: &SandboxSpec,
-    idle: Duration,
-) -> (u64, HashMap<String, String>) {
-    let wall_secs = spec.limits.wall.as_secs().max(1) + idle.as_secs();
-    let deadline = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
-        + wall_secs;
-    let mut labels = HashMap::from([
-        (LABEL_RUN.to_owned(), spec.run_id.clone()),
-        (LABEL_OWNER.to_owned(), reaper::owner_id()),
-        (LABEL_DEADLINE.to_owned(), deadline.to_string()),
-    ]);
-    if !idle.is_zero() {
-        labels.insert(super::LABEL_POOL.to_owned(), "1".to_owned());
-    }
-    (wall_secs, labels)
-}
-
-/// The command PID 1 runs: the spec's own, or `sleep <wall clock>`.
-pub(super) fn pid1(spec: &SandboxSpec, wall_secs: u64) -> Vec<String> {
-    spec.cmd
-        .clone()
-        .unwrap_or_else(|| vec!["sleep".to_owned(), wall_secs.to_string()])
-}
-
-/// The world-writable tmpfs mounts of a sandbox (`Limits::tmp_mb > 0`): target, size in MiB,
-/// and whether programs may run from it.
-pub(super) fn tmpfs_mounts(limits: &Limits) -> Vec<(&'static str, u64, bool)> {
-    if limits.tmp_mb == 0 {
-        return Vec::new();
-    }
-    vec![
-        ("/tmp", limits.tmp_mb.max(1), true),
-        ("/var/tmp", 16, true),
-        ("/run/lock", 1, false),
-    ]
-}
-
-/// Creates and starts a container on the validator's own engine for `spec` with the usual
-/// limits and labels; its PID 1 sleeps the wall clock plus `idle` (the time a pooled container
-/// may wait before it is taken), and its deadline label says so. A container that fails to
-/// start is removed.
-pub(super) async fn create_local(
-    engine: &Engine,
-    spec: &SandboxSpec,
-    idle: Duration,
-) -> Result<String, SandboxError> {
-    let limits = &spec.limits;
-    let (wall_secs, labels) = wall_and_labels(spec, idle);
-    let memory = (limits.memory_mb * 1024 * 1024) as i64;
-    let body = ContainerCreateBody {
-        image: Some(spec.image.clone()),
-        // PID 1 is the wall clock: when it ends the container stops and removes itself.
-        cmd: Some(pid1(spec, wall_secs)),
-        entrypoint: Some(Vec::new()),
-        labels: Some(labels),
-        env: Some(spec.env.clone()),
-        working_dir: spec.workdir.clone(),
-        host_config: Some(HostConfig {
-            memory: Some(memory),
-            memory_swap: Some(memory),
-            nano_cpus: Some((limits.cpus * 1e9) as i64),
-            pids_limit: Some(limits.pids),
-            network_mode: Some(
-                spec.network
-                    .clone()
-                    .unwrap_or_else(|| if limits.network { "bridge" } else { "none" }.to_owned()),
-            ),
-            cap_drop: Some(vec!["ALL".to_owned()]),
-            security_opt: Some(vec!["no-new-privileges".to_owned()]),
-            init: Some(true),
-            auto_remove: Some(true),
-            tmpfs: (limits.tmp_mb > 0).then(|| {
-                tmpfs_mounts(limits)
-                    .into_iter()
-                    .map(|(target, mb, exec)| {
-                        let noexec = if exec { "" } else { "noexec," };
-                        (
-                            target.to_owned(),
-                            format!("rw,nosuid,nodev,{noexec}mode=1777,size={mb}m"),
-                        )
-                    })
-                    .collect()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let created = engine
-        .docker
-        .create_container(None::<CreateContainerOptions>, body)
-        .await
-        .map_err(|e| match status_of(&e) {
-            Some(404) => SandboxError::ImageMissing(spec.image.clone()),
-            _ => SandboxError::from(e),
-        })?;
-    if let Err(e) = engine.docker.start_container(&created.id, None).await {
-        let _ = remove_container(&engine.docker, &created.id).await;
-        return Err(e.into());
-    }
-    Ok(created.id)
 }
 
 fn split_container_path(path: &str) -> Result<(&str, &str), SandboxError> {

@@ -36,8 +36,7 @@ use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use tracing::{debug, info, warn};
 
-use super::backend::{BackendKind, Placement, SandboxBackend};
-use super::container::{pid1, tmpfs_mounts, wall_and_labels};
+use super::backend::{BackendKind, Placement, SandboxBackend, pid1, tmpfs_mounts, wall_and_labels};
 use super::error::status_of;
 use super::reaper::{GcReport, overdue_or_orphaned, remove_container};
 use super::{Engine, LABEL_RUN, Registry, SandboxError, SandboxSpec};

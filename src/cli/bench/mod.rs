@@ -8,6 +8,7 @@ use clap::Subcommand;
 mod adversarial;
 mod axon;
 mod cerebro;
+mod cluster;
 mod dashboard;
 mod dataset;
 mod eval;
@@ -50,8 +51,6 @@ pub enum BenchCmd {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
-    /// The hostile-patch corpus (every class of harness bypass, plus honest controls) against
-    /// the first task it can aim at; every verdict checked, host disk space before and after.
     /// Disk per 100 stored tasks, a validator's peak memory over `answers` answers with the
     /// budget at 2, and the gold patches' flip rate over `replicas` fresh replicas.
     Scale {
@@ -64,6 +63,27 @@ pub enum BenchCmd {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
+    /// Sandboxes on a Docker Swarm vs the local engine, same machine, same run: the wall time
+    /// of an `answers`-answer round at budget 2 through each, and evaluations per minute.
+    Cluster {
+        /// Tasks (JSON Lines with images).
+        #[arg(long)]
+        tasks: std::path::PathBuf,
+        #[arg(long, default_value_t = 50)]
+        answers: usize,
+        /// Rounds of each (interleaved; the best of each is compared).
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+        /// Make a single-node swarm on loopback for the run (and leave it) when the engine
+        /// is in none.
+        #[arg(long)]
+        init_swarm: bool,
+        /// Also write the JSON here.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+    /// The hostile-patch corpus (every class of harness bypass, plus honest controls) against
+    /// the first task it can aim at; every verdict checked, host disk space before and after.
     Adversarial {
         /// Tasks (JSON Lines with images).
         #[arg(long)]
@@ -189,6 +209,20 @@ pub async fn run(cmd: BenchCmd, settings: &Settings) -> anyhow::Result<()> {
             anyhow::ensure!(!tasks.is_empty(), "no tasks to measure");
             let result =
                 scale::bench_scale(settings, &tasks, answers.max(1), replicas.max(1)).await?;
+            emit(&result, out)
+        }
+        BenchCmd::Cluster {
+            tasks,
+            answers,
+            rounds,
+            init_swarm,
+            out,
+        } => {
+            let tasks = crate::tasks::read_jsonl(&tasks)?;
+            anyhow::ensure!(!tasks.is_empty(), "no tasks to evaluate");
+            let result =
+                cluster::bench_cluster(settings, &tasks, answers.max(1), rounds.max(1), init_swarm)
+                    .await?;
             emit(&result, out)
         }
         BenchCmd::Adversarial {

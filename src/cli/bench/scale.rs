@@ -84,7 +84,7 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn copies(tasks: &[Task], n: usize, tag: &str) -> (Vec<Task>, Vec<Prediction>) {
+pub(super) fn copies(tasks: &[Task], n: usize, tag: &str) -> (Vec<Task>, Vec<Prediction>) {
     let (mut ts, mut ps) = (Vec::new(), Vec::new());
     for i in 0..n {
         let mut t = tasks[i % tasks.len()].clone();
