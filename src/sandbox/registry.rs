@@ -8,7 +8,6 @@
 //! TLS).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bollard::query_parameters::PushImageOptions;
@@ -30,8 +29,9 @@ const MANIFEST_TYPES: &str = "application/vnd.docker.distribution.manifest.v2+js
 pub struct Registry {
     addr: String,
     http: reqwest::Client,
-    /// Image id → the reference it was published under, by this process.
-    published: Mutex<HashMap<String, String>>,
+    /// Image id → the reference it was published under, by this process; held across a
+    /// check and its push, so sandboxes starting at once push an image once between them.
+    published: tokio::sync::Mutex<HashMap<String, String>>,
     pushes: AtomicUsize,
 }
 
@@ -58,7 +58,7 @@ impl Registry {
         Ok(Registry {
             addr,
             http,
-            published: Mutex::new(HashMap::new()),
+            published: tokio::sync::Mutex::new(HashMap::new()),
             pushes: AtomicUsize::new(0),
         })
     }
@@ -91,7 +91,8 @@ impl Registry {
         if hash.len() < 16 {
             return Err(SandboxError::ImageMissing(image.to_owned()));
         }
-        if let Some(done) = self.lock().get(&id) {
+        let mut published = self.published.lock().await;
+        if let Some(done) = published.get(&id) {
             return Ok(done.clone());
         }
         let (repo, _) = split_reference(image);
@@ -108,12 +109,8 @@ impl Registry {
             // The nodes pull it; this engine (a node too) gets the name without a pull.
             super::image::tag(engine, image, &target).await?;
         }
-        self.lock().insert(id, target.clone());
+        published.insert(id, target.clone());
         Ok(target)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
-        self.published.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether the registry holds `repo:tag` (HEAD on its manifest).

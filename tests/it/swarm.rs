@@ -362,6 +362,15 @@ async fn an_image_is_pushed_once_per_content_hash() {
             .is_some_and(|t| t.iter().any(|x| x == tag)),
         "{tags}"
     );
+    // Sandboxes starting at once push an image the registry lacks once between them.
+    let fresh = format!("agentao/pushtest-{}:latest", &run_id("p")[7..]);
+    assert!(docker(&["tag", &base, &fresh]).status.success());
+    let third = Registry::new(&lease.registry).unwrap();
+    let refs = futures_util::future::join_all((0..4).map(|_| third.publish(&engine, &fresh))).await;
+    let refs: Vec<String> = refs.into_iter().map(Result::unwrap).collect();
+    assert!(refs.iter().all(|r| *r == refs[0]), "{refs:?}");
+    assert_eq!(third.pushes(), 1);
+    docker(&["rmi", &fresh, &refs[0]]);
     // A tag the registry never saw is not mistaken for one it holds.
     assert!(
         !second
