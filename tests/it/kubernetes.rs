@@ -299,7 +299,18 @@ async fn exec_streams_output_feeds_stdin_and_returns_the_exit_code() {
         )
         .await
         .unwrap();
-    replay.finish();
     assert_eq!((code, out.as_slice()), (0, &b"1000\n"[..]));
-    assert_eq!(replay.stdin(), [b"secret input\n".to_vec(), Vec::new()]);
+
+    // A server that only speaks v4 (no close of stdin): the exit code still comes through.
+    let argv = ["timeout", "1", "sleep", "5"].map(String::from).to_vec();
+    let code = kube
+        .exec("agentao-run-42-0badcafe", argv, None, |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(code, 124);
+    replay.finish();
+    assert_eq!(
+        replay.stdin(),
+        [b"secret input\n".to_vec(), Vec::new(), Vec::new()]
+    );
 }
