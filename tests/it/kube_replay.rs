@@ -11,7 +11,7 @@
 //!   response, is replaced by its value (the test seeds more vars, such as `{owner}`);
 //! - `checks`: `[{at, equals | differs | prefix | absent}]` on the request body;
 //! - the response: `status`, then `body` (JSON), `events` (a watch stream: one JSON event a
-//!   line) or `text` (`text/plain`, as pod logs);
+//!   line; `hold: true` keeps the stream open after them) or `text` (`text/plain`, as pod logs);
 //! - or `websocket`: a pods/exec upgrade answered with `protocol`; the client's stdin
 //!   (channel 0, up to the v5 close of channel 0) must equal `stdin` when given, then
 //!   `frames` (`{channel, text}` or `{channel: 3, status}`) are sent and the socket closed.
@@ -300,10 +300,17 @@ async fn answer(State(script): State<Shared>, mut req: Request) -> Response {
     } else {
         ("application/json", ex["body"].to_string())
     };
+    // `hold`: the stream stays open after the events, as a watch that sees nothing more.
+    let body = if ex["hold"].as_bool() == Some(true) {
+        let first = futures_util::stream::iter([Ok::<_, std::io::Error>(text)]);
+        Body::from_stream(first.chain(futures_util::stream::pending()))
+    } else {
+        Body::from(text)
+    };
     Response::builder()
         .status(status)
         .header("content-type", content_type)
-        .body(Body::from(text))
+        .body(body)
         .unwrap()
 }
 

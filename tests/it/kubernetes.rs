@@ -210,6 +210,43 @@ async fn an_image_that_cannot_be_pulled_is_missing_and_its_pod_deleted() {
 }
 
 #[tokio::test]
+async fn a_pod_that_fails_before_running_is_reported_and_deleted() {
+    let replay = Replay::start("pod_failed.json", &vars()).await;
+    let err = cluster(&replay)
+        .await
+        .launch(&spec(), Duration::ZERO)
+        .await
+        .unwrap_err();
+    replay.finish();
+    let SandboxError::PodFailed { pod, reason } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(Some(pod.clone()), replay.var("pod"));
+    assert!(
+        reason.contains("Failed before running") && reason.contains("StartError"),
+        "{reason}"
+    );
+    assert!(err.is_environment());
+}
+
+#[tokio::test]
+async fn a_pod_that_never_runs_is_given_up_at_the_launch_timeout() {
+    let replay = Replay::start("never_running.json", &vars()).await;
+    let kube = cluster(&replay)
+        .await
+        .with_launch_timeout(Duration::from_secs(1));
+    let begun = std::time::Instant::now();
+    let err = kube.launch(&spec(), Duration::ZERO).await.unwrap_err();
+    replay.finish();
+    assert!(begun.elapsed() < Duration::from_secs(10));
+    let SandboxError::PodFailed { pod, reason } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(Some(pod.clone()), replay.var("pod"));
+    assert!(reason.contains("not running after 1s"), "{reason}");
+}
+
+#[tokio::test]
 async fn logs_are_read_with_a_byte_limit() {
     let replay = Replay::start("logs.json", &vars()).await;
     let logs = cluster(&replay)
