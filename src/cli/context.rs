@@ -12,7 +12,7 @@ use crate::config::{Network, Settings};
 use crate::forge::ForgeConfig;
 use crate::llm::local::{LocalModel, SharedServer, is_serving};
 use crate::llm::{LlmClient, LlmConfig};
-use crate::sandbox::{BackendKind, Engine, SwarmBackend, SwarmOptions};
+use crate::sandbox::{BackendKind, Engine, KubeBackend, KubeCluster, SwarmBackend, SwarmOptions};
 use crate::subnet::{AnyChain, Keypair, LocalChain, SubtensorChain, SubtensorConfig, Wallet};
 use crate::tasks::TaskStore;
 
@@ -35,9 +35,10 @@ pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
             engine.with_backend(swarm.into())
         }
         BackendKind::Kubernetes => {
-            anyhow::bail!(super::UserError::new(
-                "the kubernetes sandbox backend is not wired into the commands yet"
-            ))
+            let cluster =
+                KubeCluster::connect(settings.kube_api_url.as_deref(), &settings.kube_namespace)
+                    .await?;
+            engine.with_backend(KubeBackend::new(cluster).into())
         }
     };
     let reaped = crate::sandbox::reap_leftovers(&engine).await?;

@@ -37,6 +37,9 @@ pub struct Placement {
     pub(crate) job: Option<String>,
     /// The engine of the node the container runs on (exec and file copy go there).
     pub(crate) node: Docker,
+    /// The cluster when the sandbox is a Kubernetes pod (named by `container`): exec and
+    /// files go through its API instead of `node`.
+    pub(crate) pod: Option<std::sync::Arc<super::kubernetes::KubeCluster>>,
 }
 
 impl fmt::Debug for Placement {
@@ -106,6 +109,7 @@ impl SandboxBackend for LocalBackend {
                 container,
                 job: None,
                 node: engine.docker.clone(),
+                pod: None,
             })
         })
     }

@@ -224,12 +224,14 @@ impl Sandbox {
         self.put_tar(dest, tar).await
     }
 
-    /// Whether `path` lies on one of the sandbox's tmpfs mounts, which the engine's copy API
-    /// cannot see (it works on the container's own file system).
+    /// Whether files at `path` go through `tar` in an exec: always in a pod (Kubernetes has no
+    /// copy API), and on the sandbox's tmpfs mounts, which the engine's copy API cannot see
+    /// (it works on the container's own file system).
     fn on_tmpfs(&self, path: &str) -> bool {
-        tmpfs_mounts(&self.limits)
-            .iter()
-            .any(|(m, _, _)| path == *m || path.starts_with(&format!("{m}/")))
+        self.placed.pod.is_some()
+            || tmpfs_mounts(&self.limits)
+                .iter()
+                .any(|(m, _, _)| path == *m || path.starts_with(&format!("{m}/")))
     }
 
     async fn put_tar(&self, dest: &str, tar: Vec<u8>) -> Result<(), SandboxError> {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-/// What can go wrong talking to Docker or inside a sandbox.
+/// What can go wrong talking to Docker (or a Kubernetes API server) or inside a sandbox.
 ///
 /// [`SandboxError::is_environment`] separates failures of the machine (engine down, image
 /// missing) from failures of the work being run, so callers never blame a miner for them.
@@ -30,6 +30,10 @@ pub enum SandboxError {
     Tool { tool: String, reason: String },
     #[error(transparent)]
     Docker(#[from] bollard::errors::Error),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("pod {pod} did not start: {reason}")]
+    PodFailed { pod: String, reason: String },
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use tracing::{debug, warn};
 
 use super::container::{DEFAULT_OUTPUT_CAP, HOST_GRACE};
+use super::kubernetes::KubeCluster;
 use super::{BoundedBuf, Sandbox, SandboxError};
 
 /// A command to run inside a sandbox.
@@ -171,6 +172,9 @@ impl Sandbox {
             return Err(self.wall_clock_error());
         }
         let timeout = req.timeout.min(remaining);
+        if let Some(cluster) = self.placed.pod.clone() {
+            return self.exec_in_pod(&cluster, req, timeout, on_output).await;
+        }
         // `timeout` kills the command's whole process group; the host-side deadline below is
         // the fallback for a command that escapes it.
         let mut cmd = vec![
@@ -276,6 +280,50 @@ impl Sandbox {
         })
     }
 
+    /// [`Sandbox::exec_with`] in a Kubernetes pod: the same `timeout` wrapper (in the argv the
+    /// cluster builds), the same host-side deadline and the same classification.
+    async fn exec_in_pod<F>(
+        &self,
+        cluster: &KubeCluster,
+        req: &ExecRequest,
+        timeout: Duration,
+        mut on_output: F,
+    ) -> Result<ExecOutput, SandboxError>
+    where
+        F: FnMut(OutputStream, &[u8]) + Send,
+    {
+        let begun = Instant::now();
+        let mut stdout = BoundedBuf::new(req.output_cap);
+        let mut stderr = BoundedBuf::new(req.output_cap);
+        let run = cluster.exec_request(&self.id, req, timeout, |is_stdout, bytes| {
+            if is_stdout {
+                on_output(OutputStream::Stdout, bytes);
+                stdout.push(bytes);
+            } else {
+                on_output(OutputStream::Stderr, bytes);
+                stderr.push(bytes);
+            }
+        });
+        let ran = tokio::time::timeout(timeout + HOST_GRACE, run).await;
+        let duration = begun.elapsed();
+        let status = match ran {
+            Err(_) => {
+                warn!(pod = %self.id, "command outlived its timeout; killing the sandbox");
+                self.kill().await;
+                ExecStatus::TimedOut
+            }
+            Ok(code) => self.classify(code?, duration, timeout).await,
+        };
+        Ok(ExecOutput {
+            status,
+            stdout: stdout.to_string_lossy(),
+            stderr: stderr.to_string_lossy(),
+            stdout_dropped: stdout.dropped(),
+            stderr_dropped: stderr.dropped(),
+            duration,
+        })
+    }
+
     async fn exit_code_of(&self, exec_id: &str) -> Result<i64, SandboxError> {
         // The stream can end a moment before the engine records the exit code.
         for _ in 0..500 {
@@ -343,6 +391,17 @@ impl Sandbox {
     }
 
     async fn exec_raw_counter(&self, req: &ExecRequest) -> Result<String, SandboxError> {
+        if let Some(cluster) = &self.placed.pod {
+            let mut text = String::new();
+            cluster
+                .exec(&self.id, req.cmd.clone(), None, |is_stdout, bytes| {
+                    if is_stdout {
+                        text.push_str(&String::from_utf8_lossy(bytes));
+                    }
+                })
+                .await?;
+            return Ok(text);
+        }
         let exec = self
             .placed
             .node

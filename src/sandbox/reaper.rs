@@ -13,7 +13,7 @@ use super::error::status_of;
 use super::{Engine, LABEL_DEADLINE, LABEL_OWNER, LABEL_RECIPE, LABEL_RUN, SandboxError};
 
 /// Seconds past a container's deadline after which it is reaped whoever owns it.
-const DEADLINE_GRACE_SECS: u64 = 60;
+pub(super) const DEADLINE_GRACE_SECS: u64 = 60;
 
 /// This process's identity as a container owner: boot id, pid and start time, so a reused
 /// pid after a reboot or a restart is not mistaken for the owner.
@@ -22,7 +22,7 @@ pub(crate) fn owner_id() -> String {
     format!("{}:{}:{}", boot_id(), pid, start_ticks(pid).unwrap_or(0))
 }
 
-fn boot_id() -> String {
+pub(super) fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().chars().take(8).collect())
         .unwrap_or_else(|_| "noboot".to_owned())

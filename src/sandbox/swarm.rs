@@ -285,6 +285,7 @@ impl SwarmBackend {
                             container,
                             job: Some(service_id.to_owned()),
                             node: self.node(engine, &node)?,
+                            pod: None,
                         });
                     }
                     Some(TaskState::REJECTED | TaskState::FAILED)

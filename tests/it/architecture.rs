@@ -114,6 +114,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
 /// External crates that only one top-level module may use.
 const CONFINED: &[(&str, &str)] = &[
     ("bollard", "sandbox"),
+    ("kube", "sandbox"),
+    ("k8s_openapi", "sandbox"),
     ("async_openai", "llm"),
     ("anyhow", "cli"),
     ("octocrab", "github"),

@@ -25,6 +25,8 @@ mod github_open;
 mod github_repo;
 mod github_server;
 mod github_travel;
+mod kube_replay;
+mod kubernetes;
 mod llm;
 mod materialize;
 mod operator;
