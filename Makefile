@@ -32,6 +32,7 @@ bench: deps
 	$(RELEASE_BIN) tasks export --store $(BENCH)/forged.db --out $(BENCH)/forged.jsonl
 	$(RELEASE_BIN) bench eval --tasks $(BENCH)/forged.jsonl --iterations 5 --out $(BENCH)/eval.json
 	$(RELEASE_BIN) bench scale --tasks $(BENCH)/tasks.jsonl --answers 50 --replicas 3 --out $(BENCH)/scale.json
+	$(RELEASE_BIN) bench cluster --tasks $(BENCH)/tasks.jsonl --answers 50 --init-swarm --out $(BENCH)/cluster.json
 	$(RELEASE_BIN) bench adversarial --tasks $(BENCH)/tasks.jsonl --out $(BENCH)/adversarial.json
 	$(RELEASE_BIN) bench dataset --records 100000 --out $(BENCH)/dataset.json
 	$(RELEASE_BIN) bench dashboard --records 10000 --out $(BENCH)/dashboard.json

@@ -38,7 +38,8 @@ pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
             let cluster =
                 KubeCluster::connect(settings.kube_api_url.as_deref(), &settings.kube_namespace)
                     .await?;
-            engine.with_backend(KubeBackend::new(cluster).into())
+            let registry = settings.registry.as_deref().map(Registry::new).transpose()?;
+            engine.with_backend(KubeBackend::new(cluster).with_registry(registry).into())
         }
     };
     let reaped = crate::sandbox::reap_leftovers(&engine).await?;

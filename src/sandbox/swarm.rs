@@ -372,6 +372,11 @@ impl SwarmBackend {
             .await
             .map_err(|e| gone_or(e, placed))?;
         }
+        if !self.no_new_privileges {
+            // No `no-new-privileges` in a service spec below API 1.46: the same effect for the
+            // work, which runs after this, by taking set-id bits off every file.
+            strip_set_id_bits(placed).await?;
+        }
         debug!(container = ?placed, "swarm sandbox sealed");
         Ok(())
     }
@@ -461,6 +466,60 @@ impl From<SwarmBackend> for Arc<dyn SandboxBackend> {
     fn from(backend: SwarmBackend) -> Self {
         Arc::new(backend)
     }
+}
+
+/// Takes the set-user-id and set-group-id bits off every file of the container's own file
+/// system, as root before any command of the work runs, so no process of the work can gain
+/// privileges by executing one.
+async fn strip_set_id_bits(placed: &Placement) -> Result<(), SandboxError> {
+    use bollard::exec::StartExecResults;
+    let node = &placed.node;
+    let exec = node
+        .create_exec(
+            &placed.container,
+            bollard::models::ExecConfig {
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                user: Some("0:0".to_owned()),
+                cmd: Some(
+                    [
+                        "find", "/", "-xdev", "-type", "f", "-perm", "/6000", "-exec", "chmod",
+                        "ug-s", "{}", "+",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                ),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| gone_or(e, placed))?;
+    if let StartExecResults::Attached { mut output, .. } = node
+        .start_exec(&exec.id, None)
+        .await
+        .map_err(|e| gone_or(e, placed))?
+    {
+        while output.next().await.is_some() {}
+    }
+    let mut code = None;
+    for _ in 0..500 {
+        let inspect = node
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(|e| gone_or(e, placed))?;
+        if inspect.running != Some(true) {
+            code = inspect.exit_code;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    if code != Some(0) {
+        return Err(SandboxError::Tool {
+            tool: "set-id bits".into(),
+            reason: format!("find/chmod exited {code:?}"),
+        });
+    }
+    Ok(())
 }
 
 /// Removes a service; gone counts as done.

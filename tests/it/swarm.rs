@@ -183,6 +183,22 @@ async fn a_swarm_sandbox_is_a_service_with_the_local_limits_and_its_logs_travel(
         ],
         "memory, swap, cpus, pids, capabilities, init, networks"
     );
+    // No process of the work can gain privileges: `no-new-privileges` where the engine's
+    // service spec takes it, else no set-id file is left.
+    let privileges = sb
+        .exec(
+            &ExecRequest::shell(
+                "grep NoNewPrivs /proc/self/status; find / -xdev -type f -perm /6000",
+            )
+            .user("1000:1000"),
+        )
+        .await
+        .unwrap();
+    let text = privileges.stdout.trim();
+    assert!(
+        text.contains("NoNewPrivs:\t1") || text.lines().count() == 1,
+        "{text}"
+    );
     // What PID 1 writes comes back through the services endpoint.
     let out = sb
         .exec(&ExecRequest::shell("echo from-the-sandbox > /proc/1/fd/1"))

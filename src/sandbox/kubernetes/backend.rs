@@ -11,20 +11,30 @@ use futures_util::future::BoxFuture;
 use super::KubeCluster;
 use crate::sandbox::backend::{BackendKind, Placement, SandboxBackend};
 use crate::sandbox::reaper::GcReport;
-use crate::sandbox::{Engine, SandboxError, SandboxSpec};
+use crate::sandbox::{Engine, Registry, SandboxError, SandboxSpec};
 
 /// Sandboxes as pods of one namespace.
 #[derive(Debug)]
 pub struct KubeBackend {
     cluster: Arc<KubeCluster>,
+    registry: Option<Registry>,
 }
 
 impl KubeBackend {
-    /// The backend on `cluster`.
+    /// The backend on `cluster`, its pods naming images as given (the cluster must be able to
+    /// pull them).
     pub fn new(cluster: KubeCluster) -> KubeBackend {
         KubeBackend {
             cluster: Arc::new(cluster),
+            registry: None,
         }
+    }
+
+    /// The same backend, pushing agentao's images to `registry` (once per content hash) and
+    /// naming them there in its pods.
+    pub fn with_registry(mut self, registry: Option<Registry>) -> KubeBackend {
+        self.registry = registry;
+        self
     }
 }
 
@@ -46,7 +56,14 @@ impl SandboxBackend for KubeBackend {
         idle: Duration,
     ) -> BoxFuture<'a, Result<Placement, SandboxError>> {
         Box::pin(async move {
-            let pod = self.cluster.launch(spec, idle).await?;
+            let pod = match &self.registry {
+                Some(registry) => {
+                    let mut spec = spec.clone();
+                    spec.image = registry.publish(engine, &spec.image).await?;
+                    self.cluster.launch(&spec, idle).await?
+                }
+                None => self.cluster.launch(spec, idle).await?,
+            };
             Ok(Placement {
                 container: pod,
                 job: None,
