@@ -12,7 +12,9 @@ use crate::config::{Network, Settings};
 use crate::forge::ForgeConfig;
 use crate::llm::local::{LocalModel, SharedServer, is_serving};
 use crate::llm::{LlmClient, LlmConfig};
-use crate::sandbox::{BackendKind, Engine, KubeBackend, KubeCluster, SwarmBackend, SwarmOptions};
+use crate::sandbox::{
+    BackendKind, Engine, KubeBackend, KubeCluster, Registry, SwarmBackend, SwarmOptions,
+};
 use crate::subnet::{AnyChain, Keypair, LocalChain, SubtensorChain, SubtensorConfig, Wallet};
 use crate::tasks::TaskStore;
 
@@ -38,7 +40,11 @@ pub async fn engine(settings: &Settings) -> anyhow::Result<Engine> {
             let cluster =
                 KubeCluster::connect(settings.kube_api_url.as_deref(), &settings.kube_namespace)
                     .await?;
-            let registry = settings.registry.as_deref().map(Registry::new).transpose()?;
+            let registry = settings
+                .registry
+                .as_deref()
+                .map(Registry::new)
+                .transpose()?;
             engine.with_backend(KubeBackend::new(cluster).with_registry(registry).into())
         }
     };
