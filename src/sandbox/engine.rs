@@ -92,11 +92,17 @@ impl Engine {
     /// of the local engine, and a warm pool of its own; the budget is shared as before.
     pub fn with_backend(mut self, backend: Arc<dyn SandboxBackend>) -> Engine {
         self.backend = backend;
+        let enabled = self.pool.enabled();
+        self.new_pool(enabled)
+    }
+
+    /// This handle with a fresh warm pool for its current budget and backend.
+    fn new_pool(mut self, enabled: bool) -> Engine {
         self.pool = Pool::new(
             self.docker.clone(),
             &self.addr,
             self.capacity,
-            self.pool.enabled(),
+            enabled,
             self.backend.clone(),
         );
         self
@@ -112,27 +118,14 @@ impl Engine {
     pub fn with_max_sandboxes(mut self, max: usize) -> Engine {
         self.capacity = max.max(1);
         self.budget = Arc::new(Semaphore::new(self.capacity));
-        self.pool = Pool::new(
-            self.docker.clone(),
-            &self.addr,
-            self.capacity,
-            self.pool.enabled(),
-            self.backend.clone(),
-        );
-        self
+        let enabled = self.pool.enabled();
+        self.new_pool(enabled)
     }
 
     /// This handle with a warm pool (`true`, the default) or without one (every sandbox
     /// starts cold, as before the pool: `--no-pool`), shared by the clones made after.
-    pub fn with_pool(mut self, enabled: bool) -> Engine {
-        self.pool = Pool::new(
-            self.docker.clone(),
-            &self.addr,
-            self.capacity,
-            enabled,
-            self.backend.clone(),
-        );
-        self
+    pub fn with_pool(self, enabled: bool) -> Engine {
+        self.new_pool(enabled)
     }
 
     /// Announces the sandboxes about to be started, in order (a batch's or a round's): the

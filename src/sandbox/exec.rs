@@ -138,6 +138,22 @@ pub struct ExecOutput {
 }
 
 impl ExecOutput {
+    fn of(
+        status: ExecStatus,
+        stdout: &BoundedBuf,
+        stderr: &BoundedBuf,
+        duration: Duration,
+    ) -> Self {
+        ExecOutput {
+            status,
+            stdout: stdout.to_string_lossy(),
+            stderr: stderr.to_string_lossy(),
+            stdout_dropped: stdout.dropped(),
+            stderr_dropped: stderr.dropped(),
+            duration,
+        }
+    }
+
     /// True when the command exited with 0.
     pub fn success(&self) -> bool {
         self.status == ExecStatus::Exited(0)
@@ -270,14 +286,7 @@ impl Sandbox {
             let code = self.exit_code_of(&exec.id).await?;
             self.classify(code, duration, timeout).await
         };
-        Ok(ExecOutput {
-            status,
-            stdout: stdout.to_string_lossy(),
-            stderr: stderr.to_string_lossy(),
-            stdout_dropped: stdout.dropped(),
-            stderr_dropped: stderr.dropped(),
-            duration,
-        })
+        Ok(ExecOutput::of(status, &stdout, &stderr, duration))
     }
 
     /// [`Sandbox::exec_with`] in a Kubernetes pod: the same `timeout` wrapper (in the argv the
@@ -314,14 +323,7 @@ impl Sandbox {
             }
             Ok(code) => self.classify(code?, duration, timeout).await,
         };
-        Ok(ExecOutput {
-            status,
-            stdout: stdout.to_string_lossy(),
-            stderr: stderr.to_string_lossy(),
-            stdout_dropped: stdout.dropped(),
-            stderr_dropped: stderr.dropped(),
-            duration,
-        })
+        Ok(ExecOutput::of(status, &stdout, &stderr, duration))
     }
 
     async fn exit_code_of(&self, exec_id: &str) -> Result<i64, SandboxError> {

@@ -36,8 +36,13 @@ pub async fn spec(engine: &Engine, run: &str) -> SandboxSpec {
 
 /// Containers with this run label, asked of the docker CLI (independent of our code).
 pub fn containers_of(run: &str) -> Vec<String> {
+    docker_ids(&["ps", "-aq", "--filter", &format!("label=agentao.run={run}")])
+}
+
+/// The ids a docker CLI listing prints, one a line.
+fn docker_ids(args: &[&str]) -> Vec<String> {
     let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=agentao.run={run}")])
+        .args(args)
         .output()
         .expect("docker CLI");
     String::from_utf8_lossy(&out.stdout)
@@ -50,21 +55,13 @@ pub fn containers_of(run: &str) -> Vec<String> {
 /// Swarm services with this run label, asked of the docker CLI (none when the engine is in no
 /// swarm).
 pub fn services_of(run: &str) -> Vec<String> {
-    let out = Command::new("docker")
-        .args([
-            "service",
-            "ls",
-            "-q",
-            "--filter",
-            &format!("label=agentao.run={run}"),
-        ])
-        .output()
-        .expect("docker CLI");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .filter(|l| !l.is_empty())
-        .collect()
+    docker_ids(&[
+        "service",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=agentao.run={run}"),
+    ])
 }
 
 /// Waits up to `secs` for every container (and swarm service) of `run` to disappear, then
