@@ -227,7 +227,7 @@ impl Sandbox {
     /// Whether files at `path` go through `tar` in an exec: always in a pod (Kubernetes has no
     /// copy API), and on the sandbox's tmpfs mounts, which the engine's copy API cannot see
     /// (it works on the container's own file system).
-    fn on_tmpfs(&self, path: &str) -> bool {
+    fn via_exec(&self, path: &str) -> bool {
         self.placed.pod.is_some()
             || tmpfs_mounts(&self.limits)
                 .iter()
@@ -235,7 +235,7 @@ impl Sandbox {
     }
 
     async fn put_tar(&self, dest: &str, tar: Vec<u8>) -> Result<(), SandboxError> {
-        if self.on_tmpfs(dest) {
+        if self.via_exec(dest) {
             // Through an exec instead: `tar` inside the container reads the archive on stdin.
             let out = self
                 .exec(
@@ -313,7 +313,7 @@ impl Sandbox {
     }
 
     async fn download_tar(&self, path: &str, limit: u64) -> Result<Vec<u8>, SandboxError> {
-        if self.on_tmpfs(path) {
+        if self.via_exec(path) {
             use base64::Engine as _;
             let (parent, name) = path
                 .rsplit_once('/')

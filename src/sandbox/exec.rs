@@ -327,28 +327,17 @@ impl Sandbox {
     }
 
     async fn exit_code_of(&self, exec_id: &str) -> Result<i64, SandboxError> {
-        // The stream can end a moment before the engine records the exit code.
-        for _ in 0..500 {
-            let inspect = self
-                .placed
-                .node
-                .inspect_exec(exec_id)
-                .await
-                .map_err(|e| self.map_gone(e))?;
-            if inspect.running != Some(true)
-                && let Some(code) = inspect.exit_code
-            {
-                return Ok(code);
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        match exit_code(&self.placed.node, exec_id)
+            .await
+            .map_err(|e| self.map_gone(e))?
+        {
+            Some(code) => Ok(code),
+            None if self.remaining().is_zero() => Err(self.wall_clock_error()),
+            None => Err(SandboxError::Tool {
+                tool: "docker exec".into(),
+                reason: "the engine never reported an exit code".into(),
+            }),
         }
-        if self.remaining().is_zero() {
-            return Err(self.wall_clock_error());
-        }
-        Err(SandboxError::Tool {
-            tool: "docker exec".into(),
-            reason: "the engine never reported an exit code".into(),
-        })
     }
 
     async fn classify(&self, code: i64, duration: Duration, timeout: Duration) -> ExecStatus {
@@ -426,4 +415,22 @@ impl Sandbox {
         }
         Ok(text)
     }
+}
+
+/// The exit code of a finished exec, waiting (about a second at most) for the engine to record
+/// it: the output stream can end a moment before. `None` when it never does.
+pub(super) async fn exit_code(
+    docker: &bollard::Docker,
+    exec_id: &str,
+) -> Result<Option<i64>, bollard::errors::Error> {
+    for _ in 0..500 {
+        let inspect = docker.inspect_exec(exec_id).await?;
+        if inspect.running != Some(true)
+            && let Some(code) = inspect.exit_code
+        {
+            return Ok(Some(code));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok(None)
 }

@@ -501,18 +501,9 @@ async fn strip_set_id_bits(placed: &Placement) -> Result<(), SandboxError> {
     {
         while output.next().await.is_some() {}
     }
-    let mut code = None;
-    for _ in 0..500 {
-        let inspect = node
-            .inspect_exec(&exec.id)
-            .await
-            .map_err(|e| gone_or(e, placed))?;
-        if inspect.running != Some(true) {
-            code = inspect.exit_code;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let code = super::exec::exit_code(node, &exec.id)
+        .await
+        .map_err(|e| gone_or(e, placed))?;
     if code != Some(0) {
         return Err(SandboxError::Tool {
             tool: "set-id bits".into(),
