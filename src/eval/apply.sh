@@ -2,7 +2,8 @@
 # The apply phase of an evaluation, run as root inside the evaluation container before any
 # code of the repository runs (the tests run later, as another user, in a second exec).
 #
-# 1. The task's hidden bug and test patch are applied to /repo and committed.
+# 1. The task's hidden bug and test patch are already committed in /repo: the container's
+#    setup (`prepare.sh`) did that before the container was handed out.
 # 2. The submitted patch is applied with SWE-bench's fallback chain (git apply, git apply
 #    --3way, patch --fuzz) to a scratch index, or for `patch` to a scratch clone whose git
 #    directory lives outside its work tree, so nothing the patch writes can reach /repo, a git
@@ -20,15 +21,7 @@ R=$W/r
 exec 3>&1 >"$W/apply.log" 2>&1
 mark() { printf '%s\n' "$*" >&3; }
 cd /repo || { mark "AGENTAO_TASK_BROKEN cd"; exit 90; }
-for f in bug test; do
-  if [ -s "$W/$f.diff" ]; then
-    if ! { git apply "$W/$f.diff" && git add -A && git commit -qm "agentao: $f"; }; then
-      mark "AGENTAO_TASK_BROKEN $f"
-      exit 90
-    fi
-  fi
-done
-rm -f "$W/bug.diff" "$W/test.diff"
+[ "$(git rev-parse HEAD)" = "$(cat "$W/prepared" 2>/dev/null)" ] || { mark "AGENTAO_TASK_BROKEN setup"; exit 90; }
 mkdir -m 0700 -p "$R"
 # Where pytest will put test folders on sys.path (its rootdir-less "prepend" import mode):
 # for each selected test's folder, the first folder upwards that is not a package. A new

@@ -1,9 +1,10 @@
 //! One evaluation: a fresh container from the task's image, the bug applied, the patch checked
 //! and applied, the selected tests run, a verdict out.
 //!
-//! Two execs, the harness files arriving on the first one's stdin (no separate upload); the
-//! container comes from the engine's warm pool when [`warm`] announced it, and is removed in
-//! the background once the verdict is read. The apply phase (`apply.sh`, root, before any code of the repository runs)
+//! The container's setup (`prepare.sh`) commits the task's bug and test patch; a container
+//! from the engine's warm pool (when [`warm`] announced it) did that while it waited. Then two
+//! execs, the harness files arriving on the first one's stdin (no separate upload), and the
+//! container is removed in the background once the verdict is read. The apply phase (`apply.sh`, root, before any code of the repository runs)
 //! applies the patch in a scratch clone and reports what applying changed; the host refuses
 //! forbidden changes (`policy.rs`) and tampering code (`tamper.rs`) on that change list, not on
 //! the patch's text. The test phase runs as an unprivileged user through `pytest/`,
@@ -25,6 +26,7 @@ use super::{policy, tamper};
 use crate::pytest::{PytestRun, RecordReader, RunKey, TestStatus};
 use crate::sandbox::{
     Engine, ExecRequest, ExecStatus, Limits, OutputStream, Sandbox, SandboxError, SandboxSpec,
+    Setup,
 };
 use crate::tasks::Task;
 
@@ -36,6 +38,8 @@ pub const HARNESS_VERSION: &str = "agentao-eval-4";
 const WORK: &str = "/agentao";
 /// The in-container apply phase.
 const APPLY_SH: &str = include_str!("apply.sh");
+/// The evaluation container's setup: the task's own patches, committed before a request.
+const PREPARE_SH: &str = include_str!("prepare.sh");
 /// Time allowed for applying patches.
 const APPLY_BUDGET: Duration = Duration::from_secs(60);
 /// Largest change (the canonical diff) a patch may make once applied.
@@ -269,10 +273,32 @@ async fn run_in_sandbox(
 }
 
 /// The sandbox an evaluation of `task` runs in (what the warm pool is asked for).
+///
+/// Its setup commits the task's bug and test patch, so a container from the warm pool comes
+/// with the task's starting point ready; the files are dated 0, so that announcing a task and
+/// starting it make the same setup.
 pub fn sandbox_spec(task: &Task, cfg: &EvalConfig) -> SandboxSpec {
     let mut spec = SandboxSpec::new(task.image.clone(), cfg.run_id.clone());
     spec.limits = cfg.limits.clone();
     spec.workdir = Some("/repo".to_owned());
+    let files: [(&str, &[u8], u32); 3] = [
+        ("agentao/prepare.sh", PREPARE_SH.as_bytes(), 0o755),
+        ("agentao/bug.diff", task.bug_patch.as_bytes(), 0o644),
+        ("agentao/test.diff", task.test_patch.as_bytes(), 0o644),
+    ];
+    // A tar of three in-memory files cannot fail to build; if it did, no setup would run and
+    // the apply phase would find no `prepared` stamp (an environment error).
+    if let Ok(tar) = crate::sandbox::tar_files(&files, 0) {
+        spec.setup = Some(Setup::new(
+            vec![
+                "sh".to_owned(),
+                "-c".to_owned(),
+                format!("tar -x -f - -C / && exec bash {WORK}/prepare.sh"),
+            ],
+            tar,
+            APPLY_BUDGET,
+        ));
+    }
     spec
 }
 
@@ -343,16 +369,6 @@ async fn evaluate_inside(
     run.output_cap = LOG_CAP;
     let mut files: Vec<(String, Vec<u8>, u32)> = vec![
         ("agentao/apply.sh".into(), APPLY_SH.into(), 0o755),
-        (
-            "agentao/bug.diff".into(),
-            task.bug_patch.clone().into(),
-            0o644,
-        ),
-        (
-            "agentao/test.diff".into(),
-            task.test_patch.clone().into(),
-            0o644,
-        ),
         ("agentao/model.diff".into(), patch.to_owned().into(), 0o644),
         ("agentao/testdirs".into(), test_dirs(task).into(), 0o644),
     ];

@@ -61,6 +61,58 @@ pub struct SandboxSpec {
     /// proxy; the wall clock then holds through the container's deadline label and the
     /// reaper).
     pub cmd: Option<Vec<String>>,
+    /// Work done on the fresh container before it serves anyone (see [`Setup`]).
+    pub setup: Option<Setup>,
+}
+
+/// Work a container does before it is handed out: one exec as root in the spec's working
+/// directory, its input on stdin. A pooled container does it while it waits, so a request
+/// served from the pool finds it done; a cold start does it before [`Sandbox::start`]
+/// returns. It fails the start when it exits non-zero (or outlives `timeout`).
+#[derive(Clone)]
+pub struct Setup {
+    /// The command.
+    pub cmd: Vec<String>,
+    /// Its standard input.
+    pub stdin: std::sync::Arc<Vec<u8>>,
+    /// Time it may take.
+    pub timeout: Duration,
+    /// What names the work in the pool's key: sha256 of the command and the input.
+    digest: String,
+}
+
+impl Setup {
+    /// A setup running `cmd` with `stdin` on its standard input.
+    pub fn new(cmd: Vec<String>, stdin: Vec<u8>, timeout: Duration) -> Setup {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for arg in &cmd {
+            h.update((arg.len() as u64).to_le_bytes());
+            h.update(arg.as_bytes());
+        }
+        h.update(&stdin);
+        Setup {
+            cmd,
+            stdin: std::sync::Arc::new(stdin),
+            timeout,
+            digest: hex::encode(h.finalize()),
+        }
+    }
+
+    /// sha256 of the command and its input: two setups with the same digest do the same work.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+}
+
+impl std::fmt::Debug for Setup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Setup")
+            .field("cmd", &self.cmd)
+            .field("stdin_bytes", &self.stdin.len())
+            .field("digest", &self.digest)
+            .finish()
+    }
 }
 
 impl SandboxSpec {
@@ -74,6 +126,7 @@ impl SandboxSpec {
             workdir: None,
             network: None,
             cmd: None,
+            setup: None,
         }
     }
 }
@@ -95,7 +148,7 @@ pub struct Sandbox {
     pub(super) oom_seen: AtomicU64,
     /// The engine's sandbox budget, given back after the container is removed (a field drops
     /// after `Drop::drop` ran).
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -119,7 +172,7 @@ impl Sandbox {
         let permit = engine.sandbox_permit().await;
         if let Some(placed) = engine.pool.take(engine, spec) {
             debug!(container = %&placed.container[..placed.container.len().min(12)], image = %spec.image, "sandbox taken from the pool");
-            return Ok(Sandbox::adopt(engine, placed, spec, permit));
+            return Ok(Sandbox::adopt(engine, placed, spec, Some(permit)));
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (engine, spec) = (engine.clone(), spec.clone());
@@ -143,7 +196,58 @@ impl Sandbox {
     ) -> Result<Sandbox, SandboxError> {
         let placed = create_started(engine, spec, Duration::ZERO).await?;
         debug!(container = %&placed.container[..placed.container.len().min(12)], image = %spec.image, backend = %engine.backend().kind(), "sandbox started");
-        Ok(Sandbox::adopt(engine, placed, spec, permit))
+        let sandbox = Sandbox::adopt(engine, placed, spec, Some(permit));
+        if let Err(e) = sandbox.set_up(spec).await {
+            sandbox.release();
+            return Err(e);
+        }
+        Ok(sandbox)
+    }
+
+    /// A started container for the pool: created, its [`Setup`] done, outside the budget (an
+    /// idle container holds no permit). A failed setup removes it.
+    pub(super) async fn prepare_idle(
+        engine: &Engine,
+        spec: &SandboxSpec,
+        idle: Duration,
+    ) -> Result<Placement, SandboxError> {
+        let placed = create_started(engine, spec, idle).await?;
+        if spec.setup.is_none() {
+            return Ok(placed);
+        }
+        let mut sandbox = Sandbox::adopt(engine, placed, spec, None);
+        if let Err(e) = sandbox.set_up(spec).await {
+            sandbox.release();
+            return Err(e);
+        }
+        sandbox.removed = true;
+        Ok(sandbox.placed.clone())
+    }
+
+    /// Runs the spec's [`Setup`], if any.
+    async fn set_up(&self, spec: &SandboxSpec) -> Result<(), SandboxError> {
+        let Some(setup) = &spec.setup else {
+            return Ok(());
+        };
+        let mut req = ExecRequest::new(setup.cmd.clone())
+            .stdin(setup.stdin.as_ref().clone())
+            .timeout(setup.timeout);
+        if let Some(dir) = &spec.workdir {
+            req = req.workdir(dir.clone());
+        }
+        let out = self.exec(&req).await?;
+        match out.status {
+            ExecStatus::Exited(0) => Ok(()),
+            status => {
+                let said = format!("{}\n{}", out.stdout.trim(), out.stderr.trim());
+                let said = said.trim();
+                let tail = &said[said.floor_char_boundary(said.len().saturating_sub(2000))..];
+                Err(SandboxError::Tool {
+                    tool: "the sandbox's setup".into(),
+                    reason: format!("{status:?}: {tail}"),
+                })
+            }
+        }
     }
 
     /// The guard of a started container, its wall clock counted from now.
@@ -151,7 +255,7 @@ impl Sandbox {
         engine: &Engine,
         placed: Placement,
         spec: &SandboxSpec,
-        permit: tokio::sync::OwnedSemaphorePermit,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Sandbox {
         Sandbox {
             engine: engine.clone(),

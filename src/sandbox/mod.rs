@@ -40,7 +40,7 @@ pub use base::{
     BASE_REPO, BaseImage, BaseImageOptions, BuildReport, Rebuild, base_image_tag, build_base_image,
     hash_parts, which,
 };
-pub use container::{Sandbox, SandboxSpec, settle};
+pub use container::{Sandbox, SandboxSpec, Setup, settle};
 pub use engine::{Engine, EngineInfo};
 pub use error::SandboxError;
 pub use exec::{ExecOutput, ExecRequest, ExecStatus, OutputStream};

@@ -88,8 +88,15 @@ pub struct PoolStats {
 /// network never matches a container created for another).
 pub(super) fn key_of(spec: &SandboxSpec) -> String {
     format!(
-        "{}\0{:?}\0{}\0{:?}\0{:?}\0{:?}\0{:?}",
-        spec.image, spec.limits, spec.run_id, spec.env, spec.workdir, spec.network, spec.cmd
+        "{}\0{:?}\0{}\0{:?}\0{:?}\0{:?}\0{:?}\0{}",
+        spec.image,
+        spec.limits,
+        spec.run_id,
+        spec.env,
+        spec.workdir,
+        spec.network,
+        spec.cmd,
+        spec.setup.as_ref().map_or("", |s| s.digest())
     )
 }
 
@@ -256,7 +263,7 @@ impl Pool {
     fn fill(&self, engine: &Engine, key: String, spec: SandboxSpec) {
         let engine = engine.clone();
         self.tasks.spawn(async move {
-            let made = super::container::create_started(&engine, &spec, IDLE_MAX).await;
+            let made = super::Sandbox::prepare_idle(&engine, &spec, IDLE_MAX).await;
             let leftover = {
                 let mut s = engine.pool.lock();
                 if let Some(n) = s.filling.get_mut(&key) {
@@ -276,7 +283,10 @@ impl Pool {
                     }
                     Ok(placed) => Some(placed),
                     Err(e) => {
+                        // No more fills for it until it is announced again: the request
+                        // itself starts cold and reports the error.
                         warn!(image = %spec.image, error = %e, "could not fill the sandbox pool");
+                        s.specs.remove(&key);
                         None
                     }
                 }

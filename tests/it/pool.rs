@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use agentao::sandbox::{ExecRequest, Sandbox, reap_leftovers};
+use agentao::sandbox::{ExecRequest, Sandbox, Setup, reap_leftovers};
 
 use crate::support::{assert_no_containers, containers_of, engine, run_id, spec};
 
@@ -153,5 +153,82 @@ async fn a_sigkilled_agentao_with_a_full_pool_is_reaped_at_the_next_start() {
         "{by_us} of {} leftover containers reaped by this start",
         before.len()
     );
+    assert_no_containers(&run, 30);
+}
+
+#[tokio::test]
+async fn a_setup_is_done_before_a_container_is_handed_out_pooled_or_cold() {
+    let run = run_id("poolsetup");
+    let engine = engine().await.with_max_sandboxes(2).with_pool(true);
+    let mut spec = spec(&engine, &run).await;
+    // Writes its input and the user it runs as (root).
+    spec.setup = Some(Setup::new(
+        vec![
+            "sh".into(),
+            "-c".into(),
+            "cat > /setup-done && id -u >> /setup-done".into(),
+        ],
+        b"ready\n".to_vec(),
+        Duration::from_secs(30),
+    ));
+    engine.warm(vec![spec.clone()]);
+    wait_for("a set-up idle container", 60, || {
+        engine.pool_stats().idle == 1
+    })
+    .await;
+    // The pooled container did the work while it waited.
+    let pooled = pooled_of(&run);
+    let looked = std::process::Command::new("docker")
+        .args(["exec", &pooled[0], "cat", "/setup-done"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&looked.stdout), "ready\n0\n");
+    let taken = Sandbox::start(&engine, &spec).await.unwrap();
+    assert_eq!(taken.id(), pooled[0], "served from the pool");
+    taken.release();
+
+    // Another setup is another container: nothing pooled for it, so it starts cold and sets
+    // up before `start` returns.
+    let mut other = spec.clone();
+    other.setup = Some(Setup::new(
+        vec!["sh".into(), "-c".into(), "cat > /setup-done".into()],
+        b"cold\n".to_vec(),
+        Duration::from_secs(30),
+    ));
+    let cold = Sandbox::start(&engine, &other).await.unwrap();
+    let out = cold
+        .exec(&ExecRequest::new(["cat", "/setup-done"]))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "cold\n");
+    cold.release();
+
+    // A failing setup fails the start with what it said, pooled or cold, and leaves nothing;
+    // the pool does not retry it until it is announced again.
+    let mut broken = spec.clone();
+    broken.setup = Some(Setup::new(
+        vec![
+            "sh".into(),
+            "-c".into(),
+            "echo the task is broken >&2; exit 3".into(),
+        ],
+        Vec::new(),
+        Duration::from_secs(30),
+    ));
+    engine.warm(vec![broken.clone(); 2]);
+    wait_for("the failed fills", 60, || {
+        let s = engine.pool_stats();
+        s.idle == 0 && s.filling == 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(engine.pool_stats().filling, 0, "no fill retried in a loop");
+    let err = Sandbox::start(&engine, &broken).await.unwrap_err();
+    let said = err.to_string();
+    assert!(
+        said.contains("setup") && said.contains("the task is broken"),
+        "{said}"
+    );
+    engine.shutdown(Duration::from_secs(30)).await;
     assert_no_containers(&run, 30);
 }
