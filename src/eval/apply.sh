@@ -26,18 +26,23 @@ mkdir -m 0700 -p "$R"
 # Where pytest will put test folders on sys.path (its rootdir-less "prepend" import mode):
 # for each selected test's folder, the first folder upwards that is not a package. A new
 # module there shadows whatever the tests import by that name.
+# (Shell built-ins only in these loops: a process per entry costs milliseconds each.)
 if [ -s "$W/testdirs" ]; then
   while IFS= read -r d; do
-    while [ "$d" != "." ] && [ -f "/repo/$d/__init__.py" ]; do d=$(dirname "$d"); done
+    while [ "$d" != "." ] && [ -f "/repo/$d/__init__.py" ]; do
+      case $d in */*) d=${d%/*} ;; *) d=. ;; esac
+    done
     mark "AGENTAO_BASEDIR $d"
-    # What already lives there: a new name next to these can shadow an import.
+    # What already lives there: a new name next to these can shadow an import (the root's
+    # entries are listed below).
+    [ "$d" = "." ] && continue
     for e in "/repo/$d"/* "/repo/$d"/.[!.]*; do
-      [ -e "$e" ] && mark "AGENTAO_EXISTS $d/$(basename "$e")"
+      [ -e "$e" ] && mark "AGENTAO_EXISTS $d/${e##*/}"
     done
   done <"$W/testdirs"
 fi
 for e in /repo/* /repo/.[!.]*; do
-  [ -e "$e" ] && mark "AGENTAO_EXISTS ./$(basename "$e")"
+  [ -e "$e" ] && mark "AGENTAO_EXISTS ./${e##*/}"
 done
 
 # git's own methods apply to a scratch index only (nothing is written to any work tree);

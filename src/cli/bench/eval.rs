@@ -20,11 +20,22 @@ pub(super) struct EvalBench {
     /// Per evaluation without the pool (`--no-pool`: the path before it).
     agentao_cold_median_s: f64,
     docker_run_median_s: f64,
+    /// The same `docker run --rm` as an unprivileged user (the harness runs the tests as one):
+    /// on an engine whose storage makes path lookups dear for users other than root
+    /// (fuse-overlayfs), the part of the overhead that is the user, not the harness.
+    docker_run_unprivileged_median_s: f64,
+    /// pooled per evaluation / unprivileged `docker run --rm`.
+    overhead_ratio_unprivileged: f64,
     /// pooled per evaluation / `docker run --rm` of the same tests (the stored selection on
     /// both sides). Target <= 1.05.
     overhead_ratio: f64,
     /// `--no-pool` per evaluation / `docker run --rm`.
     cold_overhead_ratio: f64,
+    /// Where a pooled evaluation's time goes (medians of its verdicts' timings): taking the
+    /// container, the apply phase (one exec), the test phase (one exec).
+    pooled_start_median_s: f64,
+    pooled_apply_median_s: f64,
+    pooled_tests_median_s: f64,
     throughput_workers_1_per_min: f64,
     throughput_workers_2_per_min: f64,
     throughput_workers_1_no_pool_per_min: f64,
@@ -38,17 +49,21 @@ pub(super) struct EvalBench {
     p2p_cost_ratio: f64,
 }
 
-async fn docker_run(task: &crate::tasks::Task) -> anyhow::Result<()> {
-    let status = tokio::process::Command::new("docker")
-        .args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "-w",
-            "/repo",
-            &task.image,
-        ])
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// `docker run --rm` of the task's stored tests, as root (how people run them) or, with
+/// `user`, as that unprivileged user (the harness's test user).
+async fn docker_run(task: &crate::tasks::Task, user: Option<&str>) -> anyhow::Result<()> {
+    let mut cmd = tokio::process::Command::new("docker");
+    cmd.args(["run", "--rm", "--network", "none", "-w", "/repo"]);
+    if let Some(user) = user {
+        cmd.args(["--user", user, "-e", "HOME=/tmp"]);
+    }
+    let status = cmd
+        .arg(&task.image)
         .args([
             "python",
             "-m",
@@ -97,6 +112,8 @@ pub(super) async fn bench_eval(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let (mut ours, mut colds, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
+    let mut theirs_unprivileged = Vec::new();
+    let mut phases: [Vec<f64>; 3] = Default::default();
     for (task, _) in &order {
         for (e, times) in [(&engine, &mut ours), (&cold, &mut colds)] {
             let t = Instant::now();
@@ -108,10 +125,19 @@ pub(super) async fn bench_eval(
                 v.outcome
             );
             times.push(t.elapsed());
+            if std::ptr::eq(e, &engine) {
+                let p = &v.timings;
+                for (slot, s) in phases.iter_mut().zip([p.start_s, p.apply_s, p.tests_s]) {
+                    slot.push(s);
+                }
+            }
         }
         let t = Instant::now();
-        docker_run(task).await?;
+        docker_run(task, None).await?;
         theirs.push(t.elapsed());
+        let t = Instant::now();
+        docker_run(task, Some(crate::pytest::TEST_USER)).await?;
+        theirs_unprivileged.push(t.elapsed());
     }
     let (mut stored, mut follow, mut added) = (Vec::new(), Vec::new(), Vec::new());
     let doubled: Vec<_> = order.iter().flat_map(|o| [*o, *o]).collect();
@@ -172,6 +198,7 @@ pub(super) async fn bench_eval(
     let om = percentile(&mut ours, 0.5);
     let km = percentile(&mut colds, 0.5);
     let tm = percentile(&mut theirs, 0.5);
+    let um = percentile(&mut theirs_unprivileged, 0.5);
     Ok(EvalBench {
         benchmark: "eval_overhead",
         tasks: tasks.len(),
@@ -179,8 +206,13 @@ pub(super) async fn bench_eval(
         agentao_median_s: ms(om) / 1000.0,
         agentao_cold_median_s: ms(km) / 1000.0,
         docker_run_median_s: ms(tm) / 1000.0,
+        docker_run_unprivileged_median_s: ms(um) / 1000.0,
+        overhead_ratio_unprivileged: om.as_secs_f64() / um.as_secs_f64(),
         overhead_ratio: om.as_secs_f64() / tm.as_secs_f64(),
         cold_overhead_ratio: km.as_secs_f64() / tm.as_secs_f64(),
+        pooled_start_median_s: median(&mut phases[0]),
+        pooled_apply_median_s: median(&mut phases[1]),
+        pooled_tests_median_s: median(&mut phases[2]),
         throughput_workers_1_per_min: (throughput[0] * 100.0).round() / 100.0,
         throughput_workers_2_per_min: (throughput[1] * 100.0).round() / 100.0,
         throughput_workers_1_no_pool_per_min: (throughput[2] * 100.0).round() / 100.0,
