@@ -6,7 +6,11 @@
 # Caches live outside the clone and are optional: delete them and everything is rebuilt.
 
 CACHE ?= $(HOME)/.cache/agentao
-export CARGO_TARGET_DIR ?= $(CACHE)/target
+# One target dir per checkout: cargo judges a workspace crate fresh by the mtimes of the files
+# its last build read, by absolute path, so two clones sharing a target dir would each be
+# served the other's binary.
+CHECKOUT := $(shell printf %s "$(CURDIR)" | sha256sum | cut -c1-12)
+export CARGO_TARGET_DIR ?= $(CACHE)/target/$(CHECKOUT)
 export AGENTAO_CACHE_DIR ?= $(CACHE)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBUG_BIN := $(CARGO_TARGET_DIR)/debug/agentao
