@@ -62,57 +62,7 @@ pub struct SandboxSpec {
     /// reaper).
     pub cmd: Option<Vec<String>>,
     /// Work done on the fresh container before it serves anyone (see [`Setup`]).
-    pub setup: Option<Setup>,
-}
-
-/// Work a container does before it is handed out: one exec as root in the spec's working
-/// directory, its input on stdin. A pooled container does it while it waits, so a request
-/// served from the pool finds it done; a cold start does it before [`Sandbox::start`]
-/// returns. It fails the start when it exits non-zero (or outlives `timeout`).
-#[derive(Clone)]
-pub struct Setup {
-    /// The command.
-    pub cmd: Vec<String>,
-    /// Its standard input.
-    pub stdin: std::sync::Arc<Vec<u8>>,
-    /// Time it may take.
-    pub timeout: Duration,
-    /// What names the work in the pool's key: sha256 of the command and the input.
-    digest: String,
-}
-
-impl Setup {
-    /// A setup running `cmd` with `stdin` on its standard input.
-    pub fn new(cmd: Vec<String>, stdin: Vec<u8>, timeout: Duration) -> Setup {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        for arg in &cmd {
-            h.update((arg.len() as u64).to_le_bytes());
-            h.update(arg.as_bytes());
-        }
-        h.update(&stdin);
-        Setup {
-            cmd,
-            stdin: std::sync::Arc::new(stdin),
-            timeout,
-            digest: hex::encode(h.finalize()),
-        }
-    }
-
-    /// sha256 of the command and its input: two setups with the same digest do the same work.
-    pub fn digest(&self) -> &str {
-        &self.digest
-    }
-}
-
-impl std::fmt::Debug for Setup {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Setup")
-            .field("cmd", &self.cmd)
-            .field("stdin_bytes", &self.stdin.len())
-            .field("digest", &self.digest)
-            .finish()
-    }
+    pub setup: Option<super::Setup>,
 }
 
 impl SandboxSpec {
@@ -197,7 +147,7 @@ impl Sandbox {
         let placed = create_started(engine, spec, Duration::ZERO).await?;
         debug!(container = %&placed.container[..placed.container.len().min(12)], image = %spec.image, backend = %engine.backend().kind(), "sandbox started");
         let sandbox = Sandbox::adopt(engine, placed, spec, Some(permit));
-        if let Err(e) = sandbox.set_up(spec).await {
+        if let Err(e) = super::setup::run(&sandbox, spec).await {
             sandbox.release();
             return Err(e);
         }
@@ -216,38 +166,12 @@ impl Sandbox {
             return Ok(placed);
         }
         let mut sandbox = Sandbox::adopt(engine, placed, spec, None);
-        if let Err(e) = sandbox.set_up(spec).await {
+        if let Err(e) = super::setup::run(&sandbox, spec).await {
             sandbox.release();
             return Err(e);
         }
         sandbox.removed = true;
         Ok(sandbox.placed.clone())
-    }
-
-    /// Runs the spec's [`Setup`], if any.
-    async fn set_up(&self, spec: &SandboxSpec) -> Result<(), SandboxError> {
-        let Some(setup) = &spec.setup else {
-            return Ok(());
-        };
-        let mut req = ExecRequest::new(setup.cmd.clone())
-            .stdin(setup.stdin.as_ref().clone())
-            .timeout(setup.timeout);
-        if let Some(dir) = &spec.workdir {
-            req = req.workdir(dir.clone());
-        }
-        let out = self.exec(&req).await?;
-        match out.status {
-            ExecStatus::Exited(0) => Ok(()),
-            status => {
-                let said = format!("{}\n{}", out.stdout.trim(), out.stderr.trim());
-                let said = said.trim();
-                let tail = &said[said.floor_char_boundary(said.len().saturating_sub(2000))..];
-                Err(SandboxError::Tool {
-                    tool: "the sandbox's setup".into(),
-                    reason: format!("{status:?}: {tail}"),
-                })
-            }
-        }
     }
 
     /// The guard of a started container, its wall clock counted from now.

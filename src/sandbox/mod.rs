@@ -17,7 +17,8 @@
 //!   even a killed agentao process leaves a container that stops and removes itself in time;
 //! - [`reap_leftovers`] removes containers whose owner process is gone or whose deadline passed;
 //! - a warm pool per engine handle ([`Engine::warm`]) keeps started containers ready for the
-//!   announced demand, bounded by the sandbox budget, never handing one out twice; removal
+//!   announced demand, bounded by the sandbox budget, never handing one out twice (a spec's
+//!   [`Setup`], `setup.rs`, runs before a container is handed out, pooled or cold); removal
 //!   ([`Sandbox::release`]) runs in the background and [`settle`] drains both at exit.
 
 mod backend;
@@ -33,6 +34,7 @@ mod output;
 mod pool;
 mod reaper;
 mod registry;
+mod setup;
 mod swarm;
 
 pub use backend::{BackendKind, LocalBackend, Placement, SandboxBackend};
@@ -40,7 +42,7 @@ pub use base::{
     BASE_REPO, BaseImage, BaseImageOptions, BuildReport, Rebuild, base_image_tag, build_base_image,
     hash_parts, which,
 };
-pub use container::{Sandbox, SandboxSpec, Setup, settle};
+pub use container::{Sandbox, SandboxSpec, settle};
 pub use engine::{Engine, EngineInfo};
 pub use error::SandboxError;
 pub use exec::{ExecOutput, ExecRequest, ExecStatus, OutputStream};
@@ -51,6 +53,7 @@ pub use output::BoundedBuf;
 pub use pool::{IDLE_MAX, PoolStats};
 pub use reaper::{GcReport, gc_images, reap_leftovers, remove_image};
 pub use registry::Registry;
+pub use setup::Setup;
 pub use swarm::{SwarmBackend, SwarmOptions};
 
 pub use crate::config::Limits;
