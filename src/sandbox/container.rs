@@ -61,7 +61,7 @@ pub struct SandboxSpec {
     /// proxy; the wall clock then holds through the container's deadline label and the
     /// reaper).
     pub cmd: Option<Vec<String>>,
-    /// Work done on the fresh container before it serves anyone (see [`Setup`]).
+    /// Work done on the fresh container before it serves anyone (see [`super::Setup`]).
     pub setup: Option<super::Setup>,
 }
 
@@ -146,7 +146,18 @@ impl Sandbox {
     ) -> Result<Sandbox, SandboxError> {
         let placed = create_started(engine, spec, Duration::ZERO).await?;
         debug!(container = %&placed.container[..placed.container.len().min(12)], image = %spec.image, backend = %engine.backend().kind(), "sandbox started");
-        let sandbox = Sandbox::adopt(engine, placed, spec, Some(permit));
+        Sandbox::set_up(engine, placed, spec, Some(permit)).await
+    }
+
+    /// The guard of a started container once the spec's [`super::Setup`] is done; a failed
+    /// setup releases the container.
+    async fn set_up(
+        engine: &Engine,
+        placed: Placement,
+        spec: &SandboxSpec,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<Sandbox, SandboxError> {
+        let sandbox = Sandbox::adopt(engine, placed, spec, permit);
         if let Err(e) = super::setup::run(&sandbox, spec).await {
             sandbox.release();
             return Err(e);
@@ -154,22 +165,16 @@ impl Sandbox {
         Ok(sandbox)
     }
 
-    /// A started container for the pool: created, its [`Setup`] done, outside the budget (an
-    /// idle container holds no permit). A failed setup removes it.
+    /// A started container for the pool: created, its [`super::Setup`] done, outside the
+    /// budget (an idle container holds no permit). A failed setup removes it.
     pub(super) async fn prepare_idle(
         engine: &Engine,
         spec: &SandboxSpec,
         idle: Duration,
     ) -> Result<Placement, SandboxError> {
         let placed = create_started(engine, spec, idle).await?;
-        if spec.setup.is_none() {
-            return Ok(placed);
-        }
-        let mut sandbox = Sandbox::adopt(engine, placed, spec, None);
-        if let Err(e) = super::setup::run(&sandbox, spec).await {
-            sandbox.release();
-            return Err(e);
-        }
+        let mut sandbox = Sandbox::set_up(engine, placed, spec, None).await?;
+        // The pool owns it from here.
         sandbox.removed = true;
         Ok(sandbox.placed.clone())
     }

@@ -141,18 +141,9 @@ async fn a_sigkilled_agentao_with_a_full_pool_is_reaped_at_the_next_start() {
     // What every command's start does (`cli::context::engine`). Tests running beside this one
     // start agentao commands too, and their reapers may take some of the child's containers
     // first: whatever this reap did not name must be gone all the same.
-    let before = containers_of(&run);
     let reaped = reap_leftovers(&engine).await.unwrap();
     let after = containers_of(&run);
     assert!(after.is_empty(), "left {after:?} after {reaped:?}");
-    let by_us = before
-        .iter()
-        .filter(|id| reaped.containers.contains(id))
-        .count();
-    eprintln!(
-        "{by_us} of {} leftover containers reaped by this start",
-        before.len()
-    );
     assert_no_containers(&run, 30);
 }
 

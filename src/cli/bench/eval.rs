@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{ms, percentile, tempfile_dir};
+use super::{median, ms, percentile, tempfile_dir};
 use crate::config::Settings;
 
 #[derive(Debug, Serialize)]
@@ -47,11 +47,6 @@ pub(super) struct EvalBench {
     p2p_follow_patch_median_s: f64,
     p2p_added_median: f64,
     p2p_cost_ratio: f64,
-}
-
-fn median(xs: &mut [f64]) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs.get(xs.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// `docker run --rm` of the task's stored tests, as root (how people run them) or, with
@@ -115,7 +110,7 @@ pub(super) async fn bench_eval(
     let mut theirs_unprivileged = Vec::new();
     let mut phases: [Vec<f64>; 3] = Default::default();
     for (task, _) in &order {
-        for (e, times) in [(&engine, &mut ours), (&cold, &mut colds)] {
+        for (e, times, pooled) in [(&engine, &mut ours, true), (&cold, &mut colds, false)] {
             let t = Instant::now();
             let v = evaluate(e, task, &task.patch, &cfg).await;
             anyhow::ensure!(
@@ -125,7 +120,7 @@ pub(super) async fn bench_eval(
                 v.outcome
             );
             times.push(t.elapsed());
-            if std::ptr::eq(e, &engine) {
+            if pooled {
                 let p = &v.timings;
                 for (slot, s) in phases.iter_mut().zip([p.start_s, p.apply_s, p.tests_s]) {
                     slot.push(s);
@@ -199,6 +194,7 @@ pub(super) async fn bench_eval(
     let km = percentile(&mut colds, 0.5);
     let tm = percentile(&mut theirs, 0.5);
     let um = percentile(&mut theirs_unprivileged, 0.5);
+    let [starts, applies, tests] = phases;
     Ok(EvalBench {
         benchmark: "eval_overhead",
         tasks: tasks.len(),
@@ -210,9 +206,9 @@ pub(super) async fn bench_eval(
         overhead_ratio_unprivileged: om.as_secs_f64() / um.as_secs_f64(),
         overhead_ratio: om.as_secs_f64() / tm.as_secs_f64(),
         cold_overhead_ratio: km.as_secs_f64() / tm.as_secs_f64(),
-        pooled_start_median_s: median(&mut phases[0]),
-        pooled_apply_median_s: median(&mut phases[1]),
-        pooled_tests_median_s: median(&mut phases[2]),
+        pooled_start_median_s: median(starts),
+        pooled_apply_median_s: median(applies),
+        pooled_tests_median_s: median(tests),
         throughput_workers_1_per_min: (throughput[0] * 100.0).round() / 100.0,
         throughput_workers_2_per_min: (throughput[1] * 100.0).round() / 100.0,
         throughput_workers_1_no_pool_per_min: (throughput[2] * 100.0).round() / 100.0,

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::median;
 use crate::config::Settings;
 
 #[derive(Debug, Serialize)]
@@ -142,18 +143,4 @@ pub(super) async fn bench_forge(
                wall time of the gold-patch checks; both modes take the same baseline and try \
                the same candidates in the same order",
     })
-}
-
-/// The median (0 for none).
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return 0.0;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }

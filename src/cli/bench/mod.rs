@@ -309,6 +309,20 @@ pub(super) fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e5).round() / 100.0
 }
 
+/// The median (0 for none).
+pub(super) fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
 /// The `q` quantile (nearest rank) of `xs`, sorting it in place.
 pub(super) fn percentile(xs: &mut [Duration], q: f64) -> Duration {
     xs.sort();
